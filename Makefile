@@ -1,0 +1,57 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    set up, then the main job (today: generate the default dataset and summarise it)
+#   make test   set up, then the test suite
+# Set-up creates .venv and installs the project with the exact pins in constraints.txt.
+# It is redone only when pyproject.toml or constraints.txt change.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= data
+PYTEST_ARGS ?=
+DEPS_HASH := $(shell cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.installed-$(DEPS_HASH)
+# pip repeats a harmless warning for every index location on some machines; keep the log readable
+PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: setup run test bench lock clean help
+
+help:
+	@echo "make run    set up, then generate the default dataset ($(DATA)/) and print its summary"
+	@echo "make test   set up, then run the tests"
+	@echo "make bench  set up, then run the benchmarks under bench/"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@echo "==> setting up $(VENV) (first time: a few minutes)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet torch==2.13.0 2>&1 | $(PIP_FILTER)
+	@$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]' 2>&1 | $(PIP_FILTER)
+	@$(BIN)/python -c "import torch, av, numpy; assert numpy.__version__ < '2', numpy.__version__"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+	@echo "==> $(VENV) ready"
+
+run: setup
+	$(BIN)/omniretriever data synth --out $(DATA) --if-missing
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python bench/decode.py
+
+# Re-resolve the pins after changing pyproject.toml's ranges (needs the registries).
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet torch==2.13.0 2>&1 | $(PIP_FILTER)
+	.venv-lock/bin/python -m pip install --quiet -e '.[test]' 2>&1 | $(PIP_FILTER)
+	{ echo "# Exact, tested resolution of pyproject.toml's dependencies (Python 3.11, CPU torch)."; \
+	  echo "# Regenerate: make lock"; .venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt
+	rm -rf .venv-lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,93 @@
+"""A decoded-feature cache so training does not decode every mp4 every epoch.
+
+Entries are safetensors files (no pickle) under the cache root, keyed by
+
+    sha256(CACHE_FORMAT, DecodeConfig fingerprint, MediaLimits, sha256(video bytes), sha256(audio bytes))
+
+so a changed file (its bytes, not its mtime) or changed decoding settings is never served stale.
+Hashing a clip costs a read of the file, far less than decoding it. Writes are atomic (temp file
+and rename), so a crash leaves either no entry or a whole one; an unreadable entry is a miss and is
+rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from model.media import Clip, DecodeConfig, MediaLimits, check_file, decode_clip
+
+CACHE_FORMAT = "omniretriever-features-v1"
+_CHUNK = 1 << 20
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    rewrites: int = 0  # unreadable entries replaced
+
+
+class FeatureCache:
+    """get(video, audio) -> Clip, decoding only on a miss."""
+
+    def __init__(self, root: str | Path, config: DecodeConfig = DecodeConfig(), limits: MediaLimits = MediaLimits()):
+        self.root = Path(root)
+        self.config = config
+        self.limits = limits
+        self.stats = CacheStats()
+        self._settings = json.dumps({"format": CACHE_FORMAT, "decode": asdict(config), "limits": asdict(limits)},
+                                    sort_keys=True)
+
+    def key(self, video: str | Path, audio: str | Path) -> str:
+        video_path, audio_path = check_file(video, self.limits), check_file(audio, self.limits)
+        vd = file_digest(video_path)
+        ad = vd if audio_path == video_path else file_digest(audio_path)
+        return hashlib.sha256(f"{self._settings}|{vd}|{ad}".encode()).hexdigest()
+
+    def path_for(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.safetensors"
+
+    def get(self, video: str | Path, audio: str | Path) -> Clip:
+        key = self.key(video, audio)
+        entry = self.path_for(key)
+        if entry.exists():
+            try:
+                tensors = load_file(entry)
+                self.stats.hits += 1
+                return Clip(frames=tensors["frames"], mel=tensors["mel"], has_audio=bool(tensors["has_audio"][0]))
+            except (SafetensorError, OSError, KeyError, ValueError):
+                self.stats.rewrites += 1
+        self.stats.misses += 1
+        clip = decode_clip(video, audio, self.config, self.limits)
+        self._put(entry, clip)
+        return clip
+
+    def _put(self, entry: Path, clip: Clip) -> None:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=entry.parent)
+        os.close(fd)
+        try:
+            save_file({"frames": np.ascontiguousarray(clip.frames), "mel": np.ascontiguousarray(clip.mel),
+                       "has_audio": np.array([clip.has_audio], dtype=np.uint8)}, tmp,
+                      metadata={"format": CACHE_FORMAT})
+            os.replace(tmp, entry)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,45 @@
+"""Typed errors for bad input. Each names what was wrong and where (file, line, field)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class OmniRetrieverError(Exception):
+    """Base class of every error this project raises on bad input."""
+
+
+class ManifestError(OmniRetrieverError, ValueError):
+    """A manifest line that cannot be used: invalid JSON, a missing field, an empty caption, ..."""
+
+    def __init__(self, source: str | Path, line: int | None, reason: str, record_id: str | None = None):
+        self.source = str(source)
+        self.line = line
+        self.reason = reason
+        self.record_id = record_id
+        where = self.source if line is None else f"{self.source}:{line}"
+        who = f" (id {record_id!r})" if record_id else ""
+        super().__init__(f"{where}{who}: {reason}")
+
+
+class PathEscapeError(OmniRetrieverError, ValueError):
+    """A media path that would resolve outside the data root (../, absolute, or a symlink out)."""
+
+    def __init__(self, path: str, root: Path, reason: str):
+        self.path = path
+        self.root = root
+        self.reason = reason
+        super().__init__(f"media path {path!r} is not allowed: {reason} (data root {root})")
+
+
+class MediaError(OmniRetrieverError, ValueError):
+    """A media file that cannot be decoded: missing, empty, truncated, wrong streams, ..."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class MediaLimitError(MediaError):
+    """A media file over a configured limit (file size, duration, resolution)."""

@@ -1,0 +1,165 @@
+"""Manifests of the OmniRetriever-Bench layout, and media paths confined to the data root.
+
+    DATA/manifests/<split>.jsonl   one record a line: {"id", "text", "video", "audio"}
+    DATA/videos/<id>.mp4           video with its audio muxed in; "audio" may name the same mp4
+
+`read_manifest` raises on the first bad line; `scan_manifest` reports every line, good or bad,
+for callers that must account for each record (validation). `resolve_media` is the one place a
+manifest path becomes a filesystem path: it refuses anything that would leave the data root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from model.errors import ManifestError, PathEscapeError
+
+FIELDS: tuple[str, ...] = ("id", "text", "video", "audio")
+MAX_LINE_BYTES = 1 << 20  # a manifest line over 1 MiB is refused rather than parsed
+
+
+@dataclass(frozen=True)
+class Record:
+    """One audio-video-text triple. `video` and `audio` are paths relative to the data root."""
+
+    id: str
+    text: str
+    video: str
+    audio: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class ScannedLine:
+    """One manifest line: its number, its raw text, and either a Record or the error it raised."""
+
+    line: int
+    raw: str
+    record: Record | None
+    error: ManifestError | None
+
+
+def manifest_path(data_root: str | Path, split: str) -> Path:
+    if not split or "/" in split or "\\" in split or split.startswith("."):
+        raise ValueError(f"split name {split!r} is not a plain name such as 'train' or 'test'")
+    return Path(data_root) / "manifests" / f"{split}.jsonl"
+
+
+def parse_line(raw: str, *, source: str | Path = "<manifest>", line: int | None = None) -> Record:
+    """Parse one JSON line into a Record, or raise ManifestError naming the source and line."""
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(source, line, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise ManifestError(source, line, f"expected a JSON object, got {type(obj).__name__}")
+    rid = obj.get("id") if isinstance(obj.get("id"), str) else None
+    missing = [f for f in FIELDS if f not in obj]
+    if missing:
+        raise ManifestError(source, line, f"missing field(s) {', '.join(missing)}", rid)
+    for field in FIELDS:
+        if not isinstance(obj[field], str):
+            raise ManifestError(source, line, f"field {field!r} must be a string, got {type(obj[field]).__name__}", rid)
+    if not obj["id"].strip():
+        raise ManifestError(source, line, "field 'id' is empty")
+    if not obj["text"].strip():
+        raise ManifestError(source, line, "field 'text' (the caption) is empty or only whitespace", rid)
+    for field in ("video", "audio"):
+        if not obj[field].strip():
+            raise ManifestError(source, line, f"field {field!r} is empty", rid)
+    return Record(obj["id"], obj["text"], obj["video"], obj["audio"])
+
+
+def scan_manifest(path: str | Path) -> Iterator[ScannedLine]:
+    """Every non-blank line of a manifest with its Record or its error; never raises on a bad line.
+
+    Raises ManifestError only when the file itself cannot be read (missing, a directory).
+    Non-UTF-8 bytes make that one line an error, the rest are still read.
+    """
+    path = Path(path)
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise ManifestError(path, None, f"cannot open manifest: {exc.strerror or exc}") from None
+    with fh:
+        for lineno, rawb in enumerate(fh, start=1):
+            if len(rawb) > MAX_LINE_BYTES:
+                err = ManifestError(path, lineno, f"line is {len(rawb)} bytes, over the {MAX_LINE_BYTES}-byte limit")
+                yield ScannedLine(lineno, rawb[:200].decode("utf-8", "replace"), None, err)
+                continue
+            try:
+                raw = rawb.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                err = ManifestError(path, lineno, f"not UTF-8 (invalid byte at offset {exc.start})")
+                yield ScannedLine(lineno, rawb.decode("utf-8", "replace").rstrip("\r\n"), None, err)
+                continue
+            raw = raw.rstrip("\r\n")
+            if not raw.strip():
+                continue
+            try:
+                yield ScannedLine(lineno, raw, parse_line(raw, source=path, line=lineno), None)
+            except ManifestError as err:
+                yield ScannedLine(lineno, raw, None, err)
+
+
+def read_manifest(path: str | Path, *, unique_ids: bool = True) -> list[Record]:
+    """All records of a manifest; the first bad line (or a repeated id) raises ManifestError."""
+    records: list[Record] = []
+    seen: dict[str, int] = {}
+    for item in scan_manifest(path):
+        if item.error is not None:
+            raise item.error
+        assert item.record is not None
+        if unique_ids and item.record.id in seen:
+            raise ManifestError(path, item.line, f"duplicate id (first seen on line {seen[item.record.id]})", item.record.id)
+        seen[item.record.id] = item.line
+        records.append(item.record)
+    return records
+
+
+def read_split(data_root: str | Path, split: str) -> list[Record]:
+    return read_manifest(manifest_path(data_root, split))
+
+
+def write_manifest(path: str | Path, records: Iterable[Record]) -> Path:
+    """Write records as JSON lines atomically: readers see the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp creates 0600; a manifest is ordinary shared data
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            for rec in records:
+                fh.write(rec.to_json() + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def resolve_media(data_root: str | Path, rel: str) -> Path:
+    """The real path of a manifest media path, guaranteed to lie inside the data root.
+
+    Refused: absolute paths, any '..' component, and paths whose real location (after
+    following symlinks) is outside the root. The file need not exist; decoding reports that.
+    """
+    root = Path(data_root).resolve()
+    if not rel or "\x00" in rel:
+        raise PathEscapeError(rel, root, "empty or contains a NUL byte")
+    posix = rel.replace("\\", "/")
+    if posix.startswith("/") or Path(rel).is_absolute() or (len(posix) > 1 and posix[1] == ":"):
+        raise PathEscapeError(rel, root, "absolute paths are not allowed; paths are relative to the data root")
+    if ".." in posix.split("/"):
+        raise PathEscapeError(rel, root, "'..' components are not allowed")
+    real = (root / posix).resolve()
+    if real != root and root not in real.parents:
+        raise PathEscapeError(rel, root, f"resolves to {real}, outside the data root (symlink out?)")
+    return real

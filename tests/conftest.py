@@ -1,0 +1,73 @@
+"""Shared fixtures: small media files, good and broken, written once per test session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.synth import write_mp4
+
+FPS = 12
+SAMPLE_RATE = 16_000
+
+
+def ramp_frames(n: int, size: int = 96) -> np.ndarray:
+    """uint8 (n, size, size, 3) frames whose brightness grows with the frame index."""
+    levels = np.linspace(16, 235, n).astype(np.uint8)
+    return np.broadcast_to(levels[:, None, None, None], (n, size, size, 3)).copy()
+
+
+def tone(seconds: float, hz: float = 1000.0, sr: int = SAMPLE_RATE) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class MediaFiles:
+    root: Path
+    good: Path  # 3 s, video + audio (1 kHz tone)
+    video_only: Path  # 3 s, no audio track
+    audio_only: Path  # 3 s, audio track only
+    truncated: Path  # first half of good.mp4's bytes
+    empty: Path  # 0 bytes
+    not_media: Path  # text with an .mp4 name
+    missing: Path  # does not exist
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> MediaFiles:
+    root = tmp_path_factory.mktemp("media")
+    frames, audio = ramp_frames(3 * FPS), tone(3.0)
+    good = write_mp4(root / "good.mp4", frames, audio, FPS, SAMPLE_RATE)
+    video_only = write_mp4(root / "video_only.mp4", frames, None, FPS, SAMPLE_RATE)
+    audio_only = write_mp4(root / "audio_only.mp4", None, audio, FPS, SAMPLE_RATE)
+    data = Path(good).read_bytes()
+    truncated = root / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 2])
+    empty = root / "empty.mp4"
+    empty.write_bytes(b"")
+    not_media = root / "not_media.mp4"
+    not_media.write_text("this is not a video\n" * 50)
+    return MediaFiles(root, Path(good), Path(video_only), Path(audio_only), truncated, empty, not_media,
+                      root / "missing.mp4")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated dataset in the OmniRetriever-Bench layout: 48 train, 4 val, 24 test clips."""
+    from model.synth import SynthConfig, synthesize
+
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    synthesize(root, SynthConfig(train=48, val=4, test=24, seed=11), workers=2, progress=False)
+    return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _feature_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests decode into a cache of their own, never the working tree's."""
+    import os
+
+    os.environ["OMNIRETRIEVER_CACHE"] = str(tmp_path_factory.mktemp("feature-cache"))

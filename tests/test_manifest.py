@@ -1,0 +1,106 @@
+import json
+import os
+
+import pytest
+
+from model.errors import ManifestError, PathEscapeError
+from model.manifest import Record, manifest_path, read_manifest, read_split, resolve_media, scan_manifest, write_manifest
+
+GOOD = {"id": "a", "text": "a red ball bounces", "video": "videos/a.mp4", "audio": "videos/a.mp4"}
+
+
+def write_lines(path, lines: list[bytes | str]):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join((x.encode() if isinstance(x, str) else x) + b"\n" for x in lines))
+    return path
+
+
+def test_round_trip(tmp_path):
+    records = [Record(f"id-{i}", f"caption {i} — ünïcode", f"videos/{i}.mp4", f"videos/{i}.mp4") for i in range(5)]
+    write_manifest(manifest_path(tmp_path, "train"), records)
+    assert read_split(tmp_path, "train") == records
+    assert not [p for p in (tmp_path / "manifests").iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+@pytest.mark.parametrize(
+    "line,reason",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        (json.dumps({k: v for k, v in GOOD.items() if k != "audio"}), "missing field(s) audio"),
+        (json.dumps({**GOOD, "text": ""}), "caption) is empty"),
+        (json.dumps({**GOOD, "text": "  \t "}), "caption) is empty"),
+        (json.dumps({**GOOD, "video": 3}), "'video' must be a string"),
+        (json.dumps({**GOOD, "id": " "}), "'id' is empty"),
+    ],
+)
+def test_bad_lines_name_file_line_and_reason(tmp_path, line, reason):
+    path = write_lines(tmp_path / "m.jsonl", [json.dumps(GOOD), line])
+    with pytest.raises(ManifestError) as err:
+        read_manifest(path)
+    assert err.value.line == 2
+    assert f"{path}:2" in str(err.value) and reason in str(err.value)
+
+
+def test_non_utf8_line_is_an_error_and_the_rest_still_read(tmp_path):
+    path = write_lines(tmp_path / "m.jsonl", [json.dumps(GOOD), b'{"id": "\xff\xfe"}', json.dumps({**GOOD, "id": "b"})])
+    scanned = list(scan_manifest(path))
+    assert [s.line for s in scanned] == [1, 2, 3]
+    assert scanned[1].error is not None and "not UTF-8" in str(scanned[1].error)
+    assert scanned[0].record.id == "a" and scanned[2].record.id == "b"
+
+
+def test_duplicate_ids_are_refused(tmp_path):
+    path = write_lines(tmp_path / "m.jsonl", [json.dumps(GOOD), json.dumps(GOOD)])
+    with pytest.raises(ManifestError, match="duplicate id .first seen on line 1"):
+        read_manifest(path)
+
+
+def test_blank_lines_are_skipped_and_line_numbers_kept(tmp_path):
+    path = write_lines(tmp_path / "m.jsonl", [json.dumps(GOOD), "", "{bad"])
+    with pytest.raises(ManifestError, match=r"m.jsonl:3"):
+        read_manifest(path)
+
+
+def test_missing_manifest(tmp_path):
+    with pytest.raises(ManifestError, match="cannot open manifest"):
+        read_split(tmp_path, "test")
+
+
+@pytest.mark.parametrize("split", ["", "../x", "a/b", ".hidden"])
+def test_split_names_are_plain(tmp_path, split):
+    with pytest.raises(ValueError, match="split name"):
+        manifest_path(tmp_path, split)
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    root = tmp_path / "data"
+    (root / "videos").mkdir(parents=True)
+    (root / "videos" / "a.mp4").write_bytes(b"x")
+    outside = tmp_path / "outside.mp4"
+    outside.write_bytes(b"x")
+    os.symlink(outside, root / "videos" / "link_out.mp4")
+    os.symlink(root / "videos" / "a.mp4", root / "videos" / "link_in.mp4")
+    return root
+
+
+@pytest.mark.parametrize("rel", ["videos/a.mp4", "./videos/a.mp4", "videos/link_in.mp4", "videos/not_yet.mp4"])
+def test_paths_inside_the_root_resolve(data_root, rel):
+    assert resolve_media(data_root, rel).is_relative_to(data_root.resolve())
+
+
+@pytest.mark.parametrize(
+    "rel,reason",
+    [
+        ("../outside.mp4", "'..' components"),
+        ("videos/../../outside.mp4", "'..' components"),
+        ("/etc/passwd", "absolute paths"),
+        ("videos/link_out.mp4", "outside the data root"),
+        ("", "empty"),
+        ("videos/a\x00.mp4", "NUL"),
+    ],
+)
+def test_paths_escaping_the_root_are_refused(data_root, rel, reason):
+    with pytest.raises(PathEscapeError, match=reason):
+        resolve_media(data_root, rel)
