@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run    set up, then the main job (today: generate the default dataset and summarise it)
+#   make run    set up, then the main job: generate the default dataset, train, evaluate
 #   make test   set up, then the test suite
 # Set-up creates .venv and installs the project with the exact pins in constraints.txt.
 # It is redone only when pyproject.toml or constraints.txt change.
@@ -10,6 +10,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= data
+RUN_DIR ?= runs/default
 PYTEST_ARGS ?=
 DEPS_HASH := $(shell cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(DEPS_HASH)
@@ -19,7 +20,7 @@ PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
 .PHONY: setup run test bench lock clean help
 
 help:
-	@echo "make run    set up, then generate the default dataset ($(DATA)/) and print its summary"
+	@echo "make run    set up, then generate $(DATA)/, train $(RUN_DIR)/ and score it on the 12 directions"
 	@echo "make test   set up, then run the tests"
 	@echo "make bench  set up, then run the benchmarks under bench/"
 
@@ -37,12 +38,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: setup
 	$(BIN)/omniretriever data synth --out $(DATA) --if-missing
+	$(BIN)/omniretriever train --data $(DATA) --out $(RUN_DIR) --resume
+	$(BIN)/omniretriever evaluate --model $(RUN_DIR) --data $(DATA) --split test
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/decode.py
+	$(BIN)/python bench/train.py
+	$(BIN)/python bench/metrics.py
 
 # Re-resolve the pins after changing pyproject.toml's ranges (needs the registries).
 lock:

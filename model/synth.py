@@ -35,7 +35,7 @@ import numpy as np
 
 from model.manifest import Record, manifest_path, read_split, write_manifest
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 # ----------------------------------------------------------------------------------------------
@@ -72,7 +72,7 @@ KIND_TIMBRE: dict[str, str] = {
 }
 KINDS: tuple[str, ...] = tuple(KIND_TIMBRE)
 SIZES: tuple[str, ...] = ("small", "medium", "large")
-SIZE_RADIUS: dict[str, float] = {"small": 0.075, "medium": 0.12, "large": 0.18}  # fraction of height
+SIZE_RADIUS: dict[str, float] = {"small": 0.10, "medium": 0.15, "large": 0.21}  # fraction of height
 SIZE_PITCH: dict[str, float] = {"small": 880.0, "medium": 440.0, "large": 220.0}  # Hz, before jitter
 EVENT_COUNTS: tuple[int, ...] = (1, 2, 3, 4)
 

@@ -1,0 +1,163 @@
+"""The `omniretriever` command line.
+
+Each command is a thin shell over a library function; heavy imports happen inside the command
+so `omniretriever --help` stays fast and importing this module pulls in no kfp, mlflow or kserve.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    name="omniretriever",
+    help="Train, evaluate, register and serve OmniRetriever, an any-to-any audio-video-text retriever.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+data_app = typer.Typer(help="Generate, summarise, version and validate datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option("--out", help="Dataset root to create (manifests/, videos/, scenes/).")] = Path("data"),
+    train: Annotated[int, typer.Option(help="Number of training clips.")] = 3000,
+    val: Annotated[int, typer.Option(help="Number of validation clips.")] = 300,
+    test: Annotated[int, typer.Option(help="Number of test clips (the retrieval gallery).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives byte-identical files.")] = 0,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing dataset at --out.")] = False,
+    if_missing: Annotated[bool, typer.Option("--if-missing", help="Do nothing when --out already holds this exact dataset.")] = False,
+) -> None:
+    """Generate the synthetic audio-video-text benchmark in the OmniRetriever-Bench layout."""
+    from model import synth
+
+    try:
+        config = synth.SynthConfig(train=train, val=val, test=test, seed=seed)
+    except ValueError as exc:
+        _fail(str(exc))
+    if if_missing and synth.is_up_to_date(out, config):
+        typer.echo(f"{out}: up to date (seed {seed}, {train}/{val}/{test} clips); not regenerated")
+        synth.print_summary(synth.summarize(out))
+        return
+    try:
+        summary = synth.synthesize(out, config, workers=workers, overwrite=overwrite)
+    except (FileExistsError, ValueError) as exc:
+        _fail(str(exc))
+    synth.print_summary(summary)
+
+
+@data_app.command("summary")
+def data_summary(
+    data: Annotated[Path, typer.Argument(help="Dataset root.")] = Path("data"),
+) -> None:
+    """Print split sizes, durations, attribute balance and near-duplicate statistics of a dataset."""
+    from model import synth
+    from model.errors import OmniRetrieverError
+
+    if not (data / "manifests").is_dir():
+        _fail(f"{data} has no manifests/ directory: not a dataset root (generate one with `omniretriever data synth`)")
+    try:
+        synth.print_summary(synth.summarize(data))
+    except OmniRetrieverError as exc:
+        _fail(str(exc))
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[Path, typer.Option(help="Dataset root (manifests/train.jsonl is used).")] = Path("data"),
+    out: Annotated[Path, typer.Option(help="Run directory: model/, checkpoints/, train_log.jsonl.")] = Path("runs/latest"),
+    config: Annotated[str, typer.Option(help="Architecture: a packaged name (tiny, base) or a JSON file.")] = "tiny",
+    objective: Annotated[str, typer.Option(help="pairwise (L_A) | distill (L_A+L_D) | full (L_A+L_D+L_T).")] = "full",
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
+    batch_size: Annotated[int, typer.Option(help="Clips per step (per process).")] = 64,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 2e-3,
+    warmup_steps: Annotated[int, typer.Option(help="Linear warmup steps before cosine decay.")] = 30,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation, batches and augmentations.")] = 0,
+    temperature: Annotated[float, typer.Option(help="Initial softmax temperature (the value itself if --fixed-temperature).")] = 0.07,
+    fixed_temperature: Annotated[bool, typer.Option("--fixed-temperature", help="Do not learn the temperature (reference code: 0.01).")] = False,
+    rotate_pairs: Annotated[bool, typer.Option("--rotate-pairs", help="Reference-code variant: one L_A pair per step.")] = False,
+    checkpoint_every: Annotated[int, typer.Option(help="Write a resumable checkpoint every N steps.")] = 100,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
+    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).")] = None,
+) -> None:
+    """Train the unified AVT encoder; Ctrl-C or a crash loses at most --checkpoint-every steps (use --resume)."""
+    from model.errors import OmniRetrieverError
+    from model.train import TrainConfig, train
+
+    try:
+        cfg = TrainConfig(data=data, out=out, config=config, objective=objective, steps=steps, batch_size=batch_size,
+                          lr=lr, warmup_steps=warmup_steps, seed=seed, temperature=temperature,
+                          fixed_temperature=fixed_temperature, rotate_pairs=rotate_pairs,
+                          checkpoint_every=checkpoint_every, workers=workers)
+        summary = train(cfg, resume=resume)
+    except (OmniRetrieverError, ValueError, FileExistsError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    final = summary["final"]
+    terms = "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k.endswith("loss"))
+    typer.echo(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s "
+               f"({summary['samples_per_s']:.1f} samples/s): {terms}")
+    typer.echo(f"model: {summary['model']}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[Path, typer.Option(help="Run directory or model directory.")] = Path("runs/latest"),
+    data: Annotated[Path, typer.Option(help="Dataset root.")] = Path("data"),
+    split: Annotated[str, typer.Option(help="Split to score; its items form the gallery.")] = "test",
+    out: Annotated[Optional[Path], typer.Option(help="results.json path (a PNG is written beside it).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).")] = None,
+) -> None:
+    """Score the 12 OmniRetriever-Bench directions: R@1/5/10, MdR, MnR, MRR, NDCG@10, AVG-single/dual/all."""
+    from model.errors import OmniRetrieverError
+    from model.evaluate import evaluate, print_results
+
+    out = out or (model / "results.json")
+    try:
+        results = evaluate(model, data, split, out, workers=workers)
+    except (OmniRetrieverError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    print_results(results)
+    typer.echo(f"results: {out}  plot: {results['plot']}")
+
+
+@app.command("ablation")
+def ablation_cmd(
+    data: Annotated[Path, typer.Option(help="Dataset root.")] = Path("data"),
+    seeds: Annotated[list[int], typer.Option("--seed", help="Seeds (repeat the option).")] = [0, 1, 2],
+    steps: Annotated[int, typer.Option(help="Training steps per run.")] = 300,
+    config: Annotated[str, typer.Option(help="Architecture name or JSON file.")] = "tiny",
+    out_dir: Annotated[Path, typer.Option(help="Where the runs go (finished runs are reused).")] = Path("runs/ablation"),
+    report: Annotated[Path, typer.Option(help="Markdown report to write.")] = Path("docs/RESULTS.md"),
+    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).")] = None,
+) -> None:
+    """Train and score pairwise, distill and full objectives over several seeds; write the table."""
+    from model.ablation import run_ablation
+    from model.errors import OmniRetrieverError
+
+    command = f"omniretriever ablation --data {data} {' '.join(f'--seed {s}' for s in seeds)} --steps {steps} --config {config}"
+    try:
+        summary = run_ablation(data, out_dir, report, list(seeds), steps, config, workers=workers, command=command)
+    except (OmniRetrieverError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    for objective, avgs in summary.items():
+        m, h = avgs["AVG-all"]
+        typer.echo(f"{objective:9s} AVG-all {m:.2f} ± {h:.2f}")
+    typer.echo(f"report: {report}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: `omniretriever ...` or main(["data", "summary", "data"])."""
+    app(args=argv, prog_name="omniretriever")
+
+
+if __name__ == "__main__":
+    main()

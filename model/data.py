@@ -1,0 +1,114 @@
+"""Decoded splits held in memory (ClipBank) and the batches the encoder takes.
+
+A split is decoded once through the FeatureCache (in parallel, with a progress bar) into tensors:
+frames uint8 (N, F, H, W, 3), mel float32 (N, M, Fr), has_audio bool (N,), plus ids and captions.
+Batches are dicts with the keys the encoder reads: text_ids, text_mask, video, audio.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+
+from model.cache import FeatureCache
+from model.manifest import Record, read_split, resolve_media
+from model.media import DecodeConfig, MediaLimits
+from model.text import TextTokenizer
+
+
+
+def default_cache_dir() -> Path:
+    """$OMNIRETRIEVER_CACHE/features, or .cache/omniretriever/features under the working directory."""
+    return Path(os.environ.get("OMNIRETRIEVER_CACHE", ".cache/omniretriever")) / "features"
+
+
+@dataclass
+class ClipBank:
+    ids: list[str]
+    texts: list[str]
+    frames: torch.Tensor  # uint8 (N, F, H, W, 3)
+    mel: torch.Tensor  # float32 (N, M, Fr)
+    has_audio: torch.Tensor  # bool (N,)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+_worker_cache: FeatureCache | None = None
+
+
+def _init_worker(cache_dir: str, config: DecodeConfig, limits: MediaLimits) -> None:
+    global _worker_cache
+    torch.set_num_threads(1)
+    _worker_cache = FeatureCache(cache_dir, config, limits)
+
+
+def _decode_one(paths: tuple[str, str]) -> tuple[np.ndarray, np.ndarray, bool, int, int]:
+    assert _worker_cache is not None
+    hits = _worker_cache.stats.hits
+    clip = _worker_cache.get(*paths)
+    hit = _worker_cache.stats.hits - hits
+    return clip.frames, clip.mel, clip.has_audio, hit, 1 - hit
+
+
+def load_bank(data_root: str | Path, split: str, config: DecodeConfig, *, cache_dir: str | Path | None = None,
+              limits: MediaLimits = MediaLimits(), workers: int | None = None, limit: int | None = None,
+              progress: bool = True) -> ClipBank:
+    """Decode (or read from the cache) every record of a split. Errors name the record and file."""
+    cache_dir = cache_dir or default_cache_dir()
+    records: list[Record] = read_split(data_root, split)[:limit]
+    paths = [(str(resolve_media(data_root, r.video)), str(resolve_media(data_root, r.audio))) for r in records]
+    workers = workers or min(os.cpu_count() or 1, 8)
+    frames, mels, flags = [], [], []
+    hits = 0
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(str(cache_dir), config, limits)) as pool, \
+            Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"decoding {split} ({len(paths)} clips)", total=len(paths))
+        for f, m, h, hit, _ in pool.map(_decode_one, paths, chunksize=16):
+            frames.append(f), mels.append(m), flags.append(h)
+            hits += hit
+            bar.advance(task)
+    return ClipBank(ids=[r.id for r in records], texts=[r.text for r in records],
+                    frames=torch.from_numpy(np.stack(frames)), mel=torch.from_numpy(np.stack(mels)),
+                    has_audio=torch.tensor(flags, dtype=torch.bool))
+
+
+def make_batch(bank: ClipBank, idx: torch.Tensor | list[int], tokenizer: TextTokenizer,
+               texts: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """The encoder's input for rows `idx` of the bank (captions replaced by `texts` when given)."""
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    ids, mask = tokenizer(texts if texts is not None else [bank.texts[i] for i in idx.tolist()])
+    return {"text_ids": ids, "text_mask": mask, "video": bank.frames[idx], "audio": bank.mel[idx]}
+
+
+def swap_slot(per_modality: Mapping[str, tuple[torch.Tensor, ...]], slot: str,
+              partner: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Hard-negative tuples: row i keeps its own modalities except `slot`, whose tensors come from row partner[i].
+
+    Works on anything keyed by modality with row-aligned tensors, e.g. the encoder's tokens
+    {m: (tokens (B, Lm, D), valid (B, Lm))}, so hard negatives reuse the batch's tokenisation.
+    """
+    out = dict(per_modality)
+    out[slot] = tuple(t[partner] for t in per_modality[slot])
+    return out
+
+
+def concat_tokens(a: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+                  b: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Stack two token sets row-wise, padding the shorter sequence (text) with masked positions."""
+    out = {}
+    for m in a:
+        (xa, va), (xb, vb) = a[m], b[m]
+        width = max(xa.shape[1], xb.shape[1])
+        pad = lambda x, v: (F.pad(x, (0, 0, 0, width - x.shape[1])), F.pad(v, (0, width - v.shape[1])))  # noqa: E731
+        (xa, va), (xb, vb) = pad(xa, va), pad(xb, vb)
+        out[m] = (torch.cat([xa, xb]), torch.cat([va, vb]))
+    return out

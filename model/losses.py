@@ -1,0 +1,171 @@
+"""The OmniRetriever objectives. One class per term; each forward returns a dict of `*_loss` tensors
+and the total is summed in exactly one place (`Objective.forward`).
+
+Notation: z_X in R^{B x E} are L2-normalised embeddings of view X for a batch of B items, s = exp(tau)
+the learnable logit scale (tau = log(1/0.07) at init, s clamped to <= 100), or a fixed 1/temperature.
+
+    InfoNCE(a, b) = -1/(2B) sum_i [ log softmax_j(s a_i.b_j)_i + log softmax_j(s b_i.a_j)_i ]   (symmetric)
+
+With torch.distributed initialised, the gallery side of each InfoNCE holds the features of every rank
+(gathered with gradient, `gather_features`), and the labels are offset by rank * B.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from model.modalities import A, T, V
+
+PAIRS: tuple[tuple[str, str], ...] = ((T, V), (T, A), (V, A))
+HARD_NEGATIVE_CYCLE: tuple[str, ...] = (T, A, V)  # slot swapped in the hard negative at step s: CYCLE[s % 3]
+OBJECTIVES: tuple[str, ...] = ("pairwise", "distill", "full")
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) when torch.distributed is not initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_features(z: torch.Tensor) -> torch.Tensor:
+    """Concatenate (B, E) features of all ranks into (world * B, E), keeping the gradient path.
+
+    The one place negatives cross ranks. Uses torch.distributed.nn.all_gather, whose backward
+    sums the incoming gradients back to each rank's own slice, so every rank's encoder gets the
+    gradient of the loss terms that used its features on other ranks.
+    """
+    rank, size = world()
+    if size == 1:
+        return z
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(z), dim=0)
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE between row-aligned (B, E) batches, negatives gathered across ranks."""
+    rank, _ = world()
+    all_a, all_b = gather_features(a), gather_features(b)  # (W*B, E)
+    labels = torch.arange(a.shape[0], device=a.device) + rank * a.shape[0]  # (B,)
+    logits_ab = scale * a @ all_b.T  # (B, W*B)
+    logits_ba = scale * b @ all_a.T  # (B, W*B)
+    return 0.5 * (F.cross_entropy(logits_ab, labels) + F.cross_entropy(logits_ba, labels))
+
+
+class LogitScale(nn.Module):
+    """s = exp(tau): learnable (init 1/0.07, clamped to 100) or fixed at 1/temperature."""
+
+    def __init__(self, temperature: float = 0.07, learnable: bool = True, max_scale: float = 100.0):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.tau = nn.Parameter(torch.tensor(math.log(1.0 / temperature)), requires_grad=learnable)
+        self.max_log = math.log(max_scale)
+
+    def forward(self) -> torch.Tensor:
+        return self.tau.clamp(max=self.max_log).exp() if self.tau.requires_grad else self.tau.exp()
+
+
+class PairwiseLoss(nn.Module):
+    """L_A = (1/|P|) sum_{(m,n) in P} InfoNCE(z_m, z_n), P = {(T,V), (T,A), (V,A)}.
+
+    rotate=True is the reference-code variant: one pair per step, P = {PAIRS[step % 3]}.
+    Inputs: z dict with (B, E) tensors under "T", "V", "A"; returns {"pairwise_loss": scalar}.
+    """
+
+    def __init__(self, rotate: bool = False):
+        super().__init__()
+        self.rotate = rotate
+
+    def pairs(self, step: int) -> tuple[tuple[str, str], ...]:
+        return (PAIRS[step % len(PAIRS)],) if self.rotate else PAIRS
+
+    def forward(self, z: dict[str, torch.Tensor], scale: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        pairs = self.pairs(step)
+        return {"pairwise_loss": sum(info_nce(z[m], z[n], scale) for m, n in pairs) / len(pairs)}
+
+
+class DistillLoss(nn.Module):
+    """L_D = (1/3) sum_{m in T,V,A} InfoNCE(z_m, sg(z_TVA)): the fused embedding teaches each modality.
+
+    sg = stop-gradient (detach): no gradient reaches z_TVA or its inputs through this term.
+    Inputs: z dict with (B, E) "T", "V", "A", "TVA"; returns {"distill_loss": scalar}.
+    """
+
+    def forward(self, z: dict[str, torch.Tensor], scale: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        teacher = z["TVA"].detach()
+        return {"distill_loss": sum(info_nce(z[m], teacher, scale) for m in (T, V, A)) / 3}
+
+
+def hard_negative_slot(step: int) -> str:
+    """The modality swapped in the hard negatives at `step`: T, A, V, T, A, V, ..."""
+    return HARD_NEGATIVE_CYCLE[step % len(HARD_NEGATIVE_CYCLE)]
+
+
+def hard_negative_partner(batch_size: int) -> torch.Tensor:
+    """Index of the sample whose slot sample i receives: i + 1 mod B (never i itself when B > 1)."""
+    return torch.roll(torch.arange(batch_size), shifts=-1)
+
+
+class TupleLoss(nn.Module):
+    """L_T, Tuple-InfoNCE on the fused embedding.
+
+        anchor   a_i = z_TVA(T_i, V_i, A_i)
+        positive p_i = z_TVA(T'_i, V'_i, A'_i)         augmented view of the same tuple
+        hard     h_i = z_TVA of tuple i with slot m_s replaced by sample pi(i)'s,  m_s = (T, A, V)[s % 3]
+        L_T = -1/B sum_i log [ exp(s a_i.p_i) / ( sum_j exp(s a_i.p_j) + exp(s a_i.h_i) ) ]
+
+    Negatives: every other in-batch (all-rank) positive p_j plus the sample's own hard negative.
+    Inputs: z dict with (B, E) "TVA", "TVA_aug", "TVA_hard"; returns {"tuple_loss": scalar}.
+    """
+
+    def forward(self, z: dict[str, torch.Tensor], scale: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        anchor, pos, hard = z["TVA"], z["TVA_aug"], z["TVA_hard"]
+        rank, _ = world()
+        all_pos = gather_features(pos)  # (W*B, E)
+        logits = scale * torch.cat([anchor @ all_pos.T, (anchor * hard).sum(-1, keepdim=True)], dim=1)  # (B, W*B + 1)
+        labels = torch.arange(anchor.shape[0], device=anchor.device) + rank * anchor.shape[0]
+        return {"tuple_loss": F.cross_entropy(logits, labels)}
+
+
+class Objective(nn.Module):
+    """pairwise: L_A;  distill: L_A + L_D;  full: L_A + L_D + L_T (uniform weights).
+
+    `views(objective)` says which embeddings a step must compute, each exactly once.
+    forward returns every term plus "loss", the one place the total is summed.
+    """
+
+    def __init__(self, objective: str = "full", temperature: float = 0.07, learnable_temperature: bool = True,
+                 rotate_pairs: bool = False):
+        super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+        self.objective = objective
+        self.logit_scale = LogitScale(temperature, learnable_temperature)
+        terms: list[nn.Module] = [PairwiseLoss(rotate_pairs)]
+        if objective in ("distill", "full"):
+            terms.append(DistillLoss())
+        if objective == "full":
+            terms.append(TupleLoss())
+        self.terms = nn.ModuleList(terms)
+
+    def views(self, step: int) -> tuple[str, ...]:
+        """The embeddings step `step` needs; with rotating pairs, only that step's pair for L_A alone."""
+        if self.objective == "pairwise":
+            return tuple(m for m in (T, V, A) if any(m in pair for pair in self.terms[0].pairs(step)))
+        return {"distill": (T, V, A, "TVA"), "full": (T, V, A, "TVA", "TVA_aug", "TVA_hard")}[self.objective]
+
+    def forward(self, z: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        scale = self.logit_scale()
+        out: dict[str, torch.Tensor] = {}
+        for term in self.terms:
+            out.update(term(z, scale, step))
+        out["loss"] = sum(v for k, v in out.items() if k.endswith("_loss"))
+        out["logit_scale"] = scale.detach()
+        return out

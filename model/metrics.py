@@ -1,0 +1,94 @@
+"""Retrieval metrics for one direction, blockwise and tie-fair.
+
+For query i the gold is gallery item i. With s_ij = q_i . g_j, let
+    g_i = #{j : s_ij > s_ii + eps}            items strictly better than the gold
+    e_i = #{j != i : |s_ij - s_ii| <= eps}     items tied with the gold
+Under random tie-breaking the gold's rank is uniform on {g_i + 1, ..., g_i + e_i + 1}; every metric
+is its expectation over that, so ties never flatter a model (a constant embedding scores chance):
+    R@k     = clip((k - g) / (e + 1), 0, 1)          (percent)
+    rank    = g + 1 + e / 2                          MdR = median, MnR = mean
+    MRR     = (H(g + e + 1) - H(g)) / (e + 1)        H = harmonic numbers
+    NDCG@10 = sum_{r=g+1}^{min(g+e+1, 10)} 1/log2(r + 1) / (e + 1)
+eps absorbs float32 rounding between differently-shaped matrix products (scores lie in [-1, 1]).
+
+`rank_counts` never holds more than query_block x gallery_block scores, so galleries of 10^6 items
+fit in bounded memory; `rank_counts_reference` is the brute-force N x N version the tests compare with.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+TIE_EPS = 1e-5
+EULER_GAMMA = 0.5772156649015329
+
+
+def rank_counts(query: torch.Tensor, gallery: torch.Tensor, *, max_elements: int = 1 << 24,
+                eps: float = TIE_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g, e) int64 (N,) for row-aligned query/gallery (N, E), scored in blocks of <= max_elements."""
+    n = query.shape[0]
+    if gallery.shape[0] != n:
+        raise ValueError(f"query and gallery must have the same number of items, got {n} and {gallery.shape[0]}")
+    qb = max(1, min(n, max_elements // min(n, 4096)))
+    gb = max(1, min(n, max_elements // qb))
+    greater = torch.zeros(n, dtype=torch.long)
+    ties = torch.zeros(n, dtype=torch.long)
+    for q0 in range(0, n, qb):
+        q = query[q0: q0 + qb]  # (b, E)
+        gold = (q * gallery[q0: q0 + qb]).sum(-1, keepdim=True)  # (b, 1)
+        for g0 in range(0, n, gb):
+            s = q @ gallery[g0: g0 + gb].T  # (b, gb)
+            greater[q0: q0 + qb] += (s > gold + eps).sum(1)
+            ties[q0: q0 + qb] += ((s - gold).abs() <= eps).sum(1)
+    return greater, ties - 1  # the gold ties with itself
+
+
+def rank_counts_reference(query: torch.Tensor, gallery: torch.Tensor, eps: float = TIE_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same counts from the full N x N score matrix (for tests and benchmarks only)."""
+    s = query @ gallery.T  # (N, N)
+    gold = s.diagonal()[:, None]
+    return (s > gold + eps).sum(1), ((s - gold).abs() <= eps).sum(1) - 1
+
+
+def _harmonic(n: torch.Tensor) -> torch.Tensor:
+    return torch.special.digamma(n.double() + 1) + EULER_GAMMA
+
+
+_NDCG_CUM = torch.tensor([0.0] + list(np.cumsum([1 / math.log2(r + 1) for r in range(1, 11)])), dtype=torch.float64)
+
+
+def per_query(greater: torch.Tensor, ties: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Expected per-query R@1/5/10 (0..1), rank, reciprocal rank and NDCG@10 under random tie-breaking."""
+    g, e = greater.double(), ties.double()
+    out = {f"R@{k}": ((k - g) / (e + 1)).clamp(0, 1) for k in (1, 5, 10)}
+    out["rank"] = g + 1 + e / 2
+    out["rr"] = (_harmonic(greater + ties + 1) - _harmonic(greater)) / (e + 1)
+    hi = (greater + ties + 1).clamp(max=10)
+    lo = greater.clamp(max=10)
+    out["ndcg10"] = (_NDCG_CUM[hi] - _NDCG_CUM[lo]) / (e + 1)
+    return out
+
+
+def bootstrap_ci(values: torch.Tensor, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-query values (queries resampled with replacement)."""
+    v = values.numpy()
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def direction_metrics(query: torch.Tensor, gallery: torch.Tensor, *, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """R@1/5/10 and their R@1 95% interval (percent), MdR, MnR, MRR, NDCG@10 for one direction."""
+    q = per_query(*rank_counts(query.float(), gallery.float()))
+    lo, hi = bootstrap_ci(q["R@1"], n_boot, seed)
+    return {
+        "R@1": 100 * float(q["R@1"].mean()), "R@5": 100 * float(q["R@5"].mean()), "R@10": 100 * float(q["R@10"].mean()),
+        "R@1_ci95": [100 * lo, 100 * hi],
+        "MdR": float(np.median(q["rank"].numpy())), "MnR": float(q["rank"].mean()),
+        "MRR": float(q["rr"].mean()), "NDCG@10": float(q["ndcg10"].mean()),
+        "n": int(query.shape[0]), "chance_R@1": 100.0 / query.shape[0],
+    }

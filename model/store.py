@@ -1,0 +1,131 @@
+"""Saving and loading models and training checkpoints: safetensors + JSON, no pickle.
+
+    RUN/model/                     the trained model, loadable with one call: load_model(RUN)
+        model.safetensors          encoder weights (and the logit scale)
+        config.json                EncoderConfig (decode settings included)
+        tokenizer.json             the trained text tokenizer
+    RUN/checkpoints/step-000200/   a resumable checkpoint, written to a temp dir then renamed
+        model.safetensors          encoder + objective parameters
+        optimizer.pt               AdamW state (tensors only; loaded with weights_only=True)
+        rng.pt                     torch / numpy / python RNG states (tensors and ints only)
+        state.json                 step, train config
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.config import EncoderConfig
+from model.encoder import OmniEncoder
+from model.text import TextTokenizer
+
+MODEL_FILES = ("model.safetensors", "config.json", "tokenizer.json")
+
+
+@dataclass
+class LoadedModel:
+    encoder: OmniEncoder
+    tokenizer: TextTokenizer
+    config: EncoderConfig
+    path: Path
+
+
+def model_dir(path: str | Path) -> Path:
+    """RUN or RUN/model -> the directory holding MODEL_FILES."""
+    path = Path(path)
+    return path / "model" if (path / "model" / "config.json").exists() else path
+
+
+def save_model(path: str | Path, encoder: OmniEncoder, tokenizer: TextTokenizer, extra: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write MODEL_FILES atomically: into a temp dir, then renamed over `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = {k: v.detach().contiguous() for k, v in encoder.state_dict().items()}
+    state.update({k: v.detach().contiguous() for k, v in (extra or {}).items()})
+    save_file(state, tmp / "model.safetensors", metadata={"format": "omniretriever-encoder-v1"})
+    (tmp / "config.json").write_text(json.dumps(encoder.cfg.to_dict(), indent=2) + "\n")
+    tokenizer.save(tmp / "tokenizer.json")
+    _replace_dir(tmp, path)
+    return path
+
+
+def _replace_dir(tmp: Path, dest: Path) -> None:
+    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """The encoder (eval mode), tokenizer and config saved by save_model. Errors name the missing file."""
+    path = model_dir(path)
+    missing = [f for f in MODEL_FILES if not (path / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path} is not a saved model: missing {', '.join(missing)}")
+    config = EncoderConfig.from_dict(json.loads((path / "config.json").read_text()), str(path / "config.json"))
+    encoder = OmniEncoder(config)
+    state = load_file(path / "model.safetensors")
+    encoder_state = {k: v for k, v in state.items() if k in encoder.state_dict()}
+    encoder.load_state_dict(encoder_state, strict=True)
+    encoder.eval()
+    tokenizer = TextTokenizer.load(path / "tokenizer.json", config.max_text_len)
+    return LoadedModel(encoder, tokenizer, config, path)
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(), "numpy_pos": np.random.get_state()[2],
+            "python": list(random.getstate()[1]), "python_version": random.getstate()[0]}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
+    random.setstate((state["python_version"], tuple(state["python"]), None))
+
+
+def save_checkpoint(run: Path, step: int, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
+                    meta: dict, keep: int = 2) -> Path:
+    """Write checkpoints/step-XXXXXX atomically (temp dir + rename); keep the newest `keep`."""
+    root = run / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    tmp = root / f".tmp-step-{step:06d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    state = {f"{name}.{k}": v.detach().contiguous() for name, mod in modules.items() for k, v in mod.state_dict().items()}
+    save_file(state, tmp / "model.safetensors")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(rng_state(), tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, **meta}, indent=2, default=str) + "\n")
+    _replace_dir(tmp, final)
+    for old in sorted(root.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    done = sorted(p for p in (run / "checkpoints").glob("step-*") if (p / "state.json").is_file())
+    return done[-1] if done else None
+
+
+def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer) -> int:
+    """Restore modules, optimizer and RNG; returns the step to continue from."""
+    state = load_file(path / "model.safetensors")
+    for name, mod in modules.items():
+        prefix = f"{name}."
+        mod.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+    return int(json.loads((path / "state.json").read_text())["step"])

@@ -1,0 +1,239 @@
+"""Training: AdamW, warmup + cosine, gradient clipping, atomic checkpoints, exact resume.
+
+Determinism: every source of randomness in step s is seeded from (seed, s): the batch (a per-epoch
+permutation), the augmentations and dropout. So a run killed at any point and resumed from its last
+checkpoint ends with the same weights as an uninterrupted run (on the same machine and thread count).
+
+Trackers subscribe through the `Callback` protocol; model/ never imports one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from model.augment import AugmentConfig, augment_audio, augment_text, augment_video
+from model.config import EncoderConfig, load_config
+from model.data import ClipBank, concat_tokens, load_bank, make_batch, swap_slot
+from model.encoder import OmniEncoder
+from model.losses import Objective, hard_negative_partner, hard_negative_slot
+from model.modalities import A, T, V
+from model.store import latest_checkpoint, load_checkpoint, save_checkpoint, save_model
+from model.text import TextTokenizer
+
+
+@dataclass
+class TrainConfig:
+    data: Path
+    out: Path
+    config: str = "tiny"  # packaged config name or a JSON path
+    objective: str = "full"  # pairwise | distill | full
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 30
+    grad_clip: float = 1.0
+    seed: int = 0
+    temperature: float = 0.07  # initial value when learnable
+    fixed_temperature: bool = False  # reference-code variant: --fixed-temperature --temperature 0.01
+    rotate_pairs: bool = False  # reference-code variant: one L_A pair per step
+    checkpoint_every: int = 100
+    workers: int | None = None
+    cache_dir: Path | None = None  # default: $OMNIRETRIEVER_CACHE/features or .cache/omniretriever/features
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        rules = {"steps": self.steps >= 1, "batch_size": self.batch_size >= 2, "lr": self.lr > 0,
+                 "warmup_steps": self.warmup_steps >= 0, "checkpoint_every": self.checkpoint_every >= 1,
+                 "grad_clip": self.grad_clip > 0}
+        bad = [f"--{k.replace('_', '-')}={getattr(self, k)!r}" for k, ok in rules.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid training option(s): {', '.join(bad)} (steps, checkpoint-every >= 1; batch-size >= 2;"
+                             " lr, grad-clip > 0; warmup-steps >= 0)")
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+class Callback(Protocol):
+    """What a tracker implements to follow training; every method is optional in practice."""
+
+    def on_train_start(self, params: dict) -> None: ...
+    def on_step(self, step: int, metrics: dict[str, float]) -> None: ...
+    def on_checkpoint(self, step: int, path: Path) -> None: ...
+    def on_train_end(self, summary: dict) -> None: ...
+
+
+class JsonlLog:
+    """Appends one JSON line per step to RUN/train_log.jsonl (trimmed on resume)."""
+
+    def __init__(self, path: Path, start_step: int):
+        self.path = path
+        lines = path.read_text().splitlines() if path.exists() else []
+        kept = [ln for ln in lines if json.loads(ln)["step"] <= start_step]
+        path.write_text("".join(ln + "\n" for ln in kept))
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps({"step": step, **metrics}) + "\n")
+
+
+def _call(callbacks: Sequence[object], name: str, *args) -> None:
+    for cb in callbacks:
+        fn = getattr(cb, name, None)
+        if fn is not None:
+            fn(*args)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to cfg.lr, then cosine decay to 0 at cfg.steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def step_seed(seed: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """Rows of step `step`: consecutive slices of a per-epoch permutation (last partial batch dropped)."""
+    per_epoch = max(1, n // batch_size)
+    epoch, pos = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch, 7]).permutation(n)
+    return torch.from_numpy(perm[pos * batch_size: (pos + 1) * batch_size].copy())
+
+
+def param_groups(modules: Sequence[torch.nn.Module], weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms, embeddings of position/type, and the temperature."""
+    decay, no_decay = [], []
+    for mod in modules:
+        for name, p in mod.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim < 2 or name.endswith(".pos") or "type_embed" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def embed_step(encoder: OmniEncoder, bank: ClipBank, idx: torch.Tensor, tokenizer: TextTokenizer,
+               views: tuple[str, ...], step: int, aug: AugmentConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Each embedding the objective needs, computed once. The batch is tokenised once and every view
+    (T, V, A, TVA, and the hard negatives, which only permute a slot's tokens) is fused from those
+    tokens; only the augmented positive needs a second tokenisation. Positive and hard negatives share
+    one trunk forward of 2B rows."""
+    batch = make_batch(bank, idx, tokenizer)
+    mods = tuple(m for m in (T, V, A) if m in views or "TVA" in views)
+    tokens = encoder.tokenize(batch, mods)
+    z = {m: encoder.fuse(tokens, (m,)) for m in (T, V, A) if m in views}
+    if "TVA" in views:
+        z["TVA"] = encoder.fuse(tokens, (T, V, A))
+    if "TVA_aug" in views:
+        texts = [augment_text(bank.texts[i], aug, gen) for i in idx.tolist()]
+        augmented = make_batch(bank, idx, tokenizer, texts)
+        augmented["video"] = augment_video(augmented["video"], aug, gen)
+        augmented["audio"] = augment_audio(augmented["audio"], aug, gen)
+        hard = swap_slot(tokens, hard_negative_slot(step), hard_negative_partner(len(idx)))
+        both = encoder.fuse(concat_tokens(encoder.tokenize(augmented, (T, V, A)), hard), (T, V, A))  # (2B, E)
+        z["TVA_aug"], z["TVA_hard"] = both[: len(idx)], both[len(idx):]
+    return z
+
+
+def build(cfg: TrainConfig, enc_cfg: EncoderConfig) -> tuple[OmniEncoder, Objective, torch.optim.AdamW]:
+    """A freshly initialised encoder, the objective (holding the temperature) and their optimizer."""
+    encoder = OmniEncoder(enc_cfg)
+    objective = Objective(cfg.objective, cfg.temperature, not cfg.fixed_temperature, cfg.rotate_pairs)
+    optimizer = torch.optim.AdamW(param_groups([encoder, objective], cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
+    return encoder, objective, optimizer
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, callbacks: Sequence[object] = (), progress: bool = True):
+        self.cfg = cfg
+        self.callbacks = list(callbacks)
+        self.progress = progress
+        self.run = Path(cfg.out)
+
+    def _setup(self, resume: bool) -> tuple[EncoderConfig, ClipBank, TextTokenizer, int | None]:
+        cfg = self.cfg
+        checkpoint = latest_checkpoint(self.run) if resume else None
+        if not resume and (self.run / "checkpoints").exists():
+            raise FileExistsError(f"{self.run} already holds a training run: pass --resume to continue it, or choose a new --out")
+        enc_cfg = load_config(cfg.config)
+        bank = load_bank(cfg.data, "train", enc_cfg.decode, cache_dir=cfg.cache_dir, workers=cfg.workers,
+                         progress=self.progress)
+        if len(bank) < cfg.batch_size:
+            raise ValueError(f"--batch-size={cfg.batch_size} is larger than the training split ({len(bank)} clips)")
+        tok_path = self.run / "tokenizer.json"
+        if checkpoint is not None and tok_path.exists():
+            tokenizer = TextTokenizer.load(tok_path, enc_cfg.max_text_len)
+        else:
+            tokenizer = TextTokenizer.train(bank.texts, enc_cfg.vocab_size, enc_cfg.max_text_len)
+            self.run.mkdir(parents=True, exist_ok=True)
+            tokenizer.save(tok_path)
+        return replace(enc_cfg, vocab_size=tokenizer.vocab_size), bank, tokenizer, checkpoint
+
+    def fit(self, resume: bool = False) -> dict:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        enc_cfg, bank, tokenizer, checkpoint = self._setup(resume)
+        encoder, objective, optimizer = build(cfg, enc_cfg)
+        modules = {"encoder": encoder, "objective": objective}
+        start = load_checkpoint(checkpoint, modules, optimizer) if checkpoint else 0
+        log = JsonlLog(self.run / "train_log.jsonl", start)
+        params = {**cfg.to_dict(), "encoder": enc_cfg.to_dict(), "train_clips": len(bank), "resumed_from": start}
+        _call(self.callbacks, "on_train_start", params)
+        encoder.train()
+        t0, last = time.perf_counter(), {}
+        bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {cfg.objective}",
+                   disable=not self.progress, dynamic_ncols=True)
+        for step in bar:
+            last = train_step(step, cfg, encoder, objective, optimizer, bank, tokenizer)
+            log.on_step(step + 1, last)
+            _call(self.callbacks, "on_step", step + 1, last)
+            bar.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in last.items() if k.endswith("loss")})
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                path = save_checkpoint(self.run, step + 1, modules, optimizer, {"train_config": cfg.to_dict()})
+                _call(self.callbacks, "on_checkpoint", step + 1, path)
+        elapsed = time.perf_counter() - t0
+        save_model(self.run / "model", encoder, tokenizer, {"logit_scale.tau": objective.logit_scale.tau})
+        summary = {"steps": cfg.steps, "resumed_from": start, "seconds": elapsed, "final": last,
+                   "samples_per_s": (cfg.steps - start) * cfg.batch_size / max(elapsed, 1e-9),
+                   "model": str(self.run / "model")}
+        (self.run / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _call(self.callbacks, "on_train_end", summary)
+        return summary
+
+
+def train_step(step: int, cfg: TrainConfig, encoder: OmniEncoder, objective: Objective, optimizer: torch.optim.Optimizer,
+               bank: ClipBank, tokenizer: TextTokenizer) -> dict[str, float]:
+    """One optimizer step; all of its randomness is seeded from (cfg.seed, step)."""
+    seed = step_seed(cfg.seed, step)
+    torch.manual_seed(seed)  # dropout
+    gen = torch.Generator().manual_seed(seed)  # augmentations
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    idx = batch_indices(len(bank), cfg.batch_size, step, cfg.seed)
+    z = embed_step(encoder, bank, idx, tokenizer, objective.views(step), step, cfg.augment, gen)
+    out = objective(z, step)
+    optimizer.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(list(encoder.parameters()) + list(objective.parameters()), cfg.grad_clip)
+    optimizer.step()
+    metrics = {k: float(v.detach()) for k, v in out.items()}
+    metrics.update(lr=optimizer.param_groups[0]["lr"], grad_norm=float(grad_norm))
+    return metrics
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, callbacks: Sequence[object] = (), progress: bool = True) -> dict:
+    return Trainer(cfg, callbacks, progress).fit(resume)

@@ -1,0 +1,54 @@
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from model.cli import app
+
+runner = CliRunner()
+COMMANDS = [[], ["data"], ["data", "synth"], ["data", "summary"], ["train"], ["evaluate"], ["ablation"]]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")
+def test_every_command_has_help(cmd):
+    res = runner.invoke(app, cmd + ["--help"])
+    assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_console_script_is_installed():
+    exe = subprocess.run([sys.executable, "-c", "import shutil, sys; print(shutil.which('omniretriever', path=sys.argv[1]))",
+                          str(__import__("pathlib").Path(sys.executable).parent)], capture_output=True, text=True).stdout.strip()
+    assert exe != "None"
+    res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "data" in res.stdout and "train" in res.stdout
+
+
+def test_model_package_pulls_in_no_orchestration_or_serving_library():
+    code = ("import sys, model.cli, model.train, model.evaluate; "
+            "bad = [m for m in ('kfp', 'mlflow', 'kserve', 'tritonclient') if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_data_synth_and_summary(tmp_path):
+    out = tmp_path / "d"
+    args = ["data", "synth", "--out", str(out), "--train", "3", "--val", "1", "--test", "2", "--seed", "5", "--workers", "1"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert (out / "manifests" / "test.jsonl").exists()
+    again = runner.invoke(app, args + ["--if-missing"])
+    assert again.exit_code == 0 and "up to date" in again.output
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "overwrite" in refused.output
+    summary = runner.invoke(app, ["data", "summary", str(out)])
+    assert summary.exit_code == 0 and "test" in summary.output
+
+
+@pytest.mark.parametrize("args,message", [(["data", "synth", "--train", "-1"], "train"),
+                                          (["data", "summary", "/nonexistent"], "no manifests/ directory")])
+def test_bad_arguments_exit_2_with_a_message(tmp_path, args, message):
+    if args[1] == "synth":
+        args = args + ["--out", str(tmp_path / "x")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and message in res.output

@@ -1,0 +1,118 @@
+import itertools
+from dataclasses import replace
+
+import pytest
+import torch
+
+from model.config import EncoderConfig, available_configs, load_config
+from model.encoder import OmniEncoder
+from model.store import load_model, save_model
+from model.text import TextTokenizer
+
+CAPTIONS = ["a small red ball bounces twice", "a large blue box moves left", "rain falls on a green star",
+            "a tiny orb", "the big triangle hums three times over traffic"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> TextTokenizer:
+    return TextTokenizer.train(CAPTIONS * 3, vocab_size=200, max_len=16)
+
+
+@pytest.fixture(scope="module")
+def encoder(tokenizer) -> OmniEncoder:
+    torch.manual_seed(0)
+    return OmniEncoder(replace(load_config("tiny"), vocab_size=tokenizer.vocab_size)).eval()
+
+
+def make_batch(cfg: EncoderConfig, tokenizer: TextTokenizer, texts=CAPTIONS) -> dict:
+    g = torch.Generator().manual_seed(1)
+    d, n = cfg.decode, len(texts)
+    ids, mask = tokenizer(texts)
+    return {"text_ids": ids, "text_mask": mask,
+            "video": torch.randint(0, 256, (n, d.num_frames, d.frame_size, d.frame_size, 3), generator=g, dtype=torch.uint8),
+            "audio": torch.randn(n, d.n_mels, d.num_mel_frames, generator=g) - 5}
+
+
+SUBSETS = [s for r in (1, 2, 3) for s in itertools.combinations(("T", "V", "A"), r)]
+
+
+@pytest.mark.parametrize("mods", SUBSETS)
+def test_any_subset_embeds_to_unit_vectors(encoder, tokenizer, mods):
+    z = encoder(make_batch(encoder.cfg, tokenizer), mods)
+    assert z.shape == (len(CAPTIONS), encoder.cfg.embed_dim)
+    assert torch.allclose(z.norm(dim=-1), torch.ones(len(CAPTIONS)), atol=1e-5)
+
+
+@pytest.mark.parametrize("absent", ["T", "V", "A"])
+def test_masked_modality_is_never_attended(encoder, tokenizer, absent):
+    batch = make_batch(encoder.cfg, tokenizer)
+    rest = tuple(m for m in ("T", "V", "A") if m != absent)
+    present = torch.ones(len(CAPTIONS), 3, dtype=torch.bool)
+    present[:, "TVA".index(absent)] = False
+    masked = encoder(batch, ("T", "V", "A"), present)
+    assert torch.allclose(masked, encoder(batch, rest), atol=1e-5)
+    # garbage in the masked slot changes nothing
+    key = {"T": "text_ids", "V": "video", "A": "audio"}[absent]
+    noisy = dict(batch, **{key: batch[key].flip(0)})
+    assert torch.allclose(encoder(noisy, ("T", "V", "A"), present), masked, atol=1e-5)
+
+
+def test_per_row_subsets_in_one_batch(encoder, tokenizer):
+    batch = make_batch(encoder.cfg, tokenizer)
+    present = torch.tensor([[1, 0, 0], [0, 1, 1], [1, 1, 1], [0, 0, 1], [1, 0, 1]], dtype=torch.bool)
+    mixed = encoder(batch, ("T", "V", "A"), present)
+    for i, row in enumerate(present.tolist()):
+        mods = tuple(m for m, on in zip("TVA", row) if on)
+        one = {k: v[i:i + 1] for k, v in batch.items()}
+        assert torch.allclose(mixed[i], encoder(one, mods)[0], atol=1e-5), (i, mods)
+
+
+def test_text_padding_changes_nothing(encoder, tokenizer):
+    short = make_batch(encoder.cfg, tokenizer, ["a tiny orb"])
+    padded = make_batch(encoder.cfg, tokenizer, ["a tiny orb", CAPTIONS[-1]])
+    assert padded["text_ids"].shape[1] > short["text_ids"].shape[1]
+    assert torch.allclose(encoder(short, ("T",))[0], encoder(padded, ("T",))[0], atol=1e-5)
+
+
+def test_a_row_with_nothing_present_is_refused(encoder, tokenizer):
+    present = torch.ones(len(CAPTIONS), 3, dtype=torch.bool)
+    present[2] = False
+    with pytest.raises(ValueError, match="no modality present"):
+        encoder(make_batch(encoder.cfg, tokenizer), ("T", "V", "A"), present)
+
+
+def test_save_and_load_round_trip(encoder, tokenizer, tmp_path):
+    save_model(tmp_path / "model", encoder, tokenizer)
+    loaded = load_model(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    batch = make_batch(loaded.config, loaded.tokenizer)
+    assert torch.equal(loaded.encoder(batch, ("T", "V", "A")), encoder(batch, ("T", "V", "A")))
+
+
+def test_load_names_the_missing_file(encoder, tokenizer, tmp_path):
+    save_model(tmp_path / "model", encoder, tokenizer)
+    (tmp_path / "model" / "tokenizer.json").unlink()
+    with pytest.raises(FileNotFoundError, match="missing tokenizer.json"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("name", available_configs())
+def test_packaged_configs_build(name):
+    cfg = load_config(name)
+    assert cfg.name == name and cfg.video_tokens > 0 and cfg.audio_tokens > 0
+
+
+@pytest.mark.parametrize("change,message", [({"dim": 130}, "divisible by heads"), ({"tubelet_size": 7}, "tubelet_size"),
+                                            ({"text_projection": False, "embed_dim": 64}, "dim == embed_dim")])
+def test_config_errors_name_the_rule(change, message):
+    with pytest.raises(ValueError, match=message):
+        replace(load_config("tiny"), **change)
+
+
+def test_unknown_config_fields_and_names(tmp_path):
+    with pytest.raises(ValueError, match="unknown config 'huge'"):
+        load_config("huge")
+    bad = tmp_path / "x.json"
+    bad.write_text('{"dim": 64, "depht": 3}')
+    with pytest.raises(ValueError, match="unknown encoder config field.*depht"):
+        load_config(bad)

@@ -1,0 +1,136 @@
+"""Training and evaluation end to end on a small generated dataset, through the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from model.cli import app
+from model.modalities import DIRECTION_NAMES
+from model.train import TrainConfig, batch_indices, lr_at, train
+
+runner = CliRunner()
+
+
+def train_args(data: Path, out: Path, *extra: str, steps: int = 6) -> list[str]:
+    return ["train", "--data", str(data), "--out", str(out), "--batch-size", "8", "--steps", str(steps),
+            "--checkpoint-every", "2", "--warmup-steps", "2", "--workers", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "full"
+    res = runner.invoke(app, train_args(tiny_data, out))
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_run_directory_layout(trained_run):
+    assert sorted(p.name for p in (trained_run / "model").iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert [p.name for p in sorted((trained_run / "checkpoints").iterdir())] == ["step-000004", "step-000006"]
+    log = [json.loads(line) for line in (trained_run / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert {"pairwise_loss", "distill_loss", "tuple_loss", "loss", "lr", "logit_scale"} <= set(log[0])
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
+
+
+@pytest.mark.parametrize("objective,terms", [("pairwise", {"pairwise_loss"}), ("distill", {"pairwise_loss", "distill_loss"})])
+def test_ablation_objectives_train(tiny_data, tmp_path, objective, terms):
+    summary = train(TrainConfig(data=tiny_data, out=tmp_path / objective, objective=objective, steps=2, batch_size=8,
+                                warmup_steps=1, workers=1), progress=False)
+    assert {k for k in summary["final"] if k.endswith("_loss")} == terms
+
+
+def test_callbacks_see_every_step(tiny_data, tmp_path):
+    seen = {"start": 0, "steps": [], "ckpt": [], "end": 0}
+
+    class Recorder:
+        def on_train_start(self, params):
+            seen["start"] += 1
+            assert params["objective"] == "full" and "encoder" in params
+
+        def on_step(self, step, metrics):
+            seen["steps"].append(step)
+
+        def on_checkpoint(self, step, path):
+            seen["ckpt"].append(step)
+
+        def on_train_end(self, summary):
+            seen["end"] += 1
+
+    train(TrainConfig(data=tiny_data, out=tmp_path / "cb", steps=3, batch_size=8, checkpoint_every=2, workers=1),
+          callbacks=[Recorder()], progress=False)
+    assert seen == {"start": 1, "steps": [1, 2, 3], "ckpt": [2, 3], "end": 1}
+
+
+def test_existing_run_needs_resume(trained_run, tiny_data):
+    res = runner.invoke(app, train_args(tiny_data, trained_run))
+    assert res.exit_code == 2 and "pass --resume" in res.output
+
+
+@pytest.mark.parametrize("args,message", [(["--steps", "0"], "--steps=0"), (["--objective", "triple"], "objective must be one of"),
+                                          (["--config", "huge"], "unknown config 'huge'")])
+def test_bad_training_options(tiny_data, tmp_path, args, message):
+    res = runner.invoke(app, train_args(tiny_data, tmp_path / "bad") + args)
+    assert res.exit_code == 2 and message in res.output
+
+
+def test_schedule_and_batches():
+    cfg = TrainConfig(data=Path("."), out=Path("."), steps=100, warmup_steps=10, lr=1.0)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0) and lr_at(99, cfg) < 0.01
+    epoch = torch.cat([batch_indices(10, 3, s, 0) for s in range(3)])
+    assert len(set(epoch.tolist())) == 9  # one epoch: no row twice
+    assert torch.equal(batch_indices(10, 3, 4, 0), batch_indices(10, 3, 4, 0))
+
+
+def test_killed_run_resumes_to_identical_weights(tiny_data, tmp_path):
+    """kill -9 mid-run, rerun with --resume: same final weights as an uninterrupted run."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+
+    def args(out: Path) -> list[str]:
+        return [sys.executable, "-m", "model.cli", *train_args(tiny_data, out, steps=10)]
+
+    subprocess.run(args(straight), check=True, capture_output=True, timeout=300)
+    proc = subprocess.Popen(args(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (killed / "checkpoints" / "step-000004" / "state.json").exists():
+        assert time.time() < deadline and proc.poll() is None, "training ended before the first checkpoints"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model").exists()
+    subprocess.run(args(killed) + ["--resume"], check=True, capture_output=True, timeout=300)
+    a, b = load_file(straight / "model" / "model.safetensors"), load_file(killed / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    log = [json.loads(line)["step"] for line in (killed / "train_log.jsonl").read_text().splitlines()]
+    assert log == list(range(1, 11))
+
+
+def test_evaluate_writes_twelve_directions_and_a_plot(trained_run, tiny_data):
+    out = trained_run / "eval" / "results.json"
+    res = runner.invoke(app, ["evaluate", "--model", str(trained_run), "--data", str(tiny_data), "--out", str(out),
+                              "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    results = json.loads(out.read_text())
+    assert list(results["directions"]) == list(DIRECTION_NAMES)
+    for m in results["directions"].values():
+        assert {"R@1", "R@5", "R@10", "MdR", "MnR", "MRR", "NDCG@10", "R@1_ci95"} <= set(m)
+        assert 0 <= m["R@1"] <= m["R@5"] <= m["R@10"] <= 100
+    assert {"AVG-single", "AVG-dual", "AVG-all"} <= set(results)
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert "AVG-all" in res.output
+
+
+def test_evaluate_a_missing_model(tiny_data, tmp_path):
+    res = runner.invoke(app, ["evaluate", "--model", str(tmp_path), "--data", str(tiny_data)])
+    assert res.exit_code == 2 and "is not a saved model" in res.output
