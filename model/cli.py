@@ -101,10 +101,12 @@ def train_cmd(
         summary = train(cfg, resume=resume)
     except (OmniRetrieverError, ValueError, FileExistsError, FileNotFoundError) as exc:
         _fail(str(exc))
-    final = summary["final"]
-    terms = "  ".join(f"{k} {v:.4f}" for k, v in final.items() if k.endswith("loss"))
-    typer.echo(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s "
-               f"({summary['samples_per_s']:.1f} samples/s): {terms}")
+    if summary["resumed_from"] >= summary["steps"]:
+        typer.echo(f"{out}: already trained for {summary['steps']} steps; nothing to do")
+    else:
+        terms = "  ".join(f"{k} {v:.4f}" for k, v in summary["final"].items() if k.endswith("loss"))
+        typer.echo(f"trained steps {summary['resumed_from'] + 1}-{summary['steps']} in {summary['seconds']:.1f} s "
+                   f"({summary['samples_per_s']:.1f} samples/s): {terms}")
     typer.echo(f"model: {summary['model']}")
 
 

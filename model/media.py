@@ -291,9 +291,3 @@ def decode_clip(video: str | Path, audio: str | Path, config: DecodeConfig = Dec
     mel = log_mel(wave, config).numpy()
     return Clip(frames=frames, mel=mel, has_audio=has_audio)
 
-
-def expected_shapes(config: DecodeConfig) -> dict[str, tuple[int, ...]]:
-    return {
-        "frames": (config.num_frames, config.frame_size, config.frame_size, 3),
-        "mel": (config.n_mels, config.num_mel_frames),
-    }

@@ -190,6 +190,9 @@ class Trainer:
         encoder, objective, optimizer = build(cfg, enc_cfg)
         modules = {"encoder": encoder, "objective": objective}
         start = load_checkpoint(checkpoint, modules, optimizer) if checkpoint else 0
+        done = self.run / "train_summary.json"
+        if start >= cfg.steps and done.exists() and (self.run / "model" / "config.json").exists():
+            return {**json.loads(done.read_text()), "resumed_from": start}  # finished earlier: nothing to do
         log = JsonlLog(self.run / "train_log.jsonl", start)
         params = {**cfg.to_dict(), "encoder": enc_cfg.to_dict(), "train_clips": len(bank), "resumed_from": start}
         _call(self.callbacks, "on_train_start", params)

@@ -134,3 +134,12 @@ def test_evaluate_writes_twelve_directions_and_a_plot(trained_run, tiny_data):
 def test_evaluate_a_missing_model(tiny_data, tmp_path):
     res = runner.invoke(app, ["evaluate", "--model", str(tmp_path), "--data", str(tiny_data)])
     assert res.exit_code == 2 and "is not a saved model" in res.output
+
+
+def test_resuming_a_finished_run_changes_nothing(trained_run, tiny_data):
+    before = (trained_run / "model" / "model.safetensors").read_bytes()
+    summary = (trained_run / "train_summary.json").read_text()
+    res = runner.invoke(app, train_args(tiny_data, trained_run, "--resume"))
+    assert res.exit_code == 0 and "already trained for 6 steps" in res.output
+    assert (trained_run / "model" / "model.safetensors").read_bytes() == before
+    assert (trained_run / "train_summary.json").read_text() == summary
