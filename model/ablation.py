@@ -76,7 +76,9 @@ def render(table: dict[str, list[dict]], meta: dict) -> str:
     for objective, runs in table.items():
         cells = [fmt([r["directions"][d]["R@1"] for r in runs]) for d in DIRECTION_NAMES]
         lines.append(f"| {objective} | " + " | ".join(cells) + " |")
-    lines += ["", "Per-run results (results.json and results.png) are under `" + meta["out_dir"] + "`.", ""]
+    lines += ["", "Per-run results (results.json and results.png) are under `" + meta["out_dir"] + "`. Wall times are as "
+              "measured, including decoding and any other load on the machine at the time; `bench/train.py` is the "
+              "controlled side-by-side step-time comparison.", ""]
     return "\n".join(lines)
 
 

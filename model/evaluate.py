@@ -49,12 +49,12 @@ def score_embeddings(emb: dict[str, torch.Tensor], n_boot: int = 1000, seed: int
 def print_results(results: dict, console: Console | None = None, title: str = "OmniRetriever-Bench") -> None:
     table = Table(title=f"{title}: {results.get('n_items', '?')} items, chance R@1 "
                         f"{next(iter(results['directions'].values()))['chance_R@1']:.2f}")
-    for col in ("direction", "R@1", "R@1 95% CI", "R@5", "R@10", "MdR", "MnR", "MRR", "NDCG@10"):
-        table.add_column(col, justify="left" if col == "direction" else "right")
+    for col in ("dir", "R@1", "95% CI", "R@5", "R@10", "MdR", "MnR", "MRR", "NDCG@10"):
+        table.add_column(col, justify="left" if col == "dir" else "right", no_wrap=True)
     for name in DIRECTION_NAMES:
         m = results["directions"][name]
         lo, hi = m["R@1_ci95"]
-        table.add_row(name, f"{m['R@1']:.2f}", f"[{lo:.1f}, {hi:.1f}]", f"{m['R@5']:.2f}", f"{m['R@10']:.2f}",
+        table.add_row(name, f"{m['R@1']:.2f}", f"{lo:.1f}-{hi:.1f}", f"{m['R@5']:.2f}", f"{m['R@10']:.2f}",
                       f"{m['MdR']:.1f}", f"{m['MnR']:.1f}", f"{m['MRR']:.3f}", f"{m['NDCG@10']:.3f}",
                       end_section=name == SINGLE_DIRECTIONS[-1])
     table.caption = (f"AVG-single {results['AVG-single']:.2f}   AVG-dual {results['AVG-dual']:.2f}   "
