@@ -51,30 +51,31 @@ def _init_worker(cache_dir: str, config: DecodeConfig, limits: MediaLimits) -> N
     _worker_cache = FeatureCache(cache_dir, config, limits)
 
 
-def _decode_one(paths: tuple[str, str]) -> tuple[np.ndarray, np.ndarray, bool, int, int]:
+def _decode_one(paths: tuple[str, str]) -> tuple[np.ndarray, np.ndarray, bool]:
     assert _worker_cache is not None
-    hits = _worker_cache.stats.hits
     clip = _worker_cache.get(*paths)
-    hit = _worker_cache.stats.hits - hits
-    return clip.frames, clip.mel, clip.has_audio, hit, 1 - hit
+    return clip.frames, clip.mel, clip.has_audio
 
 
 def load_bank(data_root: str | Path, split: str, config: DecodeConfig, *, cache_dir: str | Path | None = None,
               limits: MediaLimits = MediaLimits(), workers: int | None = None, limit: int | None = None,
               progress: bool = True) -> ClipBank:
-    """Decode (or read from the cache) every record of a split. Errors name the record and file."""
+    """Decode (or read from the cache) every record of a split.
+
+    A bad record stops the load with its typed error (ManifestError, PathEscapeError, MediaError),
+    which names the manifest line or the media file; nothing is skipped silently."""
     cache_dir = cache_dir or default_cache_dir()
     records: list[Record] = read_split(data_root, split)[:limit]
     paths = [(str(resolve_media(data_root, r.video)), str(resolve_media(data_root, r.audio))) for r in records]
     workers = workers or min(os.cpu_count() or 1, 8)
     frames, mels, flags = [], [], []
-    hits = 0
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(str(cache_dir), config, limits)) as pool, \
             Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"decoding {split} ({len(paths)} clips)", total=len(paths))
-        for f, m, h, hit, _ in pool.map(_decode_one, paths, chunksize=16):
-            frames.append(f), mels.append(m), flags.append(h)
-            hits += hit
+        for f, m, h in pool.map(_decode_one, paths, chunksize=16):
+            frames.append(f)
+            mels.append(m)
+            flags.append(h)
             bar.advance(task)
     return ClipBank(ids=[r.id for r in records], texts=[r.text for r in records],
                     frames=torch.from_numpy(np.stack(frames)), mel=torch.from_numpy(np.stack(mels)),

@@ -21,6 +21,9 @@ class ManifestError(OmniRetrieverError, ValueError):
         who = f" (id {record_id!r})" if record_id else ""
         super().__init__(f"{where}{who}: {reason}")
 
+    def __reduce__(self):  # survives pickling (worker processes)
+        return (type(self), (self.source, self.line, self.reason, self.record_id))
+
 
 class PathEscapeError(OmniRetrieverError, ValueError):
     """A media path that would resolve outside the data root (../, absolute, or a symlink out)."""
@@ -31,6 +34,9 @@ class PathEscapeError(OmniRetrieverError, ValueError):
         self.reason = reason
         super().__init__(f"media path {path!r} is not allowed: {reason} (data root {root})")
 
+    def __reduce__(self):
+        return (type(self), (self.path, self.root, self.reason))
+
 
 class MediaError(OmniRetrieverError, ValueError):
     """A media file that cannot be decoded: missing, empty, truncated, wrong streams, ..."""
@@ -39,6 +45,9 @@ class MediaError(OmniRetrieverError, ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))
 
 
 class MediaLimitError(MediaError):

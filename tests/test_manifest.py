@@ -104,3 +104,14 @@ def test_paths_inside_the_root_resolve(data_root, rel):
 def test_paths_escaping_the_root_are_refused(data_root, rel, reason):
     with pytest.raises(PathEscapeError, match=reason):
         resolve_media(data_root, rel)
+
+
+def test_errors_survive_pickling_for_worker_processes(tmp_path):
+    import pickle
+
+    from model.errors import MediaError, MediaLimitError
+
+    for err in (ManifestError("m.jsonl", 3, "bad", "id1"), PathEscapeError("../x", tmp_path, "no"),
+                MediaError("/x.mp4", "file not found"), MediaLimitError("/x.mp4", "too big")):
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and str(back) == str(err)

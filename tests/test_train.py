@@ -143,3 +143,19 @@ def test_resuming_a_finished_run_changes_nothing(trained_run, tiny_data):
     assert res.exit_code == 0 and "already trained for 6 steps" in res.output
     assert (trained_run / "model" / "model.safetensors").read_bytes() == before
     assert (trained_run / "train_summary.json").read_text() == summary
+
+
+def test_a_corrupt_clip_stops_loading_with_an_error_naming_it(tiny_data, tmp_path):
+    import shutil
+
+    from model.data import load_bank
+    from model.errors import MediaError
+    from model.media import DecodeConfig
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    victim = data / "videos" / "train-000003.mp4"
+    victim.write_bytes(victim.read_bytes()[:500])
+    with pytest.raises(MediaError, match="train-000003.mp4") as err:
+        load_bank(data, "train", DecodeConfig(), workers=2, progress=False)
+    assert "truncated" in err.value.reason or "cannot open" in err.value.reason
