@@ -24,15 +24,16 @@ from common import report  # noqa: E402
 
 from model.config import load_config  # noqa: E402
 from model.data import load_bank  # noqa: E402
-from model.losses import OBJECTIVES  # noqa: E402
+from model.losses import OBJECTIVES, Objective  # noqa: E402
 from model.text import TextTokenizer  # noqa: E402
 from model.train import TrainConfig, build, train_step  # noqa: E402
 
 
 def tokens_per_row(objective: str, cfg) -> int:
-    """Trunk tokens per sample per step (text counted at max length): a proxy for forward cost."""
-    t, v, a = cfg.max_text_len, cfg.video_tokens, cfg.audio_tokens
-    return {"pairwise": t + v + a, "distill": 2 * (t + v + a), "full": 4 * (t + v + a)}[objective]
+    """Trunk tokens per sample per step (text counted at max length): a proxy for forward cost.
+    Singles T, V, A together cost one tuple's tokens; each fused view (TVA, TVA_aug, TVA_hard) one more."""
+    fused = sum(v.startswith("TVA") for v in Objective(objective).views(0))
+    return (1 + fused) * (cfg.max_text_len + cfg.video_tokens + cfg.audio_tokens)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,8 @@ from rich.table import Table
 
 from model.data import ClipBank, load_bank, make_batch
 from model.metrics import direction_metrics
-from model.modalities import BENCH_VIEWS, DIRECTION_NAMES, DIRECTIONS, DUAL_DIRECTIONS, SINGLE_DIRECTIONS, VIEWS
+from model.modalities import (BENCH_VIEWS, DIRECTION_NAMES, DIRECTIONS, DUAL_DIRECTIONS, MODALITIES, SINGLE_DIRECTIONS,
+                              VIEWS)
 from model.store import LoadedModel, load_model
 
 
@@ -32,8 +33,10 @@ def embed_views(model: LoadedModel, bank: ClipBank, views: tuple[str, ...] = BEN
     for start in range(0, len(bank), batch_size):
         idx = list(range(start, min(start + batch_size, len(bank))))
         batch = make_batch(bank, idx, model.tokenizer)
+        needed = tuple(m for m in MODALITIES if any(m in VIEWS[v] for v in views))
+        tokens = model.encoder.tokenize(batch, needed)  # once per batch, shared by every view
         for view in views:
-            out[view].append(model.encoder(batch, VIEWS[view]))
+            out[view].append(model.encoder.fuse(tokens, VIEWS[view]))
     return {v: torch.cat(chunks) for v, chunks in out.items()}
 
 
