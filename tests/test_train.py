@@ -159,3 +159,18 @@ def test_a_corrupt_clip_stops_loading_with_an_error_naming_it(tiny_data, tmp_pat
     with pytest.raises(MediaError, match="train-000003.mp4") as err:
         load_bank(data, "train", DecodeConfig(), workers=2, progress=False)
     assert "truncated" in err.value.reason or "cannot open" in err.value.reason
+
+
+def test_evaluation_views_equal_separate_forwards(trained_run, tiny_data):
+    from model.data import load_bank, make_batch
+    from model.evaluate import embed_views
+    from model.modalities import VIEWS
+    from model.store import load_model
+
+    model = load_model(trained_run)
+    bank = load_bank(tiny_data, "test", model.config.decode, workers=1, progress=False)
+    emb = embed_views(model, bank, batch_size=10)  # several batches, the last one partial
+    batch = make_batch(bank, list(range(len(bank))), model.tokenizer)
+    with torch.no_grad():
+        for view, z in emb.items():
+            assert torch.allclose(z, model.encoder(batch, VIEWS[view]), atol=1e-5), view
