@@ -4,7 +4,7 @@
     tokens_V = PatchStem(frames) + pos_V + type_V         (B, Lv, D)  small patches -> MLP -> tubelets
     tokens_A = PatchStem(log-mel) + pos_A + type_A        (B, La, D)  small patches -> MLP -> patches
     h = Trunk(concat of the present modalities' tokens)   one shared transformer, one joint forward
-    z = normalize(Head(masked mean of h))                 (B, E)
+    z = normalize(Head(Pool(h)))                          (B, E)  pooled over valid tokens (max by default)
 
 `tokenize` and `fuse` are the two halves of forward: training tokenises a batch once and fuses
 several views (T, V, A, TVA, hard negatives) from the same tokens.
@@ -168,8 +168,8 @@ class Pool(nn.Module):
         self.query = nn.Parameter(torch.zeros(cfg.dim)) if cfg.pooling == "attn" else None
 
     def forward(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        w = valid.unsqueeze(-1).to(h.dtype)  # (B, L, 1)
         if self.kind == "mean":
+            w = valid.unsqueeze(-1).to(h.dtype)  # (B, L, 1)
             return (h * w).sum(1) / w.sum(1).clamp(min=1.0)
         if self.kind == "max":
             return h.masked_fill(~valid.unsqueeze(-1), torch.finfo(h.dtype).min).amax(1)

@@ -120,6 +120,11 @@ def latest_checkpoint(run: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step a checkpoint was written after."""
+    return int(json.loads((path / "state.json").read_text())["step"])
+
+
 def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer) -> int:
     """Restore modules, optimizer and RNG; returns the step to continue from."""
     state = load_file(path / "model.safetensors")
@@ -128,4 +133,4 @@ def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizer: 
         mod.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     set_rng_state(torch.load(path / "rng.pt", weights_only=True))
-    return int(json.loads((path / "state.json").read_text())["step"])
+    return checkpoint_step(path)

@@ -27,7 +27,7 @@ from model.data import ClipBank, concat_tokens, load_bank, make_batch, swap_slot
 from model.encoder import OmniEncoder
 from model.losses import Objective, hard_negative_partner, hard_negative_slot
 from model.modalities import A, T, V
-from model.store import latest_checkpoint, load_checkpoint, save_checkpoint, save_model
+from model.store import checkpoint_step, latest_checkpoint, load_checkpoint, save_checkpoint, save_model
 from model.text import TextTokenizer
 
 
@@ -183,16 +183,25 @@ class Trainer:
             tokenizer.save(tok_path)
         return replace(enc_cfg, vocab_size=tokenizer.vocab_size), bank, tokenizer, checkpoint
 
+    def _finished(self, resume: bool) -> dict | None:
+        """The summary of a run that already reached cfg.steps (checked before any decoding), else None."""
+        checkpoint = latest_checkpoint(self.run) if resume else None
+        done = self.run / "train_summary.json"
+        if checkpoint is None or not done.exists() or not (self.run / "model" / "config.json").exists():
+            return None
+        step = checkpoint_step(checkpoint)
+        return {**json.loads(done.read_text()), "resumed_from": step} if step >= self.cfg.steps else None
+
     def fit(self, resume: bool = False) -> dict:
         cfg = self.cfg
+        finished = self._finished(resume)
+        if finished is not None:
+            return finished
         torch.manual_seed(cfg.seed)
         enc_cfg, bank, tokenizer, checkpoint = self._setup(resume)
         encoder, objective, optimizer = build(cfg, enc_cfg)
         modules = {"encoder": encoder, "objective": objective}
         start = load_checkpoint(checkpoint, modules, optimizer) if checkpoint else 0
-        done = self.run / "train_summary.json"
-        if start >= cfg.steps and done.exists() and (self.run / "model" / "config.json").exists():
-            return {**json.loads(done.read_text()), "resumed_from": start}  # finished earlier: nothing to do
         log = JsonlLog(self.run / "train_log.jsonl", start)
         params = {**cfg.to_dict(), "encoder": enc_cfg.to_dict(), "train_clips": len(bank), "resumed_from": start}
         _call(self.callbacks, "on_train_start", params)
