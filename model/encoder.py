@@ -221,9 +221,14 @@ class OmniEncoder(nn.Module):
             raise ValueError("a row has no modality present: every row needs at least one of text, video, audio")
         h = self.trunk(x, valid)
         pooled = self.pool(h, valid)  # (B, D)
-        if not self.cfg.text_projection and tuple(m for m in MODALITIES if m in modalities) == (T,):
-            return F.normalize(pooled, dim=-1)
-        return F.normalize(self.head(pooled), dim=-1)  # (B, E)
+        projected = F.normalize(self.head(pooled), dim=-1)  # (B, E)
+        if self.cfg.text_projection:
+            return projected
+        # reference-code variant: text-only rows skip the head (dim == embed_dim is enforced by the config)
+        text_only = torch.tensor(tuple(m for m in MODALITIES if m in modalities) == (T,)).expand(pooled.shape[0])
+        if present is not None and T in modalities:
+            text_only = present[:, MODALITIES.index(T)] & ~present[:, [MODALITIES.index(m) for m in modalities if m != T]].any(1)
+        return torch.where(text_only[:, None], F.normalize(pooled, dim=-1), projected)
 
     def forward(self, batch: Batch, modalities: tuple[str, ...], present: torch.Tensor | None = None) -> torch.Tensor:
         """Embed `modalities` of every row; `present` (B, 3) bool (order T, V, A) masks a modality per row."""

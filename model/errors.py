@@ -52,3 +52,17 @@ class MediaError(OmniRetrieverError, ValueError):
 
 class MediaLimitError(MediaError):
     """A media file over a configured limit (file size, duration, resolution)."""
+
+
+class InputError(OmniRetrieverError, ValueError):
+    """One row of an embedding request that cannot be used: no modality, a wrong type, undecodable media."""
+
+    def __init__(self, row: int, field: str | None, reason: str):
+        self.row = row
+        self.field = field
+        self.reason = reason
+        where = f"row {row}" + (f", {field}" if field else "")
+        super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.row, self.field, self.reason))

@@ -71,3 +71,14 @@ def _feature_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     import os
 
     os.environ["OMNIRETRIEVER_CACHE"] = str(tmp_path_factory.mktemp("feature-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory (RUN/model/...) trained briefly on tiny_data: a real saved model for serving and registry tests."""
+    from model.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    train(TrainConfig(data=tiny_data, out=out, steps=12, batch_size=8, warmup_steps=2, checkpoint_every=12, workers=1),
+          progress=False)
+    return out

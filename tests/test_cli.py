@@ -4,7 +4,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from model.cli import app
+from omniretriever.cli import app
 
 runner = CliRunner()
 COMMANDS = [[], ["data"], ["data", "synth"], ["data", "summary"], ["train"], ["evaluate"], ["ablation"]]
@@ -25,7 +25,7 @@ def test_console_script_is_installed():
 
 
 def test_model_package_pulls_in_no_orchestration_or_serving_library():
-    code = ("import sys, model.cli, model.train, model.evaluate; "
+    code = ("import sys, omniretriever.cli, model.cli, model.train, model.evaluate; "
             "bad = [m for m in ('kfp', 'mlflow', 'kserve', 'tritonclient') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

@@ -67,6 +67,19 @@ def test_per_row_subsets_in_one_batch(encoder, tokenizer):
         assert torch.allclose(mixed[i], encoder(one, mods)[0], atol=1e-5), (i, mods)
 
 
+def test_per_row_subsets_without_a_text_projection(tokenizer):
+    """Reference-code variant: text-only rows skip the head, also when mixed with other subsets in one batch."""
+    torch.manual_seed(0)
+    enc = OmniEncoder(replace(load_config("tiny"), vocab_size=tokenizer.vocab_size, text_projection=False)).eval()
+    batch = make_batch(enc.cfg, tokenizer)
+    present = torch.tensor([[1, 0, 0], [0, 1, 1], [1, 1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.bool)
+    mixed = enc(batch, ("T", "V", "A"), present)
+    for i, row in enumerate(present.tolist()):
+        mods = tuple(m for m, on in zip("TVA", row) if on)
+        one = {k: v[i:i + 1] for k, v in batch.items()}
+        assert torch.allclose(mixed[i], enc(one, mods)[0], atol=1e-5), (i, mods)
+
+
 def test_text_padding_changes_nothing(encoder, tokenizer):
     short = make_batch(encoder.cfg, tokenizer, ["a tiny orb"])
     padded = make_batch(encoder.cfg, tokenizer, ["a tiny orb", CAPTIONS[-1]])

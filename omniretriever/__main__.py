@@ -1,0 +1,5 @@
+"""`python -m omniretriever ...` runs the console script."""
+
+from omniretriever.cli import main
+
+main()

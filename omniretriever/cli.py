@@ -1,0 +1,37 @@
+"""The `omniretriever` console script: the model's commands plus the command groups of the layers above it.
+
+model/ must not import mlflow, kserve or kfp, so its commands (`data`, `train`, `evaluate`, ...) live in
+model/cli.py and the groups that need those libraries live beside the code they drive. This module only
+mounts them on one root; every group imports its heavy libraries inside its commands, so `--help` is fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from model import cli as model_cli
+
+
+def build_app() -> typer.Typer:
+    """The root command: model/'s commands and groups, then each layer's group."""
+    root = typer.Typer(
+        name="omniretriever",
+        help=model_cli.app.info.help,
+        no_args_is_help=True,
+        pretty_exceptions_show_locals=False,
+    )
+    root.registered_commands.extend(model_cli.app.registered_commands)
+    root.registered_groups.extend(model_cli.app.registered_groups)
+    return root
+
+
+app = build_app()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: `omniretriever ...` or main(["data", "summary", "data"])."""
+    app(args=argv, prog_name="omniretriever")
+
+
+if __name__ == "__main__":
+    main()

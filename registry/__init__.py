@@ -1,0 +1,1 @@
+"""MLflow tracking, the logged pyfunc model, the model registry and the promotion gate."""
