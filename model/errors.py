@@ -66,3 +66,7 @@ class InputError(OmniRetrieverError, ValueError):
 
     def __reduce__(self):
         return (type(self), (self.row, self.field, self.reason))
+
+
+class ExportError(OmniRetrieverError, RuntimeError):
+    """An ONNX export that cannot be trusted: its outputs differ from the PyTorch model's."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from model import cli as model_cli
+from serving import cli as serving_cli
 
 
 def build_app() -> typer.Typer:
@@ -22,6 +23,8 @@ def build_app() -> typer.Typer:
     )
     root.registered_commands.extend(model_cli.app.registered_commands)
     root.registered_groups.extend(model_cli.app.registered_groups)
+    root.registered_commands.extend(serving_cli.app.registered_commands)  # export, serve, query, manifest
+    root.registered_groups.extend(serving_cli.app.registered_groups)  # index
     return root
 
 

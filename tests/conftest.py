@@ -82,3 +82,11 @@ def tiny_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     train(TrainConfig(data=tiny_data, out=out, steps=12, batch_size=8, warmup_steps=2, checkpoint_every=12, workers=1),
           progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Triton model repository (production/ and local/) exported from tiny_run."""
+    from serving.repository import build_repository
+
+    return build_repository(tiny_run, tmp_path_factory.mktemp("serving") / "repo")

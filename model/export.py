@@ -1,0 +1,179 @@
+"""ONNX export of the unified encoder: one graph for every subset of modalities, checked against PyTorch.
+
+The graph takes the five arrays of `model.inference.INPUTS` (shapes and dtypes from `input_shapes`)
+with a dynamic batch dimension and returns `OUTPUT` = EMBEDDING, float32 (B, embed_dim):
+
+    text_ids  int64   (B, max_text_len)
+    text_mask bool    (B, max_text_len)
+    video     uint8   (B, frames, size, size, 3)
+    audio     float32 (B, n_mels, mel_frames)
+    present   bool    (B, 3)            order T, V, A; a row may carry any non-empty subset
+    EMBEDDING float32 (B, embed_dim)    L2-normalised
+
+Every modality goes through one joint forward and absent ones are masked per row by `present`, exactly
+as `model.inference.Embedder.forward` does, so a Triton server running this graph returns what the
+PyTorch model returns. The graph does not check for a row with nothing present (the caller does:
+`Preprocessor` refuses such rows). The export is written to a temp file, checked on random subsets
+per row at several batch sizes, and only then renamed into place, so a failed export leaves nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.errors import ExportError
+from model.inference import INPUTS, input_shapes
+from model.modalities import MODALITIES
+from model.store import LoadedModel, load_model
+
+OUTPUT = "EMBEDDING"  # the graph's one output
+OPSET = 17
+PARITY_TOLERANCE = 1e-4  # max |onnxruntime - pytorch| allowed in float32
+PARITY_BATCHES = (1, 7, 16)  # batch sizes checked: the batch dimension must really be dynamic
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What `export_onnx` wrote and how closely ONNX Runtime reproduces PyTorch on it."""
+
+    onnx: Path
+    max_abs_diff: float  # over every row of every parity batch
+    rows_checked: int
+    embed_dim: int
+    opset: int = OPSET
+
+
+class _Graph(torch.nn.Module):
+    """The five INPUTS arrays as positional tensors -> the encoder's joint, per-row-masked forward."""
+
+    def __init__(self, loaded: LoadedModel):
+        super().__init__()
+        self.encoder = loaded.encoder
+
+    def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor, video: torch.Tensor, audio: torch.Tensor,
+                present: torch.Tensor) -> torch.Tensor:
+        batch = {"text_ids": text_ids, "text_mask": text_mask, "video": video, "audio": audio}
+        return self.encoder(batch, MODALITIES, present)  # (B, E)
+
+
+def random_inputs(loaded: LoadedModel, batch: int, seed: int) -> dict[str, np.ndarray]:
+    """Encoder inputs of `batch` rows with random content and a random non-empty subset of modalities per row.
+
+    The first rows cycle through all seven subsets, so every subset is checked at every batch size >= 7."""
+    rng = np.random.default_rng(seed)
+    cfg = loaded.config
+    shapes = input_shapes(cfg)
+    out: dict[str, np.ndarray] = {}
+    for name, (shape, dtype) in shapes.items():
+        full = (batch, *shape[1:])
+        if dtype == "uint8":
+            out[name] = rng.integers(0, 256, full, dtype=np.uint8)
+        elif dtype == "float32":
+            out[name] = rng.normal(-4.0, 2.0, full).astype(np.float32)  # log-mel-like values
+        elif name == "text_ids":
+            out[name] = rng.integers(1, cfg.vocab_size, full, dtype=np.int64)
+    lengths = rng.integers(1, cfg.max_text_len + 1, batch)
+    out["text_mask"] = np.arange(cfg.max_text_len)[None, :] < lengths[:, None]
+    out["text_ids"] = np.where(out["text_mask"], out["text_ids"], 0)
+    subsets = [np.array([(k >> i) & 1 for i in range(len(MODALITIES))], dtype=bool) for k in range(1, 8)]
+    present = np.stack([subsets[i % 7] if i < 7 else subsets[rng.integers(0, 7)] for i in range(batch)])
+    out["present"] = present
+    out["text_mask"] &= present[:, :1]
+    return {name: out[name] for name in INPUTS}
+
+
+def _torch_forward(graph: _Graph, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    with torch.inference_mode():
+        return graph(*(torch.from_numpy(arrays[k]) for k in INPUTS)).float().numpy()
+
+
+def _trace(graph: _Graph, loaded: LoadedModel, path: Path) -> None:
+    example = tuple(torch.from_numpy(a) for a in random_inputs(loaded, 2, seed=0).values())
+    axes = {name: {0: "batch"} for name in (*INPUTS, OUTPUT)}
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes are expected
+        warnings.simplefilter("ignore")
+        torch.onnx.export(graph, example, str(path), input_names=list(INPUTS), output_names=[OUTPUT],
+                          dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True)
+
+
+def _annotate(path: Path, loaded: LoadedModel) -> None:
+    """Fix the output's embedding size and record the encoder config and the weights' digest in the metadata."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    dims = proto.graph.output[0].type.tensor_type.shape.dim  # (batch, E): the tracer leaves E symbolic
+    dims[1].Clear()
+    dims[1].dim_value = loaded.config.embed_dim
+    onnx.checker.check_model(proto)
+    meta = {"omniretriever.config": json.dumps(loaded.config.to_dict(), sort_keys=True),
+            "omniretriever.weights_sha256": weights_digest(loaded.path)}
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+
+
+def weights_digest(model: str | Path) -> str:
+    """sha256 of a saved model's weights file: identifies the model an export or an index came from."""
+    from model.store import model_dir
+
+    h = hashlib.sha256()
+    with open(model_dir(model) / "model.safetensors", "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_parity(onnx_path: Path, loaded: LoadedModel, batches: tuple[int, ...] = PARITY_BATCHES,
+                 seed: int = 1) -> tuple[float, int]:
+    """(max |onnxruntime - pytorch| over random per-row subsets at each batch size, rows checked)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    graph = _Graph(loaded).eval()
+    worst, rows = 0.0, 0
+    for i, n in enumerate(batches):
+        arrays = random_inputs(loaded, n, seed=seed + i)
+        got = session.run([OUTPUT], arrays)[0]
+        want = _torch_forward(graph, arrays)
+        if got.shape != want.shape:
+            raise ExportError(f"{onnx_path}: ONNX output shape {got.shape} differs from PyTorch's {want.shape} at batch {n}")
+        worst = max(worst, float(np.abs(got - want).max()))
+        rows += n
+    return worst, rows
+
+
+def onnx_path_for(out: str | Path) -> Path:
+    """`out` itself when it names an .onnx file, else out/model.onnx."""
+    out = Path(out)
+    return out if out.suffix == ".onnx" else out / "model.onnx"
+
+
+def export_onnx(model: Path, out: Path, tolerance: float = PARITY_TOLERANCE) -> ExportResult:
+    """Export a saved model (RUN or RUN/model) to ONNX at `out` (a .onnx file, or a directory for model.onnx).
+
+    Raises ExportError, leaving nothing at `out`, when ONNX Runtime's output differs from PyTorch's by
+    `tolerance` or more on any row."""
+    loaded = load_model(model)
+    path = onnx_path_for(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        graph = _Graph(loaded).eval()
+        _trace(graph, loaded, tmp)
+        _annotate(tmp, loaded)
+        diff, rows = check_parity(tmp, loaded)
+        if not diff < tolerance:
+            raise ExportError(f"{model}: ONNX Runtime differs from PyTorch by {diff:.3g} (limit {tolerance:g}); "
+                              "the export was not written")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportResult(onnx=path, max_abs_diff=diff, rows_checked=rows, embed_dim=loaded.config.embed_dim)

@@ -1,0 +1,172 @@
+"""Serving commands: export, serve, query, index build, manifest (mounted on the `omniretriever` root).
+
+Every heavy import (torch, onnx, tritonclient, kserve's server) happens inside a command, and kserve
+itself only ever runs in the transformer's own process.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(help="Export, serve and query OmniRetriever.", no_args_is_help=True)
+index_app = typer.Typer(help="Gallery indexes for the search model.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.command("export")
+def export_cmd(
+    model: Annotated[Path, typer.Option(help="Run directory or model directory to export.")] = Path("runs/default"),
+    out: Annotated[Path, typer.Option(help="Model repository to build (replaced if it is one already).")] = Path("model_repository"),
+) -> None:
+    """Export the encoder to ONNX (checked against PyTorch) and build the Triton model repository."""
+    from model.errors import OmniRetrieverError
+    from serving.repository import build_repository, read_repository
+
+    from rich.console import Console
+
+    try:
+        with Console(stderr=True).status(f"exporting {model} to ONNX, checking parity, writing {out}"):
+            build_repository(model, out)
+    except (OmniRetrieverError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        _fail(str(exc))
+    info = read_repository(out)
+    typer.echo(f"repository: {out}  (production/: onnxruntime on GPU, local/: python backend on CPU)")
+    typer.echo(f"ONNX parity: max |onnxruntime - pytorch| = {info['max_abs_diff']:.2e} over {info['rows_checked']} rows "
+               "with random subsets of modalities")
+
+
+def _limits(max_request_bytes: int, max_media_bytes: int, max_media_seconds: float, max_rows: int):
+    from serving.limits import ServingLimits
+
+    try:
+        return ServingLimits(max_request_bytes=max_request_bytes, max_media_bytes=max_media_bytes,
+                             max_media_seconds=max_media_seconds, max_rows=max_rows)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@app.command("serve")
+def serve_cmd(
+    repo: Annotated[Path, typer.Option(help="Model repository built by `omniretriever export`.")] = Path("model_repository"),
+    index: Annotated[Optional[Path], typer.Option(help="Gallery index: also serve search as omniretriever-search.")] = None,
+    host: Annotated[str, typer.Option(help="Address every server binds.")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option(help="The transformer's HTTP port.")] = 8080,
+    grpc_port: Annotated[int, typer.Option(help="The transformer's gRPC port.")] = 8081,
+    triton_http_port: Annotated[Optional[int], typer.Option(help="Triton's HTTP port (default: a free one).")] = None,
+    triton_grpc_port: Annotated[Optional[int], typer.Option(help="Triton's gRPC port (default: a free one).")] = None,
+    max_request_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 64 * 1024 * 1024,
+    max_media_bytes: Annotated[int, typer.Option(help="Largest VIDEO or AUDIO element.")] = 16 * 1024 * 1024,
+    max_media_seconds: Annotated[float, typer.Option(help="Longest clip.")] = 30.0,
+    max_rows: Annotated[int, typer.Option(help="Most rows per request (at most 64).")] = 64,
+    log_dir: Annotated[Optional[Path], typer.Option(help="Keep the servers' logs here (default: a temp dir).")] = None,
+) -> None:
+    """Start tritonserver and the KServe transformer; serve until Ctrl-C, then stop both."""
+    from model.errors import OmniRetrieverError
+    from serving.launcher import LocalEndpoint, ServingError
+
+    limits = _limits(max_request_bytes, max_media_bytes, max_media_seconds, max_rows)
+    endpoint = LocalEndpoint(repo, index=index, host=host, http_port=http_port, grpc_port=grpc_port,
+                             triton_http_port=triton_http_port, triton_grpc_port=triton_grpc_port, limits=limits,
+                             log_dir=log_dir)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops cleanly, like Ctrl-C
+    try:
+        with endpoint:
+            typer.echo(endpoint.describe())
+            typer.echo("serving; Ctrl-C to stop")
+            while True:
+                for server in endpoint._servers:
+                    server.check_alive()
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        typer.echo("stopped")
+    except ServingError as exc:  # a server failed to start or died
+        _fail(str(exc), code=1)
+    except (OmniRetrieverError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@app.command("query")
+def query_cmd(
+    text: Annotated[Optional[str], typer.Option(help="Caption.")] = None,
+    video: Annotated[Optional[Path], typer.Option(help="Video file (its audio is not used unless --audio names it).")] = None,
+    audio: Annotated[Optional[Path], typer.Option(help="Audio or video file whose audio track is used.")] = None,
+    top_k: Annotated[int, typer.Option(help="Results to return when the server has a search model.")] = 10,
+    gallery: Annotated[Optional[str], typer.Option(help="Gallery view to search (t, v, a, tv, av, at, tva).")] = None,
+    url: Annotated[str, typer.Option(help="The transformer: http://host:port or grpc://host:port.")] = "http://127.0.0.1:8080",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Embed one query (any of --text, --video, --audio) and print its top-k gallery items."""
+    from tritonclient.utils import InferenceServerException
+
+    from serving.client import query
+
+    if text is None and video is None and audio is None:
+        _fail("give at least one of --text, --video, --audio")
+    try:
+        result = query(url, text=text, video=video, audio=audio, top_k=top_k, gallery=gallery)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    except InferenceServerException as exc:
+        _fail(f"{url}: {exc.message() or exc}")
+    if as_json:
+        typer.echo(json.dumps({"embedding": result.embedding.tolist(), "gallery": result.gallery,
+                               "hits": [{"id": i, "score": s} for i, s in result.hits]}))
+        return
+    typer.echo(f"embedding: {result.embedding.shape[0]} floats, norm {float((result.embedding ** 2).sum()) ** 0.5:.4f}")
+    if result.hits:
+        typer.echo(f"top {len(result.hits)} in gallery view {result.gallery!r}:")
+        for rank, (item, score) in enumerate(result.hits, 1):
+            typer.echo(f"{rank:4d}  {score:+.4f}  {item}")
+
+
+@index_app.command("build")
+def index_build_cmd(
+    model: Annotated[Path, typer.Option(help="Run directory or model directory (the one the server serves).")] = Path("runs/default"),
+    data: Annotated[Path, typer.Option(help="Dataset root.")] = Path("data"),
+    split: Annotated[str, typer.Option(help="Split whose items form the gallery.")] = "test",
+    views: Annotated[list[str], typer.Option("--view", help="Gallery view(s): t, v, a, tv, av, at, tva (repeat).")] = ["av"],
+    out: Annotated[Path, typer.Option(help="Index file to write (safetensors).")] = Path("gallery.safetensors"),
+    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).")] = None,
+) -> None:
+    """Embed a split's items in the given views and write the gallery index the search model ranks."""
+    from model.errors import OmniRetrieverError
+    from serving.index import build_index, load_index
+
+    try:
+        path = build_index(model, data, split, views, out, workers=workers)
+    except (OmniRetrieverError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    index = load_index(path)
+    typer.echo(f"index: {path}  {len(index)} items of {split}, views {', '.join(index.views)}, {index.dim}-d")
+
+
+@app.command("manifest")
+def manifest_cmd(
+    name: Annotated[str, typer.Option(help="InferenceService name.")] = "omniretriever",
+    storage_uri: Annotated[str, typer.Option(help="Where the repository's production/ directory is stored.")] = ...,
+    image: Annotated[str, typer.Option(help="Transformer image, pinned by tag or digest.")] = ...,
+    canary_percent: Annotated[Optional[int], typer.Option(help="Share of traffic for this revision (0-100).")] = None,
+    gpus: Annotated[int, typer.Option(help="GPUs for the Triton predictor.")] = 1,
+    index: Annotated[Optional[str], typer.Option(help="Gallery index path inside the transformer container.")] = None,
+) -> None:
+    """Print the KServe InferenceService (v1beta1) for a repository as YAML."""
+    import yaml
+
+    from serving.manifests import inference_service
+
+    try:
+        manifest = inference_service(name, storage_uri, image, canary_percent, gpus, index=index)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(yaml.safe_dump(manifest, sort_keys=False))

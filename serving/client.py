@@ -1,0 +1,106 @@
+"""Querying the transformer with tritonclient (V2 protocol, HTTP or gRPC).
+
+    query("http://127.0.0.1:8080", text="a dog barks")                 -> QueryResult(embedding, hits)
+    query("grpc://127.0.0.1:8081", video="clip.mp4", top_k=5, gallery="tv")
+
+With the search model served (`serve --index`) the result carries the top-k gallery ids and scores;
+otherwise only the embedding. Media is read from the path (or given as bytes) and sent as encoded bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.tensors import EMBEDDING, EMBEDDING_MODEL, IDS, REQUEST_FIELDS, SCORES, SEARCH_MODEL
+
+Media = str | os.PathLike | bytes | None
+
+
+@dataclass
+class QueryResult:
+    embedding: np.ndarray  # float32 (D,)
+    hits: list[tuple[str, float]] = field(default_factory=list)  # (id, score), best first; empty without search
+    gallery: str | None = None  # the gallery view searched
+
+
+def split_url(url: str, protocol: str = "http") -> tuple[str, str]:
+    """("http" | "grpc", "host:port") from "http://h:p", "grpc://h:p" or a bare "h:p" (taking `protocol`)."""
+    for scheme in ("http", "grpc"):
+        if url.startswith(f"{scheme}://"):
+            return scheme, url[len(scheme) + 3:].rstrip("/")
+    if "://" in url:
+        raise ValueError(f"url {url!r}: expected http://host:port, grpc://host:port or host:port")
+    if protocol not in ("http", "grpc"):
+        raise ValueError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
+    return protocol, url.rstrip("/")
+
+
+def client_module(protocol: str) -> Any:
+    if protocol == "grpc":
+        import tritonclient.grpc as module
+    else:
+        import tritonclient.http as module
+    return module
+
+
+def _read_media(value: Media, name: str) -> bytes:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    path = Path(value)
+    if not path.is_file():
+        raise FileNotFoundError(f"--{name.lower()} {path}: no such file")
+    return path.read_bytes()
+
+
+def request_inputs(module: Any, text: str | None, video: Media, audio: Media) -> list[Any]:
+    """One row: the given fields as BYTES tensors of shape [1]."""
+    values = {"TEXT": text.encode("utf-8") if text is not None else None,
+              "VIDEO": _read_media(video, "VIDEO") if video is not None else None,
+              "AUDIO": _read_media(audio, "AUDIO") if audio is not None else None}
+    if all(v is None for v in values.values()):
+        raise ValueError("give at least one of text, video, audio")
+    inputs = []
+    for name in REQUEST_FIELDS:
+        if values[name] is not None:
+            tensor = module.InferInput(name, [1], "BYTES")
+            tensor.set_data_from_numpy(np.array([values[name]], dtype=object))
+            inputs.append(tensor)
+    return inputs
+
+
+def query(url: str, text: str | None = None, video: Media = None, audio: Media = None, top_k: int = 10,
+          protocol: str = "http", gallery: str | None = None, timeout: float = 60.0) -> QueryResult:
+    """Embed one row (any of text, video, audio) and, when the search model is served, return its top-k."""
+    protocol, address = split_url(url, protocol)
+    module = client_module(protocol)
+    client = module.InferenceServerClient(address, network_timeout=timeout) if protocol == "http" \
+        else module.InferenceServerClient(address)
+    try:
+        inputs = request_inputs(module, text, video, audio)
+        if client.is_model_ready(SEARCH_MODEL):
+            params = {"top_k": int(top_k), **({"gallery": gallery} if gallery else {})}
+            result = client.infer(SEARCH_MODEL, inputs, parameters=params)
+            ids = [i.decode() if isinstance(i, bytes) else str(i) for i in result.as_numpy(IDS)[0]]
+            scores = result.as_numpy(SCORES)[0].tolist()
+            searched = _response_parameter(result, "gallery")
+            return QueryResult(result.as_numpy(EMBEDDING)[0], list(zip(ids, scores)), searched)
+        if gallery is not None:
+            raise ValueError(f"{url} serves no search model ({SEARCH_MODEL}): start it with --index to search")
+        result = client.infer(EMBEDDING_MODEL, inputs)
+        return QueryResult(result.as_numpy(EMBEDDING)[0])
+    finally:
+        client.close()
+
+
+def _response_parameter(result: Any, key: str) -> str | None:
+    response = result.get_response()
+    params = response.get("parameters", {}) if isinstance(response, dict) else getattr(response, "parameters", {})
+    value = params.get(key) if params else None
+    if value is not None and hasattr(value, "string_param"):
+        return value.string_param
+    return value

@@ -1,0 +1,161 @@
+"""The Triton model repository built from a saved model: one ONNX graph, two configs.
+
+    REPO/
+      repository.json                       what was built: source model, digests, parity, tensors
+      production/                           storageUri of the KServe Triton predictor (GPU)
+        omniretriever-encoder/
+          config.pbtxt                      platform onnxruntime_onnx, KIND_GPU, dynamic batching
+          1/model.onnx                      the graph (model/export.py)
+          encoder.json  tokenizer.json      the preprocessing the transformer runs before Triton
+          model.json                        weights and ONNX digests (the transformer checks an index against them)
+      local/                                --model-repository of the local tritonserver (CPU)
+        omniretriever-encoder/
+          config.pbtxt                      backend python, KIND_CPU, same tensors and batching
+          1/model.py                        ONNX Runtime on ../../production/.../1/model.onnx (sha256-checked)
+
+Both configs render the tensors of serving.tensors, so they cannot drift apart. The local tree holds no
+second copy of the graph: its model.py reads production's model.onnx and refuses it if the digest does
+not match. The tritonserver shipped in the nvidia-pytriton wheel has the python backend only, which is
+why the local config exists; a cluster's Triton serves `production/` with the onnxruntime backend.
+
+The repository is built in a temp directory beside REPO and renamed into place, so a failed build leaves
+REPO as it was; an existing REPO is replaced only if it is a repository built here (it has repository.json).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from model.config import EncoderConfig
+from model.export import ExportResult, export_onnx, weights_digest
+from model.store import load_model, model_dir
+from serving.tensors import ENCODER_MODEL, MAX_BATCH_SIZE, TensorSpec, encoder_inputs, encoder_outputs
+
+FORMAT = "omniretriever-repository-v1"
+VERSION = "1"  # the one model version directory
+PRODUCTION, LOCAL = "production", "local"
+QUEUE_DELAY_US = {PRODUCTION: 2000, LOCAL: 1000}  # dynamic batching: how long a request may wait for others
+MODEL_PY = Path(__file__).resolve().parent / "triton_model.py"
+PREPROCESS_FILES = ("encoder.json", "tokenizer.json")
+
+
+def production_dir(repo: str | Path) -> Path:
+    """REPO/production: the Triton repository a cluster serves (and the transformer's --model_dir)."""
+    return Path(repo) / PRODUCTION
+
+
+def local_dir(repo: str | Path) -> Path:
+    """REPO/local: the Triton repository the bundled CPU tritonserver serves."""
+    return Path(repo) / LOCAL
+
+
+def config_path(repo: str | Path, kind: str) -> Path:
+    return Path(repo) / kind / ENCODER_MODEL / "config.pbtxt"
+
+
+def _tensor_block(spec: TensorSpec) -> str:
+    dims = ", ".join(str(d) for d in spec.dims)
+    return f'  {{\n    name: "{spec.name}"\n    data_type: {spec.triton_type}\n    dims: [ {dims} ]\n  }}'
+
+
+def render_config(cfg: EncoderConfig, kind: str, parameters: dict[str, str] | None = None) -> str:
+    """config.pbtxt text for the production (onnxruntime, GPU) or local (python backend, CPU) model."""
+    if kind not in (PRODUCTION, LOCAL):
+        raise ValueError(f"config kind must be {PRODUCTION!r} or {LOCAL!r}, got {kind!r}")
+    engine = 'platform: "onnxruntime_onnx"' if kind == PRODUCTION else 'backend: "python"'
+    device = "KIND_GPU" if kind == PRODUCTION else "KIND_CPU"
+    lines = [
+        f'name: "{ENCODER_MODEL}"',
+        engine,
+        f"max_batch_size: {MAX_BATCH_SIZE}",
+        "input [\n" + ",\n".join(_tensor_block(s) for s in encoder_inputs(cfg)) + "\n]",
+        "output [\n" + ",\n".join(_tensor_block(s) for s in encoder_outputs(cfg)) + "\n]",
+        f"instance_group [\n  {{\n    count: 1\n    kind: {device}\n  }}\n]",
+        f"dynamic_batching {{\n  max_queue_delay_microseconds: {QUEUE_DELAY_US[kind]}\n}}",
+    ]
+    for key, value in (parameters or {}).items():
+        lines.append(f'parameters {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}')
+    return "\n".join(lines) + "\n"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_production(tmp: Path, model: Path, cfg: EncoderConfig) -> tuple[ExportResult, str]:
+    model_root = production_dir(tmp) / ENCODER_MODEL
+    result = export_onnx(model, model_root / VERSION / "model.onnx")
+    source = model_dir(model)
+    (model_root / "config.pbtxt").write_text(render_config(cfg, PRODUCTION))
+    (model_root / "encoder.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    shutil.copyfile(source / "tokenizer.json", model_root / "tokenizer.json")
+    return result, _sha256(result.onnx)
+
+
+def _write_local(tmp: Path, cfg: EncoderConfig, onnx_sha256: str) -> None:
+    model_root = local_dir(tmp) / ENCODER_MODEL
+    (model_root / VERSION).mkdir(parents=True)
+    shutil.copyfile(MODEL_PY, model_root / VERSION / "model.py")
+    onnx_rel = f"../../{PRODUCTION}/{ENCODER_MODEL}/{VERSION}/model.onnx"  # relative to local/<model>/
+    params = {"onnx_model": onnx_rel, "onnx_sha256": onnx_sha256, "intra_op_threads": "0"}
+    (model_root / "config.pbtxt").write_text(render_config(cfg, LOCAL, params))
+
+
+def _check_replaceable(repo: Path) -> None:
+    if repo.exists() and not repo.is_dir():
+        raise FileExistsError(f"{repo} exists and is not a directory")
+    if repo.is_dir() and any(repo.iterdir()) and not (repo / "repository.json").is_file():
+        raise FileExistsError(f"{repo} is a non-empty directory that is not a model repository "
+                              "(no repository.json); refusing to replace it")
+
+
+def build_repository(model: Path, repo: Path) -> Path:
+    """Export `model` (RUN or RUN/model) and lay out REPO as in this module's docstring; returns REPO."""
+    model, repo = Path(model), Path(repo)
+    _check_replaceable(repo)
+    cfg = load_model(model).config  # also checks that MODEL is a saved model before anything is written
+    repo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = repo.with_name(f".{repo.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        result, onnx_sha256 = _write_production(tmp, model, cfg)
+        _write_local(tmp, cfg, onnx_sha256)
+        info = {"format": FORMAT, "model": str(model_dir(model).resolve()), "weights_sha256": weights_digest(model),
+                "onnx_sha256": onnx_sha256, "max_abs_diff": result.max_abs_diff, "rows_checked": result.rows_checked,
+                "embed_dim": cfg.embed_dim, "triton_model": ENCODER_MODEL, "max_batch_size": MAX_BATCH_SIZE,
+                "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        (production_dir(tmp) / ENCODER_MODEL / "model.json").write_text(json.dumps(info, indent=2) + "\n")
+        (tmp / "repository.json").write_text(json.dumps(info, indent=2) + "\n")
+        _swap_in(tmp, repo)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return repo
+
+
+def _swap_in(tmp: Path, repo: Path) -> None:
+    old = repo.with_name(f".{repo.name}.old-{os.getpid()}")
+    if repo.exists():
+        os.replace(repo, old)
+    os.replace(tmp, repo)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_repository(repo: str | Path) -> dict:
+    """repository.json of a built repository; a clear error when REPO is not one."""
+    path = Path(repo) / "repository.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{repo} is not a model repository: no repository.json (build one with "
+                                "`omniretriever export --model RUN --out REPO`)")
+    info = json.loads(path.read_text())
+    if info.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {info.get('format')!r}, expected {FORMAT!r}")
+    return info

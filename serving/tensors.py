@@ -1,0 +1,85 @@
+"""Every tensor the serving stack exchanges, defined once: names, V2 datatypes and shapes.
+
+    Triton model `omniretriever-encoder` (ENCODER_MODEL), both configs (production ONNX, local python):
+        inputs   the five arrays of model.inference.INPUTS, shapes and dtypes from input_shapes(cfg)
+        output   EMBEDDING  FP32 [B, embed_dim]
+    KServe transformer `omniretriever` (EMBEDDING_MODEL):
+        inputs   TEXT, VIDEO, AUDIO  BYTES [B]  (any subset; an empty element is an absent modality)
+        output   EMBEDDING  FP32 [B, embed_dim]
+    KServe search model `omniretriever-search` (SEARCH_MODEL): the same inputs, request parameters
+        top_k (int) and gallery (a view name such as "av"), outputs IDS BYTES [B, K], SCORES FP32 [B, K]
+        and EMBEDDING.
+
+repository.py renders config.pbtxt from `encoder_inputs` / `encoder_outputs`, the transformer builds
+its Triton requests from them, and a test parses both config.pbtxt files against them. Shapes here
+leave out the batch dimension, as config.pbtxt does when max_batch_size > 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.config import EncoderConfig
+from model.export import OUTPUT
+from model.inference import INPUTS, input_shapes
+
+ENCODER_MODEL = "omniretriever-encoder"  # the Triton model (predictor)
+EMBEDDING_MODEL = "omniretriever"  # the transformer's embedding model
+SEARCH_MODEL = "omniretriever-search"  # the transformer's search model
+MAX_BATCH_SIZE = 64  # rows per Triton request (config.pbtxt max_batch_size) and per transformer request
+
+EMBEDDING = OUTPUT  # "EMBEDDING"
+REQUEST_FIELDS = {"TEXT": "text", "VIDEO": "video", "AUDIO": "audio"}  # transformer input -> Preprocessor field
+IDS, SCORES = "IDS", "SCORES"  # search outputs
+
+_V2_NUMPY = {"BOOL": np.bool_, "UINT8": np.uint8, "INT32": np.int32, "INT64": np.int64, "FP32": np.float32,
+             "BYTES": np.object_}
+_NUMPY_V2 = {"bool": "BOOL", "uint8": "UINT8", "int32": "INT32", "int64": "INT64", "float32": "FP32"}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor: its name, V2 datatype ("FP32", "BYTES", ...) and shape without the batch dimension."""
+
+    name: str
+    datatype: str
+    dims: tuple[int, ...]
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        return np.dtype(_V2_NUMPY[self.datatype])
+
+    @property
+    def triton_type(self) -> str:
+        """The config.pbtxt data_type: TYPE_FP32, TYPE_BOOL, TYPE_STRING for BYTES, ..."""
+        return "TYPE_STRING" if self.datatype == "BYTES" else f"TYPE_{self.datatype}"
+
+    def batch_shape(self, batch: int) -> list[int]:
+        return [batch, *self.dims]
+
+
+def v2_datatype(numpy_dtype: str | np.dtype) -> str:
+    """numpy dtype name -> V2 datatype."""
+    return _NUMPY_V2[np.dtype(numpy_dtype).name]
+
+
+def encoder_inputs(cfg: EncoderConfig) -> tuple[TensorSpec, ...]:
+    """The Triton model's inputs, in the order of model.inference.INPUTS."""
+    shapes = input_shapes(cfg)
+    return tuple(TensorSpec(name, v2_datatype(shapes[name][1]), tuple(int(d) for d in shapes[name][0][1:]))
+                 for name in INPUTS)
+
+
+def encoder_outputs(cfg: EncoderConfig) -> tuple[TensorSpec, ...]:
+    return (TensorSpec(EMBEDDING, "FP32", (cfg.embed_dim,)),)
+
+
+def request_inputs() -> tuple[TensorSpec, ...]:
+    """The transformer's inputs: one encoded element per row; b"" (or a missing tensor) = absent."""
+    return tuple(TensorSpec(name, "BYTES", ()) for name in REQUEST_FIELDS)
+
+
+def search_outputs(cfg: EncoderConfig, top_k: int) -> tuple[TensorSpec, ...]:
+    return (TensorSpec(IDS, "BYTES", (top_k,)), TensorSpec(SCORES, "FP32", (top_k,)), *encoder_outputs(cfg))
