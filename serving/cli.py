@@ -119,6 +119,8 @@ def query_cmd(
         _fail(str(exc))
     except InferenceServerException as exc:
         _fail(f"{url}: {exc.message() or exc}")
+    except OSError as exc:  # connection refused, unreachable host, ...
+        _fail(f"{url}: cannot reach the server ({exc.strerror or exc})")
     if as_json:
         typer.echo(json.dumps({"embedding": result.embedding.tolist(), "gallery": result.gallery,
                                "hits": [{"id": i, "score": s} for i, s in result.hits]}))

@@ -98,11 +98,16 @@ class _Server:
             self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
 
-    def tail(self, lines: int = 25) -> str:
+    def tail(self, lines: int = 20) -> str:
+        """The log's error lines (Triton's start with E<date>) and its last lines, without table art or GPU noise."""
         try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+            text = self.log.read_text(errors="replace").splitlines()
         except OSError:
             return "(no log)"
+        noise = ("CudaDriverHelper", "NVML", "GPU metrics", "cuda")
+        errors = [l for l in text if l[:1] == "E" and l[1:5].isdigit() and not any(n in l for n in noise)]
+        last = [l for l in text[-lines:] if l.strip() and not l.startswith(("+", "|"))]
+        return "\n".join(l[:600] for l in dict.fromkeys(errors[-5:] + last))
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:

@@ -34,6 +34,7 @@ def _predictor(storage_uri: str, gpus: int, canary_percent: int | None, min_repl
         "minReplicas": min_replicas,
         "maxReplicas": max_replicas,
         "model": {
+            "name": "kserve-container",
             "modelFormat": {"name": "triton"},
             "runtime": TRITON_RUNTIME,
             "protocolVersion": "grpc-v2",

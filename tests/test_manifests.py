@@ -1,0 +1,121 @@
+"""The InferenceService manifest against the kserve SDK's models, the transformer's Dockerfile, deploy's checks."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serving.deploy import apply_inference_service
+from serving.limits import ServingLimits
+from serving.manifests import inference_service
+
+ROOT = Path(__file__).resolve().parent.parent
+STORAGE = "s3://models/omniretriever/v3/production"
+IMAGE = "registry.example.com/omniretriever-transformer:0.1.0"
+
+# Runs in its own process: kserve cannot be imported beside tritonclient.grpc (duplicate protobuf symbols).
+SDK_CHECK = r'''
+import json, sys
+import kserve.models, kubernetes.client.models
+from kubernetes.client import ApiClient
+
+SCALARS = {"str": str, "int": int, "bool": bool, "float": (int, float), "object": object}
+
+def build(data, type_name, where):
+    """Plain data -> SDK objects, refusing any key the SDK's schema does not know and any wrong scalar type."""
+    if type_name.startswith("list["):
+        return [build(x, type_name[5:-1], f"{where}[{i}]") for i, x in enumerate(data)]
+    if type_name.startswith("dict("):
+        inner = type_name[type_name.index(",") + 1:-1].strip()
+        return {k: build(v, inner, f"{where}.{k}") for k, v in data.items()}
+    if type_name in SCALARS:
+        if not isinstance(data, SCALARS[type_name]) or (type_name == "int" and isinstance(data, bool)):
+            raise SystemExit(f"{where}: {data!r} is not {type_name}")
+        return data
+    cls = getattr(kserve.models, type_name, None) or getattr(kubernetes.client.models, type_name)
+    attrs = {key: attr for attr, key in cls.attribute_map.items()}
+    unknown = sorted(set(data) - set(attrs))
+    if unknown:
+        raise SystemExit(f"{where}: {type_name} has no field(s) {unknown}")
+    return cls(**{attrs[k]: build(v, cls.openapi_types[attrs[k]], f"{where}.{k}") for k, v in data.items()})
+
+manifest = json.load(sys.stdin)
+isvc = build(manifest, "V1beta1InferenceService", "InferenceService")
+assert isinstance(isvc.spec.predictor.model, kserve.models.V1beta1ModelSpec)
+print(json.dumps(ApiClient().sanitize_for_serialization(isvc)))
+'''
+
+
+def sdk_roundtrip(manifest: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", SDK_CHECK], input=json.dumps(manifest), capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("canary,gpus", [(None, 1), (10, 2)])
+def test_manifest_is_a_valid_inference_service_for_the_kserve_sdk(canary, gpus):
+    manifest = inference_service("omniretriever", STORAGE, IMAGE, canary_percent=canary, gpus=gpus,
+                                 index="/mnt/models/omniretriever-encoder/gallery.safetensors")
+    res = sdk_roundtrip(manifest)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout) == manifest  # every key known to the SDK, nothing dropped or retyped
+
+
+def test_the_sdk_check_catches_a_misspelled_field():
+    manifest = inference_service("omniretriever", STORAGE, IMAGE)
+    manifest["spec"]["predictor"]["model"]["storageUrl"] = manifest["spec"]["predictor"]["model"].pop("storageUri")
+    res = sdk_roundtrip(manifest)
+    assert res.returncode != 0 and "storageUrl" in res.stderr
+
+
+def test_manifest_content():
+    manifest = inference_service("omniretriever", STORAGE, IMAGE, canary_percent=25, gpus=1,
+                                 limits=ServingLimits(max_media_seconds=12.0))
+    predictor, transformer = manifest["spec"]["predictor"], manifest["spec"]["transformer"]
+    model = predictor["model"]
+    assert manifest["apiVersion"] == "serving.kserve.io/v1beta1" and manifest["kind"] == "InferenceService"
+    assert model["modelFormat"] == {"name": "triton"} and model["runtime"] == "kserve-tritonserver"
+    assert model["protocolVersion"] == "grpc-v2" and model["storageUri"] == STORAGE
+    assert model["ports"] == [{"name": "h2c", "containerPort": 9000, "protocol": "TCP"}]
+    assert model["resources"]["limits"]["nvidia.com/gpu"] == "1" and predictor["canaryTrafficPercent"] == 25
+    (container,) = transformer["containers"]
+    args = container["args"]
+    assert container["image"] == IMAGE and args[:2] == ["--predictor_protocol", "grpc-v2"]
+    assert args[args.index("--max_media_seconds") + 1] == "12.0"
+    assert {"name": "STORAGE_URI", "value": STORAGE} in container["env"]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert "canaryTrafficPercent" not in inference_service("omniretriever", STORAGE, IMAGE)["spec"]["predictor"]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"name": "Bad_Name"}, "DNS label"),
+    ({"storage_uri": "models/repo"}, "needs a scheme"),
+    ({"transformer_image": "omniretriever-transformer:latest"}, "pinned"),
+    ({"transformer_image": "omniretriever-transformer"}, "pinned"),
+    ({"canary_percent": 120}, "0..100"),
+    ({"gpus": -1}, "gpus >= 0"),
+])
+def test_bad_manifest_arguments_are_refused(kwargs, message):
+    args = {"name": "omniretriever", "storage_uri": STORAGE, "transformer_image": IMAGE, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        inference_service(**args)
+
+
+def test_deploy_refuses_anything_but_an_inference_service():
+    with pytest.raises(ValueError, match="expected an serving.kserve.io/v1beta1 InferenceService"):
+        apply_inference_service({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}}, "default", api=object())
+
+
+def test_transformer_dockerfile_is_pinned_and_runs_the_transformer():
+    text = (ROOT / "serving" / "Dockerfile").read_text()
+    (base,) = re.findall(r"^FROM\s+(\S+)", text, flags=re.M)
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", base), base  # Python and Debian release pinned
+    assert '-m", "serving.transformer"' in re.search(r"^ENTRYPOINT .*$", text, flags=re.M).group(0)
+    assert "-c constraints.txt" in text and re.search(r"^USER 1000$", text, flags=re.M)
+    for source in re.findall(r"^COPY\s+(.+?)\s+\S+$", text, flags=re.M):
+        for path in source.split():
+            assert (ROOT / path).exists(), f"Dockerfile copies {path}, which the repository lacks"

@@ -1,0 +1,43 @@
+"""The serving commands exist, have help, and importing the CLI or model.export pulls in no server library."""
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from omniretriever.cli import app
+
+COMMANDS = [["export"], ["serve"], ["query"], ["index"], ["index", "build"], ["manifest"]]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
+def test_every_serving_command_has_help(cmd):
+    res = CliRunner().invoke(app, cmd + ["--help"])
+    assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_imports_stay_light_and_model_stays_free_of_serving_libraries():
+    code = ("import sys, omniretriever.cli, serving.cli, model.export; "
+            "print([m for m in ('kfp', 'mlflow', 'kserve', 'tritonclient', 'onnxruntime') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_manifest_command_prints_yaml():
+    res = CliRunner().invoke(app, ["manifest", "--storage-uri", "s3://m/repo/production", "--image",
+                                   "example.com/omniretriever-transformer:0.1.0", "--canary-percent", "20"])
+    assert res.exit_code == 0, res.output
+    assert "kind: InferenceService" in res.output and "canaryTrafficPercent: 20" in res.output
+    bad = CliRunner().invoke(app, ["manifest", "--storage-uri", "s3://m/r", "--image", "x:latest"])
+    assert bad.exit_code == 2 and "pinned" in bad.output
+
+
+def test_query_without_a_modality_is_refused():
+    res = CliRunner().invoke(app, ["query", "--url", "http://127.0.0.1:9"])
+    assert res.exit_code == 2 and "at least one of --text, --video, --audio" in res.output
+
+
+def test_query_reports_an_unreachable_server():
+    res = CliRunner().invoke(app, ["query", "--text", "a dog", "--url", "http://127.0.0.1:9"])
+    assert res.exit_code == 2 and "127.0.0.1:9" in res.output
