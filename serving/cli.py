@@ -85,8 +85,7 @@ def serve_cmd(
             typer.echo(endpoint.describe())
             typer.echo("serving; Ctrl-C to stop")
             while True:
-                for server in endpoint._servers:
-                    server.check_alive()
+                endpoint.check_alive()
                 time.sleep(0.5)
     except KeyboardInterrupt:
         typer.echo("stopped")

@@ -199,7 +199,7 @@ class LocalEndpoint:
         if self.index is not None and not self.index.is_file():
             raise FileNotFoundError(f"index {self.index} does not exist (build one with `omniretriever index build`)")
         self._workdir = Path(tempfile.mkdtemp(prefix="omniretriever-serve-"))
-        logs = self.log_dir or self._workdir
+        logs = self.log_dir or self._workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         triton = _Server("tritonserver", self._triton_argv(), self._triton_env(), logs / "tritonserver.log")
         self._servers.append(triton)
@@ -209,13 +209,18 @@ class LocalEndpoint:
         self._wait(transformer, [f"{self.http_url}/v2/health/ready"] + [f"{self.http_url}/v2/models/{m}/ready" for m in self.models])
 
     def stop(self) -> None:
-        """Stop the transformer, then Triton; remove the private work directory."""
+        """Stop the transformer, then Triton; remove the private work directory (logs survive only in log_dir)."""
         for server in reversed(self._servers):
             server.stop(self.stop_timeout)
         self._servers = [s for s in self._servers if s.proc.poll() is None]
-        if self._workdir is not None and self.log_dir is None:
+        if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+
+    def check_alive(self) -> None:
+        """Raise ServingError, with the log's errors, if either server has exited."""
+        for server in self._servers:
+            server.check_alive()
 
     def _wait(self, server: _Server, urls: list[str]) -> None:
         deadline = time.monotonic() + self.startup_timeout

@@ -330,3 +330,20 @@ def test_malformed_http_bodies_get_400(endpoint, items, case, message):
     status, answer = post(endpoint, f"/v2/models/{EMBEDDING_MODEL}/infer", body, headers)
     assert status == 400 and message in answer["error"], answer
     assert_healthy(endpoint, items)
+
+
+def test_a_chunked_body_over_the_limit_gets_413(endpoint, items):
+    """No Content-Length to check up front: the body is counted as it arrives."""
+    import http.client
+
+    host, port = split_url(endpoint.http_url)[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    chunks = (b"\0" * (256 * 1024) for _ in range(12))  # 3 MiB against a 2 MiB limit
+    try:
+        conn.request("POST", f"/v2/models/{EMBEDDING_MODEL}/infer", body=chunks, encode_chunked=True,
+                     headers={"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": "10"})
+        response = conn.getresponse()
+        assert response.status == 413 and b"over the limit of 2097152 bytes" in response.read()
+    finally:
+        conn.close()
+    assert_healthy(endpoint, items)

@@ -1,0 +1,194 @@
+"""Serving throughput and latency: in-process ONNX Runtime vs Triton direct vs through the KServe transformer.
+
+    python bench/serving.py [--model runs/default] [--data data] [--seconds 4] [--concurrency 1 8 32]
+
+One run exports --model to a temporary repository, starts the real local endpoint (tritonserver with the
+python backend + the transformer) and drives every path with the same one-row queries, side by side:
+
+    in-process ORT            encoder arrays -> onnxruntime.InferenceSession.run in this process (the baseline)
+    in-process prep + ORT     the raw query -> model.inference.Preprocessor -> ORT, in this process
+    Triton direct             encoder arrays -> tritonclient.grpc -> tritonserver (dynamic batching)
+    transformer               the raw query -> tritonclient.grpc -> transformer (preprocess) -> Triton over grpc-v2
+
+at each concurrency (client threads with a request in flight each), for two workloads: a caption ("text")
+and a clip's video and audio ("av", decoded from mp4 bytes). The figure is each path's throughput as a
+ratio of in-process ORT at the same workload and concurrency; p50/p99 are per-request latencies.
+Prints a table and writes bench/results/serving.json. A model that does not exist is replaced by a
+randomly initialised tiny one (speed does not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+# This file shares its name with the `serving` package: take bench/ off the front of sys.path (where Python
+# put it) so `import serving` finds the package, and keep it at the end for `common`.
+_BENCH = Path(__file__).resolve().parent
+sys.path[:] = [str(_BENCH.parent)] + [p for p in sys.path if Path(p or os.curdir).resolve() != _BENCH] + [str(_BENCH)]
+from common import report  # noqa: E402
+
+from model.inference import INPUTS, Preprocessor  # noqa: E402
+from model.store import load_model  # noqa: E402
+
+WORKLOADS = ("text", "av")
+PATHS = ("in-process ORT", "in-process prep + ORT", "Triton direct", "transformer")
+
+
+def random_model(out: Path) -> Path:
+    """A tiny model with random weights and a tokenizer trained on a few captions."""
+    from model.config import load_config
+    from model.encoder import OmniEncoder
+    from model.store import save_model
+    from model.text import TextTokenizer
+
+    cfg = load_config("tiny")
+    tok = TextTokenizer.train(["a red square moves left while a low tone plays"], cfg.vocab_size, cfg.max_text_len)
+    return save_model(out / "model", OmniEncoder(cfg).eval(), tok)
+
+
+def queries(data: Path, n: int) -> list[tuple[str, bytes]]:
+    """(caption, mp4 bytes) of n clips: from --data if it is a dataset, else a small synthetic one."""
+    from model.manifest import read_split, resolve_media
+
+    if not (data / "manifests").is_dir():
+        from model.synth import SynthConfig, synthesize
+
+        data = Path(tempfile.mkdtemp(prefix="bench-data-")) / "data"
+        synthesize(data, SynthConfig(train=0, val=0, test=n), progress=False)
+    records = read_split(data, "test")[:n]
+    return [(r.text, resolve_media(data, r.video).read_bytes()) for r in records]
+
+
+def rows_for(workload: str, items: list[tuple[str, bytes]]) -> list[dict]:
+    return [{"text": t} if workload == "text" else {"video": m, "audio": m} for t, m in items]
+
+
+def run_cell(call: Callable[[int, int], None], concurrency: int, seconds: float) -> dict:
+    """`concurrency` threads calling call(worker, i) back to back for `seconds`; throughput and latency."""
+    stop_at = time.perf_counter() + seconds
+
+    def worker(wid: int) -> list[float]:
+        times, i = [], 0
+        while time.perf_counter() < stop_at or i < 2:
+            start = time.perf_counter()
+            call(wid, i)
+            times.append(time.perf_counter() - start)
+            i += 1
+        return times
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        latencies = np.concatenate([np.asarray(t) for t in pool.map(worker, range(concurrency))])
+    wall = time.perf_counter() - start
+    return {"requests": int(latencies.size), "req/s": latencies.size / wall,
+            "p50 ms": float(np.percentile(latencies, 50) * 1e3), "p99 ms": float(np.percentile(latencies, 99) * 1e3)}
+
+
+class Paths:
+    """The four ways of embedding one query, each a call(worker, i) on the i-th query of the workload."""
+
+    def __init__(self, onnx_path: Path, prep: Preprocessor, endpoint, items: list, concurrency: int):
+        import onnxruntime as ort
+        import tritonclient.grpc as grpcclient
+
+        from serving.client import request_inputs, split_url
+
+        self.session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        self.prep = prep
+        self.grpc = grpcclient
+        self.request_inputs = request_inputs
+        self.triton = [grpcclient.InferenceServerClient(split_url(endpoint.triton_grpc_url)[1]) for _ in range(concurrency)]
+        self.transformer = [grpcclient.InferenceServerClient(split_url(endpoint.grpc_url)[1]) for _ in range(concurrency)]
+        self.items = items
+
+    def prepared(self, rows: list[dict]) -> list[dict[str, np.ndarray]]:
+        return [self.prep([row]) for row in rows]
+
+    def calls(self, workload: str) -> dict[str, Callable[[int, int], None]]:
+        rows = rows_for(workload, self.items)
+        arrays = self.prepared(rows)
+        triton_inputs = [self._triton_inputs(a) for a in arrays]
+        n = len(rows)
+
+        def transformer(w: int, i: int) -> None:
+            row = rows[i % n]
+            inputs = self.request_inputs(self.grpc, row.get("text"), row.get("video"), row.get("audio"))
+            self.transformer[w].infer("omniretriever", inputs)
+
+        return {
+            "in-process ORT": lambda w, i: self.session.run(["EMBEDDING"], arrays[i % n]),
+            "in-process prep + ORT": lambda w, i: self.session.run(["EMBEDDING"], self.prep([rows[i % n]])),
+            "Triton direct": lambda w, i: self.triton[w].infer("omniretriever-encoder", triton_inputs[i % n]),
+            "transformer": transformer,
+        }
+
+    def _triton_inputs(self, arrays: dict[str, np.ndarray]) -> list:
+        from serving.tensors import v2_datatype
+
+        out = []
+        for name in INPUTS:
+            tensor = self.grpc.InferInput(name, list(arrays[name].shape), v2_datatype(arrays[name].dtype))
+            tensor.set_data_from_numpy(arrays[name])
+            out.append(tensor)
+        return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=Path("runs/default"))
+    ap.add_argument("--data", type=Path, default=Path("data"))
+    ap.add_argument("--seconds", type=float, default=4.0, help="per path, workload and concurrency")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--queries", type=int, default=32, help="distinct queries cycled through")
+    args = ap.parse_args(argv)
+
+    from rich.progress import Progress
+
+    from serving.launcher import LocalEndpoint
+    from serving.repository import build_repository
+
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    model = args.model if (args.model / "model" / "config.json").exists() or (args.model / "config.json").exists() \
+        else random_model(work)
+    loaded = load_model(model)
+    repo = build_repository(model, work / "repo")
+    items = queries(args.data, args.queries)
+    rows_out: list[dict] = []
+    with LocalEndpoint(repo, startup_timeout=300) as endpoint:
+        paths = Paths(repo / "production" / "omniretriever-encoder" / "1" / "model.onnx",
+                      Preprocessor.from_model(loaded), endpoint, items, max(args.concurrency))
+        cells = [(w, c, p) for w in WORKLOADS for c in args.concurrency for p in PATHS]
+        with Progress(transient=True) as bar:
+            task = bar.add_task("benchmarking", total=len(cells))
+            for workload in WORKLOADS:
+                calls = paths.calls(workload)
+                for fn in calls.values():  # warm up every path once (sessions, connections, caches)
+                    fn(0, 0)
+                for concurrency in args.concurrency:
+                    for path in PATHS:
+                        bar.update(task, description=f"{workload} c={concurrency} {path}")
+                        cell = run_cell(calls[path], concurrency, args.seconds)
+                        rows_out.append({"workload": workload, "concurrency": concurrency, "path": path, **cell})
+                        bar.advance(task)
+    for row in rows_out:
+        base = next(r for r in rows_out if r["workload"] == row["workload"] and r["concurrency"] == row["concurrency"]
+                    and r["path"] == "in-process ORT")
+        row["x in-process"] = row["req/s"] / base["req/s"]
+    extra = {"model": str(model), "seconds_per_cell": args.seconds, "queries": len(items),
+             "load_average_at_start": os.getloadavg()[0], "paths": PATHS}
+    os.environ.setdefault("COLUMNS", "120")  # one line per row when the output is not a terminal
+    report("serving", f"Serving one-row queries: {model} ({loaded.config.name}), throughput x in-process ORT", rows_out,
+           extra)
+
+
+if __name__ == "__main__":
+    main()
