@@ -1,2 +1,6 @@
-"""Serving: ONNX export, the Triton model repository, the KServe transformer and search model,
-InferenceService manifests and the local launcher. Nothing here yet."""
+"""Serving: the Triton model repository (repository.py, tensors.py, triton_model.py), the KServe transformer
+and search model (transformer.py, requests.py, index.py), the local launcher (launcher.py), the client
+(client.py), InferenceService manifests and deployment (manifests.py, deploy.py) and the CLI (cli.py).
+
+Only transformer.py imports kserve, and only the transformer's own process imports it (kserve and
+tritonclient.grpc cannot share a process)."""

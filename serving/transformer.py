@@ -51,7 +51,7 @@ from starlette.exceptions import HTTPException
 
 from model.config import EncoderConfig
 from model.errors import InputError
-from model.inference import INPUTS, Preprocessor
+from model.inference import Preprocessor
 from model.text import TextTokenizer
 from serving.index import GalleryIndex, load_index
 from serving.limits import ServingLimits
