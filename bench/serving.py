@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     from serving.launcher import LocalEndpoint
     from serving.repository import build_repository
 
+    load_at_start = os.getloadavg()[0]  # a shared machine's load moves these figures; it is recorded with them
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     model = args.model if (args.model / "model" / "config.json").exists() or (args.model / "config.json").exists() \
         else random_model(work)
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
                     and r["path"] == "in-process ORT")
         row["x in-process"] = row["req/s"] / base["req/s"]
     extra = {"model": str(model), "seconds_per_cell": args.seconds, "queries": len(items),
-             "load_average_at_start": os.getloadavg()[0], "paths": PATHS}
+             "load_average": {"start": load_at_start, "end": os.getloadavg()[0]}, "paths": PATHS}
     os.environ.setdefault("COLUMNS", "120")  # one line per row when the output is not a terminal
     report("serving", f"Serving one-row queries: {model} ({loaded.config.name}), throughput x in-process ORT", rows_out,
            extra)
