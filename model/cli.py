@@ -71,6 +71,48 @@ def data_summary(
         _fail(str(exc))
 
 
+@data_app.command("version")
+def data_version(
+    data: Annotated[Path, typer.Argument(help="Dataset directory inside the DVC project (DIR.dvc is written beside it).")] = Path("data"),
+    remote: Annotated[Optional[str], typer.Option(help="DVC remote name, or a URL/directory for this call (default: the project's default remote).")] = None,
+) -> None:
+    """Record DIR's version with DVC (dvc add + push); prints the version, the md5 of DVC's listing."""
+    from model.errors import OmniRetrieverError
+    from model.versioning import version_data
+
+    try:
+        version = version_data(data, remote)
+    except OmniRetrieverError as exc:
+        _fail(str(exc))
+    _echo_version(data, version)
+
+
+@data_app.command("pull")
+def data_pull(
+    data: Annotated[Path, typer.Argument(help="Dataset directory tracked by DIR.dvc.")] = Path("data"),
+    remote: Annotated[Optional[str], typer.Option(help="DVC remote name, or a URL/directory for this call (default: the project's default remote).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Generator processes if it must be regenerated (default: all cores).")] = None,
+) -> None:
+    """Make DIR match DIR.dvc: nothing if it does, else pull it, else regenerate it from its recipe, check and push."""
+    from model.errors import OmniRetrieverError
+    from model.versioning import pull_data
+
+    try:
+        version = pull_data(data, remote, workers=workers)
+    except OmniRetrieverError as exc:
+        _fail(str(exc))
+    for note in version.notes:
+        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+    _echo_version(data, version)
+
+
+def _echo_version(data: Path, version) -> None:
+    pushed = f"; pushed {version.pushed} files" if version.pushed else ""
+    typer.echo(f"{data}: {version.action}, {version.nfiles} files, {version.size / 1e6:.1f} MB "
+               f"({version.dvc_file.name}){pushed}")
+    typer.echo(f"version: {version.md5}")
+
+
 @app.command("train")
 def train_cmd(
     data: Annotated[Path, typer.Option(help="Dataset root (manifests/train.jsonl is used).")] = Path("data"),
