@@ -48,6 +48,7 @@ bench: setup
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/validate.py
 
 # Re-resolve the pins after changing pyproject.toml's ranges (needs the registries).
 lock:

@@ -6,6 +6,8 @@ import base64
 import json
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,6 +260,19 @@ def test_bad_thresholds_are_refused(kwargs):
 # ----------------------------------------------------------------------------------------------
 # The command
 # ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cmd", [["data", "validate"], ["data", "version"], ["data", "pull"]], ids=" ".join)
+def test_the_data_commands_have_help(cmd):
+    res = runner.invoke(app, cmd + ["--help"])
+    assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_dvc_and_great_expectations_are_imported_only_when_used():
+    code = ("import sys, omniretriever.cli, model.versioning, model.validation; "
+            "print([m for m in ('dvc', 'great_expectations') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
 
 
 def test_cli_exit_1_when_too_many_records_are_rejected_and_0_under_the_threshold(corrupt, tmp_path):
