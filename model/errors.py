@@ -68,5 +68,9 @@ class InputError(OmniRetrieverError, ValueError):
         return (type(self), (self.row, self.field, self.reason))
 
 
+class VersioningError(OmniRetrieverError):
+    """A dataset that cannot be versioned, pushed or pulled: no DVC project, no .dvc file, a hash mismatch, ..."""
+
+
 class ExportError(OmniRetrieverError, RuntimeError):
     """An ONNX export that cannot be trusted: its outputs differ from the PyTorch model's."""
