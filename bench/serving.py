@@ -55,14 +55,14 @@ def random_model(out: Path) -> Path:
     return save_model(out / "model", OmniEncoder(cfg).eval(), tok)
 
 
-def queries(data: Path, n: int) -> list[tuple[str, bytes]]:
+def queries(data: Path, n: int, work: Path) -> list[tuple[str, bytes]]:
     """(caption, mp4 bytes) of n clips: from --data if it is a dataset, else a small synthetic one."""
     from model.manifest import read_split, resolve_media
 
     if not (data / "manifests").is_dir():
         from model.synth import SynthConfig, synthesize
 
-        data = Path(tempfile.mkdtemp(prefix="bench-data-")) / "data"
+        data = work / "data"
         synthesize(data, SynthConfig(train=0, val=0, test=n), progress=False)
     records = read_split(data, "test")[:n]
     return [(r.text, resolve_media(data, r.video).read_bytes()) for r in records]
@@ -142,6 +142,37 @@ class Paths:
         return out
 
 
+def measure(model: Path, items: list, work: Path, concurrencies: list[int], seconds: float) -> list[dict]:
+    """Export `model` into `work`, start the endpoint, and time every path, workload and concurrency."""
+    from rich.progress import Progress
+
+    from serving.launcher import LocalEndpoint
+    from serving.repository import build_repository
+
+    repo = build_repository(model, work / "repo")
+    rows: list[dict] = []
+    with LocalEndpoint(repo, startup_timeout=300) as endpoint:
+        paths = Paths(repo / "production" / "omniretriever-encoder" / "1" / "model.onnx",
+                      Preprocessor.from_model(load_model(model)), endpoint, items, max(concurrencies))
+        with Progress(transient=True) as bar:
+            task = bar.add_task("benchmarking", total=len(WORKLOADS) * len(concurrencies) * len(PATHS))
+            for workload in WORKLOADS:
+                calls = paths.calls(workload)
+                for fn in calls.values():  # warm up every path once (sessions, connections, caches)
+                    fn(0, 0)
+                for concurrency in concurrencies:
+                    for path in PATHS:
+                        bar.update(task, description=f"{workload} c={concurrency} {path}")
+                        cell = run_cell(calls[path], concurrency, seconds)
+                        rows.append({"workload": workload, "concurrency": concurrency, "path": path, **cell})
+                        bar.advance(task)
+    for row in rows:
+        base = next(r for r in rows if r["workload"] == row["workload"] and r["concurrency"] == row["concurrency"]
+                    and r["path"] == PATHS[0])
+        row["x in-process"] = row["req/s"] / base["req/s"]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=Path("runs/default"))
@@ -151,44 +182,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--queries", type=int, default=32, help="distinct queries cycled through")
     args = ap.parse_args(argv)
 
-    from rich.progress import Progress
-
-    from serving.launcher import LocalEndpoint
-    from serving.repository import build_repository
-
     load_at_start = os.getloadavg()[0]  # a shared machine's load moves these figures; it is recorded with them
-    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    model = args.model if (args.model / "model" / "config.json").exists() or (args.model / "config.json").exists() \
-        else random_model(work)
-    loaded = load_model(model)
-    repo = build_repository(model, work / "repo")
-    items = queries(args.data, args.queries)
-    rows_out: list[dict] = []
-    with LocalEndpoint(repo, startup_timeout=300) as endpoint:
-        paths = Paths(repo / "production" / "omniretriever-encoder" / "1" / "model.onnx",
-                      Preprocessor.from_model(loaded), endpoint, items, max(args.concurrency))
-        cells = [(w, c, p) for w in WORKLOADS for c in args.concurrency for p in PATHS]
-        with Progress(transient=True) as bar:
-            task = bar.add_task("benchmarking", total=len(cells))
-            for workload in WORKLOADS:
-                calls = paths.calls(workload)
-                for fn in calls.values():  # warm up every path once (sessions, connections, caches)
-                    fn(0, 0)
-                for concurrency in args.concurrency:
-                    for path in PATHS:
-                        bar.update(task, description=f"{workload} c={concurrency} {path}")
-                        cell = run_cell(calls[path], concurrency, args.seconds)
-                        rows_out.append({"workload": workload, "concurrency": concurrency, "path": path, **cell})
-                        bar.advance(task)
-    for row in rows_out:
-        base = next(r for r in rows_out if r["workload"] == row["workload"] and r["concurrency"] == row["concurrency"]
-                    and r["path"] == "in-process ORT")
-        row["x in-process"] = row["req/s"] / base["req/s"]
-    extra = {"model": str(model), "seconds_per_cell": args.seconds, "queries": len(items),
-             "load_average": {"start": load_at_start, "end": os.getloadavg()[0]}, "paths": PATHS}
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        work = Path(tmp)
+        trained = (args.model / "model" / "config.json").exists() or (args.model / "config.json").exists()
+        model = args.model if trained else random_model(work)
+        items = queries(args.data, args.queries, work)
+        rows = measure(model, items, work, args.concurrency, args.seconds)
+    extra = {"model": str(args.model if trained else "random tiny"), "seconds_per_cell": args.seconds,
+             "queries": len(items), "load_average": {"start": load_at_start, "end": os.getloadavg()[0]},
+             "paths": PATHS}
     os.environ.setdefault("COLUMNS", "120")  # one line per row when the output is not a terminal
-    report("serving", f"Serving one-row queries: {model} ({loaded.config.name}), throughput x in-process ORT", rows_out,
-           extra)
+    report("serving", f"Serving one-row queries ({extra['model']}): throughput x in-process ORT", rows, extra)
 
 
 if __name__ == "__main__":
