@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from model import cli as model_cli
+from registry import cli as registry_cli
 
 
 def build_app() -> typer.Typer:
@@ -22,7 +23,14 @@ def build_app() -> typer.Typer:
     )
     root.registered_commands.extend(model_cli.app.registered_commands)
     root.registered_groups.extend(model_cli.app.registered_groups)
+    root.callback()(_install_trackers)
+    root.add_typer(registry_cli.app, name="registry")
     return root
+
+
+def _install_trackers(ctx: typer.Context) -> None:
+    """`train` and `evaluate` log to MLflow (model/ only knows model.hooks; see registry/cli.py)."""
+    ctx.obj = registry_cli.trackers()
 
 
 app = build_app()
