@@ -36,7 +36,7 @@ def _errors() -> tuple[type[Exception], ...]:
 
 @app.command("register")
 def register_cmd(
-    run_id: Annotated[str, typer.Argument(help="MLflow run id of a training run that was evaluated.")],
+    run_id: Annotated[str, typer.Argument(help="MLflow run id of an evaluated training run, or its run directory.")],
     name: NameOption = MODEL_NAME,
     split: Annotated[str, typer.Option(help="Which evaluation of the run to register with.")] = "test",
     tracking_uri: UriOption = None,
@@ -45,11 +45,26 @@ def register_cmd(
     from registry.registry import register
 
     try:
-        version = register(run_id, name, split=split, tracking_uri=tracking_uri)
+        version = register(_run_id(run_id, tracking_uri), name, split=split, tracking_uri=tracking_uri)
     except _errors() as exc:
         _fail(str(exc))
     typer.echo(f"registered {version.name} version {version.version} (run {version.run_id}, AVG-all "
                f"{version.avg_all:.2f}) as {', '.join(version.aliases)}; next: `omniretriever registry promote`")
+
+
+def _run_id(value: str, tracking_uri: str | None) -> str:
+    """A run id as given, or the one recorded in a run directory (RUN/mlflow_run.json) for this store."""
+    from pathlib import Path
+
+    from registry.tracking import RUN_RECORD, read_record, resolve_uri
+
+    if not (Path(value) / RUN_RECORD).is_file():
+        return value
+    record, uri = read_record(Path(value)), resolve_uri(tracking_uri)
+    if record is None or record["tracking_uri"] != uri:
+        _fail(f"{value} was not tracked in {uri} ({RUN_RECORD} names {record and record['tracking_uri']}); "
+              "pass --tracking-uri or the run id")
+    return record["run_id"]
 
 
 @app.command("promote")

@@ -278,8 +278,9 @@ def test_champion_loads_in_a_fresh_process_and_embeds_like_training(tracked_run,
     from model.manifest import read_split, resolve_media
 
     run_dir, run_id = tracked_run
-    register(run_id, tracking_uri=store)  # the default name: models:/omniretriever@champion
-    assert promote(tracking_uri=store).promoted
+    registered = runner.invoke(app, ["registry", "register", str(run_dir)])  # a run directory names its run
+    assert registered.exit_code == 0 and f"run {run_id}" in registered.output, registered.output
+    assert runner.invoke(app, ["registry", "promote"]).exit_code == 0  # models:/omniretriever@champion
     recs = read_split(tiny_data, "test")[:3]
     paths = [(r.text, str(resolve_media(tiny_data, r.video)), str(resolve_media(tiny_data, r.audio))) for r in recs]
     rows = [{"text": paths[0][0]}, {"video": paths[1][1]}, {"audio_bytes": paths[2][2]},
