@@ -79,8 +79,8 @@ class OmniRetrieverPyfunc(PythonModel):
         from model.inference import Embedder
 
         config = context.model_config or {}
-        self.media_root = config.get("media_root")
-        self.max_rows = int(config.get("max_rows", MAX_ROWS))
+        self.media_root = config.get("media_root") or None
+        self.max_rows = int(config.get("max_rows") or MAX_ROWS)
         self.embedder = Embedder(context.artifacts["model_dir"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:

@@ -24,7 +24,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -143,6 +144,17 @@ def existing_run(mlflow_client: "MlflowClient", run_id: str):
     if run.info.lifecycle_stage == "deleted":
         raise TrackingError(f"run {run_id!r} is deleted in {mlflow_client.tracking_uri}")
     return run
+
+
+@contextmanager
+def store_errors(uri: str, doing: str) -> Iterator[None]:
+    """Turn an MlflowException (a store that is down or refuses) into a TrackingError naming the store."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        raise TrackingError(f"MLflow at {uri} failed while {doing}: {exc.message[:500]}") from None
 
 
 def _safe_name(name: str) -> str:
@@ -348,7 +360,8 @@ def log_trained_model(run_id: str, model_dir: Path, example_texts: Iterable[str]
             name=LOGGED_MODEL, python_model=str(PYFUNC_FILE), artifacts={"model_dir": str(model_dir)},
             code_paths=[str(_model_code(Path(tmp)))], signature=model_signature(embed_dim),
             input_example=input_example(example_texts), pip_requirements=requirements(),
-            metadata={"embed_dim": embed_dim, WEIGHTS_TAG: weights}, tags={WEIGHTS_TAG: weights})
+            metadata={"embed_dim": embed_dim, WEIGHTS_TAG: weights}, tags={WEIGHTS_TAG: weights},
+            model_config={"media_root": "", "max_rows": 4096})  # defaults; load_model(model_config=...) overrides
     mlflow_client.set_tag(run_id, MODEL_URI_TAG, info.model_uri)
     mlflow_client.set_tag(run_id, WEIGHTS_TAG, weights)
     return info.model_uri
@@ -386,6 +399,10 @@ class MlflowTracker:
         self._lineage = lineage_tags(cfg.data, pipeline_run_id)  # read now: a bad data.dvc fails before training
 
     def on_train_start(self, params: dict) -> None:
+        with store_errors(self.uri, "starting the training run"):
+            self._start(params)
+
+    def _start(self, params: dict) -> None:
         previous = recorded_run_id(self.run_dir, self.uri)
         reuse = previous is not None and self._alive(previous)
         self.run_id = previous if reuse else self._create_run()
@@ -403,29 +420,35 @@ class MlflowTracker:
 
     def on_checkpoint(self, step: int, path: Path) -> None:
         self.flush()
-        self._client.set_tag(self.run_id, "last_checkpoint", f"step {step}: {path}")
+        with store_errors(self.uri, f"tagging the checkpoint of step {step}"):
+            self._client.set_tag(self.run_id, "last_checkpoint", f"step {step}: {path}")
 
     def on_train_end(self, summary: dict) -> None:
         self.flush()
-        _send_metrics(self._client, self.run_id, {summary["steps"]: {"train/samples_per_s": summary["samples_per_s"],
-                                                                     "train/seconds": summary["seconds"]}})
-        self.model_uri = log_trained_model(self.run_id, Path(summary["model"]), self._example_texts(),
-                                           tracking_uri=self.uri)
-        self._client.set_terminated(self.run_id, "FINISHED")
+        with store_errors(self.uri, "logging the trained model"):
+            _send_metrics(self._client, self.run_id, {summary["steps"]: {"train/samples_per_s": summary["samples_per_s"],
+                                                                         "train/seconds": summary["seconds"]}})
+            self.model_uri = log_trained_model(self.run_id, Path(summary["model"]), self._example_texts(),
+                                               tracking_uri=self.uri)
+            self._client.set_terminated(self.run_id, "FINISHED")
 
     def on_train_abort(self, exc: BaseException) -> None:
-        """Ctrl-C marks the run KILLED, an error FAILED; `train --resume` sets it running again."""
+        """Ctrl-C marks the run KILLED, an error FAILED; `train --resume` sets it running again. Best effort:
+        training is already failing, and a store that is down must not hide why."""
         if self.run_id is None:
             return
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         try:
             self.flush()
-        finally:
-            self._client.set_terminated(self.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            self._client.set_terminated(self.run_id, status)
+        except Exception:  # noqa: BLE001 - reported by the original error
+            pass
 
     def flush(self) -> None:
         """Send the buffered step metrics."""
         if self._pending and self.run_id is not None:
-            _send_metrics(self._client, self.run_id, self._pending)
+            with store_errors(self.uri, "logging step metrics"):
+                _send_metrics(self._client, self.run_id, self._pending)
             self._pending.clear()
 
     def describe(self) -> str:
@@ -480,6 +503,12 @@ def log_evaluation(results: dict, results_path: Path, run_id: str | None = None,
     `run_id`, or into a new evaluation run when None. Returns the run id."""
     _check_results(results)
     mlflow_client = client(tracking_uri)
+    with store_errors(mlflow_client.tracking_uri, "logging the evaluation"):
+        return _log_evaluation(mlflow_client, results, Path(results_path), run_id, experiment, pipeline_run_id)
+
+
+def _log_evaluation(mlflow_client: "MlflowClient", results: dict, results_path: Path, run_id: str | None,
+                    experiment: str | None, pipeline_run_id: str | None) -> str:
     split = results.get("split", "test")
     created = run_id is None
     if created:
@@ -492,7 +521,7 @@ def log_evaluation(results: dict, results_path: Path, run_id: str | None = None,
     _send_metrics(mlflow_client, run_id, {0: evaluation_metrics(results)})
     for key, value in _evaluation_tags(results, pipeline_run_id).items():
         mlflow_client.set_tag(run_id, key, value)
-    _log_evaluation_files(mlflow_client, run_id, results, Path(results_path), split)
+    _log_evaluation_files(mlflow_client, run_id, results, results_path, split)
     if created:
         mlflow_client.set_terminated(run_id, "FINISHED")
     return run_id

@@ -86,6 +86,23 @@ def test_logged_model_is_from_code_with_signature_and_input_example(tracked_run,
     assert pyfunc["artifacts"]["model_dir"]["path"] == "artifacts/model"
 
 
+def test_logged_model_confines_paths_to_media_root_when_configured(tracked_run, tiny_data, store):
+    import mlflow
+
+    from model.inference import Embedder
+    from model.manifest import read_split
+
+    run_dir, run_id = tracked_run
+    mlflow_client(store)  # points mlflow at the store
+    model_uri = mlflow_client(store).get_run(run_id).data.tags["model_uri"]
+    confined = mlflow.pyfunc.load_model(model_uri, model_config={"media_root": str(tiny_data)})
+    video = read_split(tiny_data, "test")[0].video  # relative to the data root
+    got = confined.predict(pd.DataFrame({"video": [video]}))
+    np.testing.assert_allclose(got, Embedder(run_dir).embed([{"video": str(tiny_data / video)}]), atol=1e-5)
+    with pytest.raises(InputError, match="row 0, video: '..' components are not allowed"):
+        confined.predict(pd.DataFrame({"video": [f"../{tiny_data.name}/{video}"]}))
+
+
 def count_runs(uri: str) -> int:
     client = mlflow_client(uri)
     return len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
@@ -230,3 +247,17 @@ def test_media_root_confines_paths(tmp_path):
     (tmp_path / "clips").mkdir()
     rows = dataframe_rows(pd.DataFrame({"video": ["clips/a.mp4"], "audio": [b"raw"]}), media_root=tmp_path)
     assert rows == [{"video": str(tmp_path.resolve() / "clips" / "a.mp4"), "audio": b"raw"}]
+
+
+def test_an_unreachable_tracking_server_is_a_clear_error(tiny_data, tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    res = runner.invoke(app, train_args(tiny_data, tmp_path / "run", "--tracking-uri", f"http://127.0.0.1:{port}", steps=1))
+    assert res.exit_code == 2, res.output
+    assert f"error: MLflow at http://127.0.0.1:{port} failed while starting the training run" in res.output
+    assert not (tmp_path / "run" / "mlflow_run.json").exists()
