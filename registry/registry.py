@@ -60,6 +60,8 @@ class RegistryError(OmniRetrieverError, ValueError):
 
 @dataclass
 class RegisteredVersion:
+    """One version of a registered model, with the evaluation and lineage it was registered with."""
+
     name: str
     version: str
     run_id: str
@@ -90,6 +92,8 @@ class GateRow:
 
 @dataclass
 class GateDecision:
+    """What the gate decided and why: `rows` compare every metric, `reasons` list each rule that failed."""
+
     promoted: bool
     challenger: str
     champion_before: str | None
@@ -109,7 +113,7 @@ def evaluation_of(run, split: str = "test") -> dict[str, float]:
     """AVG-single/dual/all and every direction's R@1 of a run's `split` evaluation; refuses partial results."""
     metrics = run.data.metrics
     run_id = run.info.run_id
-    if f"{split}.AVG-all" not in metrics and not any(k.startswith(f"{split}.") for k in metrics):
+    if not any(k.startswith(f"{split}.") for k in metrics):
         raise RegistryError(f"run {run_id} has no evaluation results for split {split!r}: score it first with "
                             f"`omniretriever evaluate --model RUN --split {split} --run-id {run_id}`")
     missing = [d for d in DIRECTION_NAMES if f"{split}.{d}.R1" not in metrics]
@@ -125,7 +129,7 @@ def evaluation_of(run, split: str = "test") -> dict[str, float]:
     return values
 
 
-def logged_model_uri(mlflow_client: "MlflowClient", run) -> str:
+def logged_model_uri(run) -> str:
     """The models:/m-... URI of the model a training run logged."""
     uri = run.data.tags.get(tracking.MODEL_URI_TAG)
     if uri:
@@ -228,7 +232,11 @@ def registry_lock(uri: str, name: str, timeout: float = LOCK_TIMEOUT_S) -> Itera
 
 
 def _pause_before_writing() -> None:
-    delay = float(os.environ.get(DELAY_ENV) or 0)
+    """Wait $OMNIRETRIEVER_PROMOTE_DELAY_S seconds (unset: none): widens the race window so tests can race."""
+    try:
+        delay = float(os.environ.get(DELAY_ENV) or 0)
+    except ValueError:
+        raise RegistryError(f"${DELAY_ENV}={os.environ[DELAY_ENV]!r} is not a number of seconds") from None
     if delay > 0:
         time.sleep(delay)
 
@@ -257,7 +265,7 @@ def register(run_id: str, name: str = MODEL_NAME, *, split: str = "test", tracki
     except tracking.TrackingError as exc:
         raise RegistryError(str(exc)) from None
     metrics = evaluation_of(run, split)
-    model_uri = logged_model_uri(mlflow_client, run)
+    model_uri = logged_model_uri(run)
     verify_model(model_uri, run.data.tags.get(tracking.WEIGHTS_TAG))
     tags = _version_tags(run, split, metrics, model_uri)
     with registry_lock(mlflow_client.tracking_uri, name):
