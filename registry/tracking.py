@@ -166,18 +166,11 @@ def _safe_name(name: str) -> str:
 
 
 def data_version(data: str | Path) -> str:
-    """The md5 recorded in the .dvc file beside the data directory (DATA.parent / "DATA.dvc"), else "unversioned"."""
-    import yaml
+    """The version (md5) the .dvc file beside the data directory records (DATA.parent / "DATA.dvc"), else
+    "unversioned"; a malformed .dvc file is a VersioningError naming it."""
+    from model.versioning import dvc_file_for, read_version
 
-    data = Path(data)
-    dvc_file = data.parent / f"{data.name}.dvc"
-    if not dvc_file.is_file():
-        return "unversioned"
-    try:
-        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or []
-        return str(outs[0]["md5"])
-    except (yaml.YAMLError, AttributeError, IndexError, KeyError, TypeError) as exc:
-        raise TrackingError(f"{dvc_file}: not a DVC pointer with outs[0].md5 ({type(exc).__name__}: {exc})") from None
+    return read_version(dvc_file_for(data)) or "unversioned"
 
 
 def git_commit(where: Path | None = None) -> str:

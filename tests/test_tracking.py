@@ -180,17 +180,18 @@ def test_store_resolution_and_nothing_in_mlruns(monkeypatch, tmp_path):
 @pytest.mark.parametrize("content,expected", [
     (None, "unversioned"),
     ("outs:\n- md5: 3f2a9c.dir\n  size: 10\n  nfiles: 2\n  path: data\n", "3f2a9c.dir"),
-    ("outs: []\n", "error"),
-    ("{not: yaml: at all", "error"),
+    ("outs: []\n", "data.dvc: expected exactly one entry under 'outs'"),
+    ("{not: yaml: at all", "data.dvc: not a valid .dvc file"),
 ])
 def test_data_version_comes_from_the_dvc_file_beside_the_data(tmp_path, content, expected):
-    from registry.tracking import TrackingError, data_version
+    from model.errors import VersioningError
+    from registry.tracking import data_version
 
     (tmp_path / "data").mkdir()
     if content is not None:
         (tmp_path / "data.dvc").write_text(content)
-    if expected == "error":
-        with pytest.raises(TrackingError, match="data.dvc: not a DVC pointer"):
+    if expected.startswith("data.dvc"):
+        with pytest.raises(VersioningError, match=re.escape(expected)):
             data_version(tmp_path / "data")
     else:
         assert data_version(tmp_path / "data") == expected
