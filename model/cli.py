@@ -26,6 +26,40 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+# Tracking options shared by `train` and `evaluate`; the trackers themselves come from model.hooks.
+TrackingUriOption = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the embedded store in .mlflow/).")]
+ExperimentOption = Annotated[Optional[str], typer.Option("--experiment", help="MLflow experiment name (default: omniretriever).")]
+PipelineRunIdOption = Annotated[Optional[str], typer.Option("--pipeline-run-id", envvar="OMNIRETRIEVER_PIPELINE_RUN_ID", help="Lineage tag: the pipeline run that launched this.")]
+NoTrackOption = Annotated[bool, typer.Option("--no-track", help="Log nothing to MLflow.")]
+
+
+def _tracking_options(tracking_uri: str | None, experiment: str | None, run_id: str | None,
+                      pipeline_run_id: str | None):
+    from model.hooks import TrackingOptions
+
+    return TrackingOptions(tracking_uri, experiment, run_id, pipeline_run_id)
+
+
+def _trackers(ctx: typer.Context):
+    """The trackers the console script installed (none when this app runs on its own)."""
+    from model.hooks import current_trackers
+
+    return current_trackers(ctx)
+
+
+def _train_tracked(cfg, resume: bool, trackers: list) -> dict:
+    """train(), telling each tracker when the run ends in an error or Ctrl-C (so it can mark the run failed)."""
+    from model.train import train
+
+    try:
+        return train(cfg, resume=resume, callbacks=trackers)
+    except BaseException as exc:
+        for tracker in trackers:
+            if hasattr(tracker, "on_train_abort"):
+                tracker.on_train_abort(exc)
+        raise
+
+
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option("--out", help="Dataset root to create (manifests/, videos/, scenes/).")] = Path("data"),
@@ -164,6 +198,7 @@ def _print_validation(result, max_rejected: float) -> None:
 
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Option(help="Dataset root (manifests/train.jsonl is used).")] = Path("data"),
     out: Annotated[Path, typer.Option(help="Run directory: model/, checkpoints/, train_log.jsonl.")] = Path("runs/latest"),
     config: Annotated[str, typer.Option(help="Architecture: a packaged name (tiny, base) or a JSON file.")] = "tiny",
@@ -179,17 +214,23 @@ def train_cmd(
     checkpoint_every: Annotated[int, typer.Option(help="Write a resumable checkpoint every N steps.")] = 100,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
     workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).")] = None,
+    tracking_uri: TrackingUriOption = None,
+    experiment: ExperimentOption = None,
+    pipeline_run_id: PipelineRunIdOption = None,
+    no_track: NoTrackOption = False,
 ) -> None:
     """Train the unified AVT encoder; Ctrl-C or a crash loses at most --checkpoint-every steps (use --resume)."""
     from model.errors import OmniRetrieverError
-    from model.train import TrainConfig, train
+    from model.train import TrainConfig
 
+    options = _tracking_options(tracking_uri, experiment, None, pipeline_run_id)
     try:
         cfg = TrainConfig(data=data, out=out, config=config, objective=objective, steps=steps, batch_size=batch_size,
                           lr=lr, warmup_steps=warmup_steps, seed=seed, temperature=temperature,
                           fixed_temperature=fixed_temperature, rotate_pairs=rotate_pairs,
                           checkpoint_every=checkpoint_every, workers=workers)
-        summary = train(cfg, resume=resume)
+        trackers = [] if no_track else [factory(cfg, options) for factory in _trackers(ctx).train]
+        summary = _train_tracked(cfg, resume, trackers)
     except (OmniRetrieverError, ValueError, FileExistsError, FileNotFoundError) as exc:
         _fail(str(exc))
     if summary["resumed_from"] >= summary["steps"]:
@@ -199,15 +240,24 @@ def train_cmd(
         typer.echo(f"trained steps {summary['resumed_from'] + 1}-{summary['steps']} in {summary['seconds']:.1f} s "
                    f"({summary['samples_per_s']:.1f} samples/s): {terms}")
     typer.echo(f"model: {summary['model']}")
+    for tracker in trackers:
+        if hasattr(tracker, "describe"):
+            typer.echo(tracker.describe())
 
 
 @app.command("evaluate")
 def evaluate_cmd(
+    ctx: typer.Context,
     model: Annotated[Path, typer.Option(help="Run directory or model directory.")] = Path("runs/latest"),
     data: Annotated[Path, typer.Option(help="Dataset root.")] = Path("data"),
     split: Annotated[str, typer.Option(help="Split to score; its items form the gallery.")] = "test",
     out: Annotated[Optional[Path], typer.Option(help="results.json path (a PNG is written beside it).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).")] = None,
+    tracking_uri: TrackingUriOption = None,
+    experiment: ExperimentOption = None,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Log the results into this run (default: the run that trained --model, if tracked).")] = None,
+    pipeline_run_id: PipelineRunIdOption = None,
+    no_track: NoTrackOption = False,
 ) -> None:
     """Score the 12 OmniRetriever-Bench directions: R@1/5/10, MdR, MnR, MRR, NDCG@10, AVG-single/dual/all."""
     from model.errors import OmniRetrieverError
@@ -220,6 +270,12 @@ def evaluate_cmd(
         _fail(str(exc))
     print_results(results)
     typer.echo(f"results: {out}  plot: {results['plot']}")
+    options = _tracking_options(tracking_uri, experiment, run_id, pipeline_run_id)
+    for log_results in [] if no_track else _trackers(ctx).evaluation:
+        try:
+            typer.echo(log_results(results, out, options))
+        except OmniRetrieverError as exc:
+            _fail(f"{exc} (the results are in {out})")
 
 
 @app.command("ablation")

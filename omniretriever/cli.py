@@ -11,6 +11,7 @@ import typer
 
 from model import cli as model_cli
 from serving import cli as serving_cli
+from registry import cli as registry_cli
 
 
 def build_app() -> typer.Typer:
@@ -25,7 +26,14 @@ def build_app() -> typer.Typer:
     root.registered_groups.extend(model_cli.app.registered_groups)
     root.registered_commands.extend(serving_cli.app.registered_commands)  # export, serve, query, manifest
     root.registered_groups.extend(serving_cli.app.registered_groups)  # index
+    root.callback()(_install_trackers)
+    root.add_typer(registry_cli.app, name="registry")
     return root
+
+
+def _install_trackers(ctx: typer.Context) -> None:
+    """`train` and `evaluate` log to MLflow (model/ only knows model.hooks; see registry/cli.py)."""
+    ctx.obj = registry_cli.trackers()
 
 
 app = build_app()

@@ -90,3 +90,36 @@ def tiny_repo(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from serving.repository import build_repository
 
     return build_repository(tiny_run, tmp_path_factory.mktemp("serving") / "repo")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tracking and the registry write to a store of the test session's own, never the repository's .mlflow/."""
+    import os
+
+    root = tmp_path_factory.mktemp("mlflow")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    os.environ["OMNIRETRIEVER_MLFLOW_DIR"] = str(root / "embedded")
+
+
+@pytest.fixture(scope="session")
+def tracked_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """`omniretriever train` (3 steps, tracking on, --tracking-uri given) then `omniretriever evaluate` on the
+    test split, into the session's MLflow store: (RUN, the MLflow run id)."""
+    import os
+    import re
+
+    from typer.testing import CliRunner
+
+    from omniretriever.cli import app
+
+    out, uri, runner = tmp_path_factory.mktemp("tracked-run") / "run", os.environ["MLFLOW_TRACKING_URI"], CliRunner()
+    res = runner.invoke(app, ["train", "--data", str(tiny_data), "--out", str(out), "--batch-size", "8", "--steps", "3",
+                              "--checkpoint-every", "3", "--warmup-steps", "1", "--workers", "1", "--tracking-uri", uri,
+                              "--pipeline-run-id", "pipe-42"])
+    assert res.exit_code == 0, res.output
+    run_id = re.search(r"mlflow run: (\w+)", res.output).group(1)
+    assert "mlflow ui --backend-store-uri" in res.output
+    res = runner.invoke(app, ["evaluate", "--model", str(out), "--data", str(tiny_data), "--split", "test", "--workers", "1"])
+    assert res.exit_code == 0 and f"mlflow run: {run_id}" in res.output, res.output  # found the training run
+    return out, run_id

@@ -1,0 +1,175 @@
+"""`omniretriever registry ...`: register, promote (the gate), rollback, list; and the MLflow trackers
+that `train` and `evaluate` use. mlflow is imported inside the commands, so `--help` stays fast.
+
+Exit codes: 0 done; 1 the gate refused the challenger (`promote` only); 2 bad input (error: ... on stderr).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from model.hooks import Trackers, TrackingOptions
+from registry.registry import DEFAULT_FLOOR, DEFAULT_MAX_DROP, DEFAULT_MIN_GAIN, MODEL_NAME
+
+app = typer.Typer(help="MLflow model registry: register evaluated runs, promote through the gate, roll back, list.",
+                  no_args_is_help=True)
+
+NameOption = Annotated[str, typer.Option("--name", help="Registered model name.")]
+UriOption = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the embedded store in .mlflow/).")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    """What a command reports as `error: ...` (exit 2): bad input, and a store that refuses a request."""
+    from mlflow.exceptions import MlflowException
+
+    from model.errors import OmniRetrieverError
+
+    return (OmniRetrieverError, MlflowException)
+
+
+@app.command("register")
+def register_cmd(
+    run_id: Annotated[str, typer.Argument(help="MLflow run id of an evaluated training run, or its run directory.")],
+    name: NameOption = MODEL_NAME,
+    split: Annotated[str, typer.Option(help="Which evaluation of the run to register with.")] = "test",
+    tracking_uri: UriOption = None,
+) -> None:
+    """Register a run's logged model as a new version with alias `challenger`, its metrics as tags."""
+    from registry.registry import register
+
+    try:
+        version = register(_run_id(run_id, tracking_uri), name, split=split, tracking_uri=tracking_uri)
+    except _errors() as exc:
+        _fail(str(exc))
+    typer.echo(f"registered {version.name} version {version.version} (run {version.run_id}, AVG-all "
+               f"{version.avg_all:.2f}) as {', '.join(version.aliases)}; next: `omniretriever registry promote`")
+
+
+def _run_id(value: str, tracking_uri: str | None) -> str:
+    """A run id as given, or the one recorded in a run directory (RUN/mlflow_run.json) for this store."""
+    from pathlib import Path
+
+    from registry.tracking import RUN_RECORD, read_record, resolve_uri
+
+    if not (Path(value) / RUN_RECORD).is_file():
+        return value
+    record, uri = read_record(Path(value)), resolve_uri(tracking_uri)
+    if record is None or record["tracking_uri"] != uri:
+        _fail(f"{value} was not tracked in {uri} ({RUN_RECORD} names {record and record['tracking_uri']}); "
+              "pass --tracking-uri or the run id")
+    return record["run_id"]
+
+
+@app.command("promote")
+def promote_cmd(
+    name: NameOption = MODEL_NAME,
+    min_gain: Annotated[float, typer.Option(help="AVG-all R@1 points the challenger must gain over the champion.")] = DEFAULT_MIN_GAIN,
+    max_drop: Annotated[float, typer.Option(help="R@1 points any one direction may lose.")] = DEFAULT_MAX_DROP,
+    floor: Annotated[float, typer.Option(help="AVG-all a first champion must reach (no champion yet).")] = DEFAULT_FLOOR,
+    tracking_uri: UriOption = None,
+) -> None:
+    """The gate: promote the challenger to champion if it passes (exit 0), else say why and change nothing (exit 1)."""
+    from registry.registry import promote
+
+    try:
+        decision = promote(name, min_gain, max_drop, floor, tracking_uri=tracking_uri)
+    except _errors() as exc:
+        _fail(str(exc))
+    print_decision(decision)
+    if not decision.promoted:
+        raise typer.Exit(1)
+
+
+@app.command("rollback")
+def rollback_cmd(name: NameOption = MODEL_NAME, tracking_uri: UriOption = None) -> None:
+    """Make the `previous` version champion again."""
+    from registry.registry import rollback
+
+    try:
+        version = rollback(name, tracking_uri=tracking_uri)
+    except _errors() as exc:
+        _fail(str(exc))
+    typer.echo(f"rolled back: {name} version {version} is champion again")
+
+
+@app.command("list")
+def list_cmd(name: NameOption = MODEL_NAME, tracking_uri: UriOption = None) -> None:
+    """Versions with their aliases, AVG-all and lineage."""
+    from registry.registry import list_versions
+
+    try:
+        versions = list_versions(name, tracking_uri=tracking_uri)
+    except _errors() as exc:
+        _fail(str(exc))
+    print_versions(name, versions)
+
+
+def print_versions(name: str, versions: list) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{name}: {len(versions)} version(s)")
+    for col in ("version", "aliases", "AVG-all", "AVG-single", "AVG-dual", "split/items", "run", "data", "registered"):
+        table.add_column(col, justify="right" if col.startswith(("version", "AVG")) else "left", no_wrap=True)
+    for v in versions:
+        table.add_row(v.version, ", ".join(v.aliases), _num(v.avg_all), _num(v.metrics.get("AVG-single")),
+                      _num(v.metrics.get("AVG-dual")), f"{v.split}/{v.n_items}", v.run_id[:12],
+                      v.tags.get("data_version", "")[:12], v.tags.get("registered_at", ""))
+    Console(width=160).print(table)
+
+
+def print_decision(decision) -> None:
+    """The gate's comparison, metric by metric, then the verdict and its reasons."""
+    from rich.console import Console
+    from rich.table import Table
+
+    before = f"v{decision.champion_before}" if decision.champion_before else "none"
+    table = Table(title=f"gate: challenger v{decision.challenger} vs champion {before}")
+    for col in ("metric", "challenger", "champion", "delta", "rule", "ok"):
+        table.add_column(col, justify="left" if col in ("metric", "rule") else "right", no_wrap=True)
+    for row in decision.rows:
+        table.add_row(row.metric, _num(row.challenger), _num(row.champion), _num(row.delta, signed=True), row.rule,
+                      "yes" if row.ok else "NO")
+    console = Console(width=120)
+    console.print(table)
+    if decision.promoted:
+        previous = f"; previous: v{decision.champion_before}" if decision.champion_before else ""
+        console.print(f"promoted: v{decision.challenger} is champion{previous}")
+    else:
+        console.print(f"refused: v{decision.challenger} stays challenger; champion unchanged ({before})")
+        for reason in decision.reasons:
+            console.print(f"  - {reason}")
+
+
+def _num(value: float | None, signed: bool = False) -> str:
+    if value is None or value != value:
+        return "-"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# the trackers `train` and `evaluate` use in the console script (see model/hooks.py)
+
+
+def _train_tracker(cfg, options: TrackingOptions):
+    from registry.tracking import train_tracker
+
+    return train_tracker(cfg, options)
+
+
+def _evaluation_logger(results: dict, results_path, options: TrackingOptions) -> str:
+    from registry.tracking import evaluation_logger
+
+    return evaluation_logger(results, results_path, options)
+
+
+def trackers() -> Trackers:
+    """MLflow tracking for `train` and `evaluate`; mlflow is imported only when a command runs."""
+    return Trackers(train=[_train_tracker], evaluation=[_evaluation_logger])

@@ -1,0 +1,463 @@
+"""The model registry: register evaluated runs, promote through a gate, roll back, list.
+
+Aliases of a registered model (default name "omniretriever"):
+    challenger  the version registered last, waiting for the gate
+    champion    the version in service: models:/omniretriever@champion
+    previous    the champion before the last promotion (what `rollback` restores)
+
+A version's tags hold the evaluation it was registered with (AVG-all, AVG-single, AVG-dual and
+"<direction>.R1" for the 12 directions, the split and gallery size) and its lineage (run_id,
+data_version, git_commit, pipeline_run_id), so the gate compares versions without re-reading runs.
+
+The gate (`gate`, used by `promote`): the challenger's AVG-all must gain at least `min_gain` R@1 points
+over the champion's, and no direction's R@1 may drop by more than `max_drop` points. With no champion
+yet, the challenger is promoted if its AVG-all reaches `floor`. Both versions must have been scored on
+the same split and gallery size. Passing moves champion to the challenger, keeps the old champion as
+previous (and in the new champion's "previous_champion" tag, so rollbacks chain) and removes the
+challenger alias; failing changes nothing.
+
+Concurrency: register, promote and rollback read the aliases and write them while holding a file
+lock (beside the sqlite database; for a tracking server, in the temp directory, so it serialises the
+processes of one machine), and decide on aliases read after the lock is taken. Before writing, the
+aliases are read once more and the change is abandoned if they moved (for writers the lock does not
+cover, e.g. other machines sharing a tracking server); after writing they are checked again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from model.errors import OmniRetrieverError
+from model.modalities import DIRECTION_NAMES
+from registry import tracking
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+MODEL_NAME = tracking.MODEL_NAME
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+DEFAULT_MIN_GAIN = 0.0  # R@1 points of AVG-all the challenger must gain
+DEFAULT_MAX_DROP = 2.0  # R@1 points any one direction may lose
+DEFAULT_FLOOR = 1.0  # AVG-all a first champion needs (chance is 0.1 on the default 1,000-item gallery)
+LOCK_TIMEOUT_S = 120.0
+DELAY_ENV = "OMNIRETRIEVER_PROMOTE_DELAY_S"  # seconds between deciding and writing (to test races)
+LINEAGE = ("data_version", "git_commit", "pipeline_run_id")
+
+
+class RegistryError(OmniRetrieverError, ValueError):
+    """A registry request that cannot be carried out; the registry is left as it was."""
+
+
+@dataclass
+class RegisteredVersion:
+    """One version of a registered model, with the evaluation and lineage it was registered with."""
+
+    name: str
+    version: str
+    run_id: str
+    avg_all: float
+    aliases: list[str] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)  # "AVG-*" and "<direction>.R1"
+    split: str = "test"
+    n_items: int | None = None
+    model_uri: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+@dataclass
+class GateRow:
+    """One line of the gate's comparison: a direction's R@1, or AVG-all."""
+
+    metric: str
+    challenger: float
+    champion: float | None
+    delta: float | None
+    rule: str
+    ok: bool
+
+
+@dataclass
+class GateDecision:
+    """What the gate decided and why: `rows` compare every metric, `reasons` list each rule that failed."""
+
+    promoted: bool
+    challenger: str
+    champion_before: str | None
+    reasons: list[str]
+    rows: list[GateRow]
+    champion_after: str | None = None
+    min_gain: float = DEFAULT_MIN_GAIN
+    max_drop: float = DEFAULT_MAX_DROP
+    floor: float = DEFAULT_FLOOR
+
+
+# ---------------------------------------------------------------------------------------------------
+# reading runs and versions
+
+
+def evaluation_of(run, split: str = "test") -> dict[str, float]:
+    """AVG-single/dual/all and every direction's R@1 of a run's `split` evaluation; refuses partial results."""
+    metrics = run.data.metrics
+    run_id = run.info.run_id
+    if not any(k.startswith(f"{split}.") for k in metrics):
+        raise RegistryError(f"run {run_id} has no evaluation results for split {split!r}: score it first with "
+                            f"`omniretriever evaluate --model RUN --split {split} --run-id {run_id}`")
+    missing = [d for d in DIRECTION_NAMES if f"{split}.{d}.R1" not in metrics]
+    missing += [k for k in tracking.AVERAGES if f"{split}.{k}" not in metrics]
+    if missing:
+        raise RegistryError(f"run {run_id}: the {split!r} evaluation lacks {', '.join(missing)} "
+                            f"(expected R@1 of all 12 directions and the three averages)")
+    values = {k: metrics[f"{split}.{k}"] for k in tracking.AVERAGES}
+    values.update({f"{d}.R1": metrics[f"{split}.{d}.R1"] for d in DIRECTION_NAMES})
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if bad:
+        raise RegistryError(f"run {run_id}: the {split!r} evaluation has non-finite {', '.join(bad)}")
+    return values
+
+
+def logged_model_uri(run) -> str:
+    """The models:/m-... URI of the model a training run logged."""
+    uri = run.data.tags.get(tracking.MODEL_URI_TAG)
+    if uri:
+        return uri
+    outputs = getattr(getattr(run, "outputs", None), "model_outputs", None) or []
+    if outputs:
+        return f"models:/{outputs[-1].model_id}"
+    raise RegistryError(f"run {run.info.run_id} has no logged model: it was not trained with tracking "
+                        "(train without --no-track)")
+
+
+def verify_model(model_uri: str, expected_sha256: str | None) -> None:
+    """Download a logged model and prove its artifacts load: the saved model loads and embeds a caption to
+    finite vectors, and the weights' checksum matches the one recorded when the model was logged."""
+    import mlflow
+    import numpy as np
+    from mlflow.models import Model
+
+    from model.inference import Embedder
+
+    with tempfile.TemporaryDirectory(prefix="omniretriever-verify-") as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+            flavor = Model.load(str(local / "MLmodel")).flavors["python_function"]
+            model_dir = local / flavor["artifacts"]["model_dir"]["path"]
+            embedding = Embedder(model_dir).embed([{"text": "a check that the model loads"}])
+            actual = tracking.sha256_file(model_dir / "model.safetensors")
+        except Exception as exc:  # any failure to read the artifacts means they cannot be served
+            raise RegistryError(f"{model_uri}: the logged model's artifacts do not load "
+                                f"({type(exc).__name__}: {str(exc)[:300]})") from None
+    if expected_sha256 and actual != expected_sha256:
+        raise RegistryError(f"{model_uri}: model.safetensors does not match the checksum recorded when it was logged "
+                            f"({actual[:12]}... != {expected_sha256[:12]}...): the artifact is corrupted")
+    if not np.isfinite(embedding).all():
+        raise RegistryError(f"{model_uri}: the logged model embeds to non-finite values")
+
+
+def version_info(mv, aliases: dict[str, str]) -> RegisteredVersion:
+    """A registry ModelVersion -> RegisteredVersion (metrics from its tags)."""
+    tags = dict(mv.tags or {})
+    metrics = {}
+    for key in (*tracking.AVERAGES, *(f"{d}.R1" for d in DIRECTION_NAMES)):
+        try:
+            metrics[key] = float(tags[key])
+        except (KeyError, ValueError):
+            continue
+    n_items = tags.get("n_items", "")
+    return RegisteredVersion(
+        name=mv.name, version=str(mv.version), run_id=tags.get("run_id", mv.run_id or ""),
+        avg_all=metrics.get("AVG-all", float("nan")), aliases=sorted(a for a, v in aliases.items() if v == str(mv.version)),
+        metrics=metrics, split=tags.get("split", ""), n_items=int(n_items) if n_items.isdigit() else None,
+        model_uri=tags.get("model_uri", ""), tags=tags)
+
+
+def aliases_of(mlflow_client: "MlflowClient", name: str) -> dict[str, str]:
+    """alias -> version of a registered model."""
+    return {alias: str(version) for alias, version in (mlflow_client.get_registered_model(name).aliases or {}).items()}
+
+
+def _registered(mlflow_client: "MlflowClient", name: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_registered_model(name)
+    except MlflowException:
+        raise RegistryError(f"no registered model named {name!r} in {mlflow_client.tracking_uri}: "
+                            "register a run first (`omniretriever registry register RUN_ID`)") from None
+
+
+def _version(mlflow_client: "MlflowClient", name: str, version: str, aliases: dict[str, str]) -> RegisteredVersion:
+    return version_info(mlflow_client.get_model_version(name, version), aliases)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the lock
+
+
+def lock_path(uri: str, name: str) -> Path:
+    """Beside a sqlite database; otherwise in the temp directory, one per (store, model name)."""
+    key = hashlib.sha256(f"{uri}\n{name}".encode()).hexdigest()[:16]
+    db = tracking.sqlite_path(uri)
+    if db is not None:
+        return db.with_name(f"{db.name}.registry-{key}.lock")
+    return Path(tempfile.gettempdir()) / f"omniretriever-registry-{key}.lock"
+
+
+@contextmanager
+def registry_lock(uri: str, name: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Serialise alias changes of one registered model (see the module docstring)."""
+    from filelock import FileLock, Timeout
+
+    path = lock_path(uri, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(path), timeout=timeout):
+            yield
+    except Timeout:
+        raise RegistryError(f"another process has held the registry lock {path} for over {timeout:.0f} s; "
+                            "try again when it finishes") from None
+
+
+def _pause_before_writing() -> None:
+    """Wait $OMNIRETRIEVER_PROMOTE_DELAY_S seconds (unset: none): widens the race window so tests can race."""
+    try:
+        delay = float(os.environ.get(DELAY_ENV) or 0)
+    except ValueError:
+        raise RegistryError(f"${DELAY_ENV}={os.environ[DELAY_ENV]!r} is not a number of seconds") from None
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _check_unchanged(mlflow_client: "MlflowClient", name: str, seen: dict[str, str]) -> None:
+    now = aliases_of(mlflow_client, name)
+    if now != seen:
+        raise RegistryError(f"the aliases of {name!r} changed while deciding ({seen} -> {now}); nothing was "
+                            "changed: run the command again")
+
+
+# ---------------------------------------------------------------------------------------------------
+# register
+
+
+def register(run_id: str, name: str = MODEL_NAME, *, split: str = "test", tracking_uri: str | None = None) -> RegisteredVersion:
+    """Register the model a run logged as a new version of `name` with alias challenger, its `split`
+    evaluation and lineage as tags. Everything is checked before the registry is touched: the run exists,
+    it was evaluated on all 12 directions, its model artifacts load."""
+    from mlflow.exceptions import MlflowException
+
+    check_name(name)
+    mlflow_client = tracking.client(tracking_uri)
+    try:
+        run = tracking.existing_run(mlflow_client, run_id)
+    except tracking.TrackingError as exc:
+        raise RegistryError(str(exc)) from None
+    metrics = evaluation_of(run, split)
+    model_uri = logged_model_uri(run)
+    verify_model(model_uri, run.data.tags.get(tracking.WEIGHTS_TAG))
+    tags = _version_tags(run, split, metrics, model_uri)
+    with registry_lock(mlflow_client.tracking_uri, name):
+        _ensure_registered_model(mlflow_client, name)
+        mv = mlflow_client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags,
+                                                model_id=model_uri.removeprefix("models:/"))
+        try:
+            mlflow_client.set_registered_model_alias(name, CHALLENGER, mv.version)
+        except MlflowException:
+            mlflow_client.delete_model_version(name, mv.version)
+            raise
+        return _version(mlflow_client, name, str(mv.version), aliases_of(mlflow_client, name))
+
+
+def _version_tags(run, split: str, metrics: dict[str, float], model_uri: str) -> dict[str, str]:
+    run_tags = run.data.tags
+    tags = {k: repr(v) for k, v in metrics.items()}
+    tags.update(run_id=run.info.run_id, split=split, n_items=run_tags.get(f"{split}.n_items", ""), model_uri=model_uri,
+                registered_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    tags.update({k: run_tags.get(k, "unknown") for k in LINEAGE})
+    return tags
+
+
+def _ensure_registered_model(mlflow_client: "MlflowClient", name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client.get_registered_model(name)
+    except MlflowException:
+        mlflow_client.create_registered_model(name, description="OmniRetriever any-to-any audio-video-text encoder; "
+                                                                "aliases champion / challenger / previous")
+
+
+# ---------------------------------------------------------------------------------------------------
+# the gate
+
+
+def gate(challenger: RegisteredVersion, champion: RegisteredVersion | None, min_gain: float = DEFAULT_MIN_GAIN,
+         max_drop: float = DEFAULT_MAX_DROP, floor: float = DEFAULT_FLOOR) -> GateDecision:
+    """Decide (without touching the registry) whether `challenger` may replace `champion`."""
+    base = dict(challenger=challenger.version, champion_before=champion.version if champion else None,
+                min_gain=min_gain, max_drop=max_drop, floor=floor)
+    if champion is None:
+        ok = challenger.avg_all >= floor
+        row = GateRow("AVG-all", challenger.avg_all, None, None, f">= floor {floor:.2f}", ok)
+        reasons = [] if ok else [f"AVG-all {challenger.avg_all:.2f} is below the floor {floor:.2f} (--floor)"]
+        return GateDecision(promoted=ok, reasons=reasons, rows=[row], **base)
+    reasons = _comparable(challenger, champion)
+    rows = []
+    gain = challenger.avg_all - champion.avg_all
+    rows.append(GateRow("AVG-all", challenger.avg_all, champion.avg_all, gain, f"gain >= {min_gain:.2f}", gain >= min_gain))
+    if gain < min_gain:
+        reasons.append(f"AVG-all gained {gain:+.2f} ({champion.avg_all:.2f} -> {challenger.avg_all:.2f}), "
+                       f"less than the required {min_gain:.2f} (--min-gain)")
+    for d in DIRECTION_NAMES:
+        new, old = challenger.metrics.get(f"{d}.R1", float("nan")), champion.metrics.get(f"{d}.R1", float("nan"))
+        delta = new - old
+        ok = delta >= -max_drop  # NaN (a missing metric) fails
+        rows.append(GateRow(f"{d} R@1", new, old, delta, f"drop <= {max_drop:.2f}", ok))
+        if not ok:
+            reasons.append(f"{d}: R@1 dropped {-delta:.2f} ({old:.2f} -> {new:.2f}), more than the allowed {max_drop:.2f} "
+                           "(--max-drop)" if math.isfinite(delta) else f"{d}: R@1 missing on one side")
+    return GateDecision(promoted=not reasons, reasons=reasons, rows=rows, **base)
+
+
+def _comparable(challenger: RegisteredVersion, champion: RegisteredVersion) -> list[str]:
+    """Reasons the two evaluations cannot be compared (different split or gallery size)."""
+    if (challenger.split, challenger.n_items) != (champion.split, champion.n_items):
+        return [f"not comparable: challenger v{challenger.version} was scored on {challenger.split!r} "
+                f"({challenger.n_items} items), champion v{champion.version} on {champion.split!r} ({champion.n_items} items)"]
+    return []
+
+
+def check_gate_options(min_gain: float, max_drop: float, floor: float) -> None:
+    """Refuse thresholds that make no sense, naming each."""
+    bad = []
+    if not math.isfinite(min_gain):
+        bad.append(f"--min-gain={min_gain!r} (must be a finite number)")
+    if not (math.isfinite(max_drop) and max_drop >= 0):
+        bad.append(f"--max-drop={max_drop!r} (must be finite and >= 0)")
+    if not (math.isfinite(floor) and floor >= 0):
+        bad.append(f"--floor={floor!r} (must be finite and >= 0)")
+    if bad:
+        raise RegistryError(f"invalid gate option(s): {', '.join(bad)}")
+
+
+def check_name(name: str) -> str:
+    """A registered model name: letters, digits, '_', '-', '.' (it goes into registry queries)."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
+        raise RegistryError(f"invalid model name {name!r}: use 1-100 letters, digits, '_', '-' or '.'")
+    return name
+
+
+def _evaluated(version: RegisteredVersion, role: str) -> RegisteredVersion:
+    missing = [k for k in (*tracking.AVERAGES, *(f"{d}.R1" for d in DIRECTION_NAMES)) if k not in version.metrics]
+    if missing:
+        raise RegistryError(f"{role} {version.name} v{version.version} has no evaluation tags ({', '.join(missing[:4])}"
+                            f"{', ...' if len(missing) > 4 else ''}): register versions with `omniretriever registry register`")
+    return version
+
+
+# ---------------------------------------------------------------------------------------------------
+# promote, rollback, list
+
+
+def promote(name: str = MODEL_NAME, min_gain: float = DEFAULT_MIN_GAIN, max_drop: float = DEFAULT_MAX_DROP,
+            floor: float = DEFAULT_FLOOR, *, tracking_uri: str | None = None,
+            lock_timeout: float = LOCK_TIMEOUT_S) -> GateDecision:
+    """Run the gate on the challenger; on a pass move champion to it (old champion -> previous)."""
+    check_gate_options(min_gain, max_drop, floor)
+    check_name(name)
+    mlflow_client = tracking.client(tracking_uri)
+    _registered(mlflow_client, name)
+    with registry_lock(mlflow_client.tracking_uri, name, lock_timeout):
+        seen = aliases_of(mlflow_client, name)  # read under the lock
+        if CHALLENGER not in seen:
+            holder = f" (version {seen[CHAMPION]} is champion)" if CHAMPION in seen else ""
+            raise RegistryError(f"{name!r} has no version with alias {CHALLENGER!r}{holder}: register a run first")
+        challenger = _evaluated(_version(mlflow_client, name, seen[CHALLENGER], seen), CHALLENGER)
+        champion = _evaluated(_version(mlflow_client, name, seen[CHAMPION], seen), CHAMPION) if CHAMPION in seen else None
+        decision = gate(challenger, champion, min_gain, max_drop, floor)
+        if decision.promoted:
+            _pause_before_writing()
+            _check_unchanged(mlflow_client, name, seen)
+            _move_champion(mlflow_client, name, challenger, champion, decision)
+        decision.champion_after = aliases_of(mlflow_client, name).get(CHAMPION)
+    return decision
+
+
+def _move_champion(mlflow_client: "MlflowClient", name: str, challenger: RegisteredVersion,
+                   champion: RegisteredVersion | None, decision: GateDecision) -> None:
+    """previous <- old champion, champion <- challenger, challenger alias removed; then verified."""
+    when = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    mlflow_client.set_model_version_tag(name, challenger.version, "previous_champion", champion.version if champion else "none")
+    mlflow_client.set_model_version_tag(name, challenger.version, "promoted_at", when)
+    mlflow_client.set_model_version_tag(name, challenger.version, "gate", _gate_summary(decision))
+    if champion is not None:
+        mlflow_client.set_registered_model_alias(name, PREVIOUS, champion.version)
+    mlflow_client.set_registered_model_alias(name, CHAMPION, challenger.version)
+    mlflow_client.delete_registered_model_alias(name, CHALLENGER)
+    after = aliases_of(mlflow_client, name)
+    if after.get(CHAMPION) != challenger.version or (champion and after.get(PREVIOUS) != champion.version):
+        raise RegistryError(f"aliases of {name!r} were changed by another writer during promotion: now {after}")
+
+
+def _gate_summary(decision: GateDecision) -> str:
+    if decision.champion_before is None:
+        return f"first champion: AVG-all {decision.rows[0].challenger:.2f} >= floor {decision.floor:.2f}"
+    return (f"passed against v{decision.champion_before}: AVG-all {decision.rows[0].delta:+.2f} "
+            f"(min gain {decision.min_gain:.2f}), no direction dropped more than {decision.max_drop:.2f}")
+
+
+def rollback(name: str = MODEL_NAME, *, tracking_uri: str | None = None, lock_timeout: float = LOCK_TIMEOUT_S) -> str:
+    """Make `previous` the champion again; returns the restored version. `previous` then moves to the
+    restored version's own previous champion (if it still exists), so rollbacks can be repeated."""
+    check_name(name)
+    mlflow_client = tracking.client(tracking_uri)
+    _registered(mlflow_client, name)
+    with registry_lock(mlflow_client.tracking_uri, name, lock_timeout):
+        seen = aliases_of(mlflow_client, name)
+        if PREVIOUS not in seen:
+            raise RegistryError(f"{name!r} has no version with alias {PREVIOUS!r}: nothing to roll back to "
+                                f"(champion: {seen.get(CHAMPION, 'none')})")
+        restored = _version(mlflow_client, name, seen[PREVIOUS], seen)
+        older = restored.tags.get("previous_champion", "none")
+        _pause_before_writing()
+        _check_unchanged(mlflow_client, name, seen)
+        if CHAMPION in seen:
+            mlflow_client.set_model_version_tag(name, seen[CHAMPION], "rolled_back_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        mlflow_client.set_registered_model_alias(name, CHAMPION, restored.version)
+        if older != "none" and _exists(mlflow_client, name, older):
+            mlflow_client.set_registered_model_alias(name, PREVIOUS, older)
+        else:
+            mlflow_client.delete_registered_model_alias(name, PREVIOUS)
+    return restored.version
+
+
+def _exists(mlflow_client: "MlflowClient", name: str, version: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client.get_model_version(name, version)
+    except MlflowException:
+        return False
+    return True
+
+
+def list_versions(name: str = MODEL_NAME, *, tracking_uri: str | None = None) -> list[RegisteredVersion]:
+    """Every version of `name`, oldest first, with its aliases and evaluation."""
+    check_name(name)
+    mlflow_client = tracking.client(tracking_uri)
+    _registered(mlflow_client, name)
+    aliases = aliases_of(mlflow_client, name)
+    versions = mlflow_client.search_model_versions(f"name = '{name}'")
+    return sorted((version_info(mv, aliases) for mv in versions), key=lambda v: int(v.version))
