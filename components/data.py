@@ -1,0 +1,51 @@
+"""Data steps: version the dataset with DVC, then validate its triples with Great Expectations.
+
+Both run in the CPU image. Data travels as a path (a string parameter): the local dataset directory,
+or in a cluster a directory on the workspace volume that `version_data(pull=True)` fills from the DVC
+remote. A failed validation is an outcome, not an error: `validate_data` returns passed=False and the
+pipeline skips training.
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Output
+
+from components.images import CPU_BASE_IMAGE, CPU_TARGET_IMAGE
+
+
+@dsl.component(base_image=CPU_BASE_IMAGE, target_image=CPU_TARGET_IMAGE)
+def version_data(data: str, remote: str = "", pull: bool = False) -> NamedTuple(
+        "DataVersionOutputs", [("md5", str), ("nfiles", int), ("size", int), ("dvc_file", str)]):
+    """Version `data` with DVC (add + push to `remote`), or with pull=True fetch the version that its
+    .dvc file names from `remote`. Returns the content hash that identifies this dataset downstream."""
+    from collections import namedtuple
+
+    from model import versioning
+
+    remote_or_default = remote or None
+    version = (versioning.pull_data(data, remote=remote_or_default) if pull
+               else versioning.version_data(data, remote=remote_or_default))
+    outputs = namedtuple("DataVersionOutputs", ["md5", "nfiles", "size", "dvc_file"])
+    return outputs(str(version.md5), int(version.nfiles), int(version.size), str(version.dvc_file))
+
+
+@dsl.component(base_image=CPU_BASE_IMAGE, target_image=CPU_TARGET_IMAGE)
+def validate_data(data: str, report: Output[HTML], max_rejected: float = 0.0) -> NamedTuple(
+        "ValidationOutputs", [("passed", bool), ("total", int), ("rejected", int), ("rejected_fraction", float),
+                              ("summary", str), ("data_docs", str)]):
+    """Validate every triple of `data` with Great Expectations; write an HTML report (the rows that
+    failed, and which expectations). passed is False when more than `max_rejected` of the rows fail."""
+    from collections import namedtuple
+    from pathlib import Path
+
+    from components.reports import validation_html
+    from model.validation import validate
+
+    workdir = Path(report.path).parent / "validation"  # data docs and the validated/rejected manifests
+    result = validate(data, workdir, max_rejected=max_rejected)
+    Path(report.path).write_text(validation_html(result, data))
+    report.metadata.update(passed=bool(result.passed), total=int(result.total), rejected=int(result.rejected))
+    outputs = namedtuple("ValidationOutputs", ["passed", "total", "rejected", "rejected_fraction", "summary", "data_docs"])
+    return outputs(bool(result.passed), int(result.total), int(result.rejected), float(result.rejected_fraction),
+                   str(result.summary), str(result.data_docs or ""))
