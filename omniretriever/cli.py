@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from model import cli as model_cli
+from pipelines import cli as pipeline_cli
 
 
 def build_app() -> typer.Typer:
@@ -22,6 +23,7 @@ def build_app() -> typer.Typer:
     )
     root.registered_commands.extend(model_cli.app.registered_commands)
     root.registered_groups.extend(model_cli.app.registered_groups)
+    root.add_typer(pipeline_cli.app, name="pipeline")
     return root
 
 

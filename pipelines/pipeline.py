@@ -8,9 +8,11 @@ One DAG, two flavours of the same components (see `Steps`):
 - cluster: the containerized components (target images) plus the Kubernetes settings: training asks
   for GPUs, lands on the GPU node pool (node selector and tolerations are pipeline parameters), the data
   steps share a workspace volume (the dataset and the feature cache, OMNIRETRIEVER_CACHE), DVC and MLflow
-  credentials come from Kubernetes secrets, and the flaky steps retry. This is what `compile` writes.
+  credentials come from Kubernetes secrets, and the flaky steps (data pull, register, deploy) retry
+  with backoff. This is what `compile` writes.
 - local: lightweight copies of the same functions, run by kfp.local's SubprocessRunner in this Python
-  environment, without Kubernetes settings (pipelines/local.py passes the local arguments).
+  environment, without Kubernetes settings and without retries (a local failure is reported at once;
+  pipelines/local.py passes the local arguments).
 
 The parameter defaults are the cluster's; a local run overrides the ones that differ.
 """
@@ -131,7 +133,7 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
         dvc_secret: str = "omniretriever-dvc",
         mlflow_secret: str = "omniretriever-mlflow",
     ) -> None:
-        version = _retry(s.version_data(data=data, remote=dvc_remote, pull=pull_data))
+        version = s.version_data(data=data, remote=dvc_remote, pull=pull_data)
         check = s.validate_data(data=data, max_rejected=max_rejected).after(version)
         tasks = [version, check]
         with dsl.If(check.outputs["passed"] == True, name="validation-passed"):  # noqa: E712 (a pipeline condition)
@@ -140,21 +142,23 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
                                   tracking_uri=mlflow_tracking_uri)
             evaluation = s.evaluate_model(model=train.outputs["model"], data=data, split=eval_split,
                                           run_id=train.outputs["run_id"], tracking_uri=mlflow_tracking_uri)
-            register = _retry(s.register_model(run_id=train.outputs["run_id"], name=model_name,
-                                               tracking_uri=mlflow_tracking_uri).after(evaluation))
+            register = s.register_model(run_id=train.outputs["run_id"], name=model_name,
+                                        tracking_uri=mlflow_tracking_uri).after(evaluation)
             gate = s.gate_model(name=model_name, min_gain=min_gain, max_drop=max_drop, floor=floor,
                                 tracking_uri=mlflow_tracking_uri).after(register)
             tasks += [train, evaluation, register, gate]
             with dsl.If(gate.outputs["promoted"] == True, name="promoted"):  # noqa: E712
                 export = s.export_model(model=train.outputs["model"])
-                deploy = _retry(s.deploy_model(repository=export.outputs["repository"], target=deploy_target,
-                                               name=model_name, namespace=namespace, storage_uri=storage_uri,
-                                               transformer_image=transformer_image, canary_percent=canary_percent,
-                                               gpus=serving_gpus))
+                deploy = s.deploy_model(repository=export.outputs["repository"], target=deploy_target,
+                                        name=model_name, namespace=namespace, storage_uri=storage_uri,
+                                        transformer_image=transformer_image, canary_percent=canary_percent,
+                                        gpus=serving_gpus)
                 tasks += [export, deploy]
         for task in tasks:
             task.set_caching_options(False)  # every step has side effects (DVC, MLflow, deployments)
         if cluster:
+            for task in (version, register, deploy):
+                _retry(task)
             for task in (version, check, train, evaluation):
                 _on_workspace(task, workspace_pvc)
             _with_secret(version, dvc_secret, DVC_SECRET_KEYS)
