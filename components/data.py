@@ -33,19 +33,21 @@ def version_data(data: str, remote: str = "", pull: bool = False) -> NamedTuple(
 @dsl.component(base_image=CPU_BASE_IMAGE, target_image=CPU_TARGET_IMAGE)
 def validate_data(data: str, report: Output[HTML], max_rejected: float = 0.0) -> NamedTuple(
         "ValidationOutputs", [("passed", bool), ("total", int), ("rejected", int), ("rejected_fraction", float),
-                              ("summary", str), ("data_docs", str)]):
-    """Validate every triple of `data` with Great Expectations; write an HTML report (the rows that
-    failed, and which expectations). passed is False when more than `max_rejected` of the rows fail."""
+                              ("failures", str), ("details", str)]):
+    """Validate every triple of `data` with Great Expectations; write an HTML report (the verdict, the
+    failed expectations and the rows they name). passed is False when more than `max_rejected` of
+    the rows fail. `failures` says which checks failed in one line; `details` is the directory with
+    summary.json, validated.jsonl, rejected.jsonl and the GX data docs."""
     from collections import namedtuple
     from pathlib import Path
 
-    from components.reports import validation_html
+    from components.reports import failures_line, validation_html
     from model.validation import validate
 
-    workdir = Path(report.path).parent / "validation"  # data docs and the validated/rejected manifests
-    result = validate(data, workdir, max_rejected=max_rejected)
+    details = Path(report.path).parent / "validation"
+    result = validate(data, details, max_rejected=max_rejected)
     Path(report.path).write_text(validation_html(result, data))
     report.metadata.update(passed=bool(result.passed), total=int(result.total), rejected=int(result.rejected))
-    outputs = namedtuple("ValidationOutputs", ["passed", "total", "rejected", "rejected_fraction", "summary", "data_docs"])
+    outputs = namedtuple("ValidationOutputs", ["passed", "total", "rejected", "rejected_fraction", "failures", "details"])
     return outputs(bool(result.passed), int(result.total), int(result.rejected), float(result.rejected_fraction),
-                   str(result.summary), str(result.data_docs or ""))
+                   failures_line(result), str(details))

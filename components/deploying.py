@@ -49,13 +49,5 @@ def deploy_local(repository: str | Path, smoke_text: str) -> tuple[str, str]:
                        grpc_port=free_port()) as endpoint:
         url = endpoint.http_url
         answer = query(url, text=smoke_text, top_k=SMOKE_TOP_K)
-    return url, f"smoke query {smoke_text!r} answered by {url}: {_describe(answer)} (endpoint stopped)"
-
-
-def _describe(answer: object) -> str:
-    shape = getattr(answer, "shape", None)
-    if shape is not None:
-        return f"array {tuple(shape)}"
-    if isinstance(answer, (list, tuple, dict)):
-        return f"{type(answer).__name__} of {len(answer)}"
-    return type(answer).__name__
+    dim = len(answer.embedding)
+    return url, f"smoke query {smoke_text!r} answered by {url} with a {dim}-d embedding (endpoint stopped)"

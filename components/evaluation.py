@@ -30,9 +30,8 @@ def evaluate_model(model: Input[Model], data: str, metrics: Output[Metrics], res
         metrics.log_metric(key, float(scores[key]))
     results.metadata.update(split=split, n_items=int(scores["n_items"]), avg_all=float(scores["AVG-all"]))
     if run_id:
-        from registry.tracking import configure, log_evaluation
+        from registry.tracking import log_evaluation
 
-        configure(tracking_uri or None)
-        log_evaluation(scores, str(out / "results.json"), run_id)
+        log_evaluation(scores, out / "results.json", run_id, tracking_uri=tracking_uri or None)
     outputs = namedtuple("EvaluationOutputs", ["avg_all", "avg_single", "avg_dual"])
     return outputs(float(scores["AVG-all"]), float(scores["AVG-single"]), float(scores["AVG-dual"]))

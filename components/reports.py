@@ -15,6 +15,23 @@ def _field(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
+def _failures(result: Any) -> dict[str, dict[str, Any]]:
+    """check -> {expectation, reason, count, ids, ...} (a list of names is accepted too)."""
+    failed = _field(result, "failed_expectations") or {}
+    return dict(failed) if isinstance(failed, Mapping) else {str(name): {} for name in failed}
+
+
+def failures_line(result: Any, max_ids: int = 3) -> str:
+    """One line naming each failed check, how many rows it rejected and the first of them."""
+    parts = []
+    for check, info in _failures(result).items():
+        ids = [str(i) for i in (info.get("ids") or [])]
+        shown = ", ".join(ids[:max_ids]) + (", ..." if len(ids) > max_ids else "")
+        count = info.get("count", len(ids))
+        parts.append(f"{check}: {count} row(s)" + (f" ({shown})" if shown else ""))
+    return "; ".join(parts) or "no failed expectations"
+
+
 def validation_html(result: Any, data: str) -> str:
     """An HTML page for a ValidationResult: verdict, counts, failed expectations, where the details are."""
     passed = bool(_field(result, "passed"))
@@ -22,16 +39,21 @@ def validation_html(result: Any, data: str) -> str:
     rows = [("dataset", data), ("rows", _field(result, "total")), ("validated", _field(result, "validated")),
             ("rejected", _field(result, "rejected")),
             ("rejected fraction", f"{float(_field(result, 'rejected_fraction', 0.0)):.4f}"),
+            ("summary", _field(result, "summary")),
             ("validated manifest", _field(result, "validated_manifest")),
             ("rejected manifest", _field(result, "rejected_manifest")),
             ("Great Expectations data docs", _field(result, "data_docs"))]
-    failed = _field(result, "failed_expectations") or []
     table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    items = "".join(f"<li><code>{html.escape(str(f))}</code></li>" for f in failed) or "<li>none</li>"
-    summary = html.escape(str(_field(result, "summary", "")))
+    items = []
+    for check, info in _failures(result).items():
+        ids = ", ".join(str(i) for i in (info.get("ids") or [])[:20])
+        detail = " - ".join(str(x) for x in (info.get("expectation"), info.get("reason"), info.get("error")) if x)
+        items.append(f"<li><b>{html.escape(check)}</b> ({info.get('count', '?')} row(s)): {html.escape(detail)}"
+                     f"<br><small>{html.escape(ids)}</small></li>")
+    failures = "".join(items) or "<li>none</li>"
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Validation {verdict}</title></head><body>"
-            f"<h1>Validation {verdict}</h1><p>{summary}</p><table>{table}</table>"
-            f"<h2>Failed expectations</h2><ul>{items}</ul></body></html>\n")
+            f"<h1>Validation {verdict}</h1><p>{html.escape(failures_line(result))}</p><table>{table}</table>"
+            f"<h2>Failed expectations</h2><ul>{failures}</ul></body></html>\n")
 
 
 def gate_markdown(decision: Any) -> str:

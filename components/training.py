@@ -3,7 +3,8 @@ per GPU when GPUs are visible. Either way the work is `model.train.train`; under
 runs `python -m components.training SPEC` (this module's `main`), and rank 0 reports to MLflow.
 
 The spec is a small JSON file: {"train": TrainConfig keyword arguments, "tracking": bool,
-"tracking_uri": str, "tags": {...}}; rank 0 writes the MLflow run id into RUN/tracking.json.
+"tracking_uri": str, "pipeline_run_id": str}. The MLflow tracker (registry.tracking.MlflowTracker)
+records its run id in RUN/mlflow_run.json, which is how the launching process learns it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 SPEC_FILE = "train_spec.json"
-TRACKING_FILE = "tracking.json"
+RUN_RECORD = "mlflow_run.json"  # written by registry.tracking.MlflowTracker: {"tracking_uri", "run_id", ...}
 
 
 @dataclass
@@ -44,13 +45,13 @@ def torchrun_command(nproc: int, spec: Path) -> list[str]:
 
 
 def run_training(train_kwargs: dict[str, Any], *, nproc: int | None = None, tracking: bool = True,
-                 tracking_uri: str = "", tags: dict[str, str] | None = None) -> TrainResult:
+                 tracking_uri: str = "", pipeline_run_id: str = "") -> TrainResult:
     """Train into train_kwargs["out"]: torchrun with `nproc` ranks when nproc > 1 or GPUs are visible
     (nproc defaults to their number), in this process otherwise. Raises RuntimeError naming the exit
     status when a rank fails."""
     nproc = visible_gpus() if nproc is None else nproc
     spec = {"train": {k: str(v) if isinstance(v, Path) else v for k, v in train_kwargs.items()},
-            "tracking": tracking, "tracking_uri": tracking_uri, "tags": tags or {}}
+            "tracking": tracking, "tracking_uri": tracking_uri, "pipeline_run_id": pipeline_run_id}
     run = Path(train_kwargs["out"])
     if nproc >= 1 and (nproc > 1 or visible_gpus() > 0):
         run.mkdir(parents=True, exist_ok=True)
@@ -60,7 +61,7 @@ def run_training(train_kwargs: dict[str, Any], *, nproc: int | None = None, trac
         if proc.returncode != 0:
             raise RuntimeError(f"torchrun with {nproc} process(es) failed with exit status {proc.returncode}")
         summary = json.loads((run / "train_summary.json").read_text())
-        run_id = json.loads((run / TRACKING_FILE).read_text())["run_id"] if tracking else ""
+        run_id = json.loads((run / RUN_RECORD).read_text())["run_id"] if tracking else ""
         return TrainResult(summary, run_id, nproc)
     summary, run_id = _train(spec)
     return TrainResult(summary, run_id, 1)
@@ -73,20 +74,17 @@ def _train(spec: dict) -> tuple[dict, str]:
     kwargs = dict(spec["train"])
     cfg = TrainConfig(**{**kwargs, "data": Path(kwargs["data"]), "out": Path(kwargs["out"])})
     rank = int(os.environ.get("RANK", "0"))
-    tracker = _mlflow_tracker(spec.get("tracking_uri", ""), spec.get("tags", {})) if spec["tracking"] and rank == 0 else None
+    tracker = _mlflow_tracker(cfg, spec) if spec["tracking"] and rank == 0 else None
     summary = train(cfg, callbacks=[tracker] if tracker else [], progress=rank == 0)
-    run_id = _run_id(tracker) if tracker else ""
-    if rank == 0 and tracker:
-        (cfg.out / TRACKING_FILE).write_text(json.dumps({"run_id": run_id}) + "\n")
-    return summary, run_id
+    return summary, _run_id(tracker) if tracker else ""
 
 
-def _mlflow_tracker(tracking_uri: str, tags: dict[str, str]) -> Any:
-    """The MLflow callback of registry.tracking, pointed at `tracking_uri` (the default store when empty)."""
-    from registry.tracking import MlflowTracker, configure
+def _mlflow_tracker(cfg: Any, spec: dict) -> Any:
+    """The MLflow callback of registry.tracking, on `tracking_uri` (the default store when empty)."""
+    from registry.tracking import MlflowTracker
 
-    configure(tracking_uri or None)
-    return MlflowTracker(tags=tags)
+    return MlflowTracker(cfg, tracking_uri=spec.get("tracking_uri") or None,
+                         pipeline_run_id=spec.get("pipeline_run_id") or None)
 
 
 def _run_id(tracker: Any) -> str:

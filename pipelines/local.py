@@ -143,8 +143,11 @@ def local_arguments(data: str | Path, *, train_steps: int = 300, config: str = "
 
 
 def default_tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI, else the sqlite store ./mlflow.db (as an absolute URI: steps share it)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+    """The store `omniretriever train` uses (registry.tracking.resolve_uri: $MLFLOW_TRACKING_URI, else the
+    embedded sqlite store), as an absolute URI so that every step reaches the same one."""
+    from registry.tracking import resolve_uri
+
+    return resolve_uri(None)
 
 
 @contextlib.contextmanager

@@ -139,7 +139,7 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
         with dsl.If(check.outputs["passed"] == True, name="validation-passed"):  # noqa: E712 (a pipeline condition)
             train = s.train_model(data=data, config=config, objective=objective, steps=train_steps,
                                   batch_size=batch_size, seed=seed, data_md5=version.outputs["md5"],
-                                  tracking_uri=mlflow_tracking_uri)
+                                  tracking_uri=mlflow_tracking_uri, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
             evaluation = s.evaluate_model(model=train.outputs["model"], data=data, split=eval_split,
                                           run_id=train.outputs["run_id"], tracking_uri=mlflow_tracking_uri)
             register = s.register_model(run_id=train.outputs["run_id"], name=model_name,

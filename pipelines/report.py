@@ -35,7 +35,7 @@ def outcome(run: LocalRun) -> Outcome:
     if run.parameter("validate-data", "passed") is False:
         return Outcome("validation-failed", 0, "validation failed: "
                        f"{run.parameter('validate-data', 'rejected')} of {run.parameter('validate-data', 'total')} rows "
-                       f"rejected ({run.parameter('validate-data', 'summary')}); training skipped")
+                       f"rejected ({run.parameter('validate-data', 'failures')}); training skipped")
     if run.parameter("gate-model", "promoted") is False:
         return Outcome("not-promoted", 0, f"challenger version {run.parameter('register-model', 'version')} not "
                        f"promoted: {run.parameter('gate-model', 'reasons')}")
@@ -69,6 +69,8 @@ def locations(run: LocalRun) -> list[tuple[str, str]]:
     if run.parameter("version-data", "md5"):
         rows.append(("data version (DVC)", f"{run.parameter('version-data', 'md5')} "
                                            f"({run.parameter('version-data', 'dvc_file')})"))
+    if run.parameter("validate-data", "details"):
+        rows.append(("validation details", run.parameter("validate-data", "details")))
     artifact_rows = [("validation report", "validate-data", "report", ""),
                      ("trained model (run dir)", "train-model", "model", ""),
                      ("results", "evaluate-model", "results", "results.json"),

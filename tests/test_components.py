@@ -12,7 +12,7 @@ from kfp import dsl
 from components.deploying import storage_uri_for
 from components.evaluation import evaluate_model
 from components.gpu.train import train_model
-from components.reports import gate_markdown, validation_html
+from components.reports import failures_line, gate_markdown, validation_html
 from model.modalities import DIRECTION_NAMES
 
 
@@ -63,14 +63,27 @@ def test_train_on_a_missing_dataset_fails_naming_it(tmp_path):
         train_model.python_func(data=str(tmp_path / "nowhere"), model=model, steps=1, batch_size=2, track=False)
 
 
+VALIDATION = {"passed": False, "total": 10, "validated": 7, "rejected": 3, "rejected_fraction": 0.3,
+              "failed_expectations": {
+                  "caption_present": {"expectation": "expect_column_values_to_not_be_null", "reason": "empty caption",
+                                      "count": 1, "ids": ["train:4"]},
+                  "video_decodes": {"expectation": "expect_column_values_to_be_in_set", "reason": "<script>",
+                                    "count": 4, "ids": ["test:1", "test:2", "test:3", "test:9"]}},
+              "summary": "report/summary.json", "validated_manifest": "report/validated.jsonl",
+              "rejected_manifest": "report/rejected.jsonl", "data_docs": "report/data_docs/index.html"}
+
+
 def test_validation_report_names_the_verdict_and_the_failures():
-    result = {"passed": False, "total": 10, "validated": 7, "rejected": 3, "rejected_fraction": 0.3,
-              "failed_expectations": ["expect_column_values_to_not_be_null(text)", "<script>"],
-              "summary": "3 rows rejected", "validated_manifest": "v.jsonl", "rejected_manifest": "r.jsonl",
-              "data_docs": "docs/index.html"}
-    page = validation_html(result, "data")
-    assert "Validation FAILED" in page and "expect_column_values_to_not_be_null(text)" in page
+    page = validation_html(VALIDATION, "data")
+    assert "Validation FAILED" in page and "caption_present" in page and "train:4" in page
+    assert "report/data_docs/index.html" in page
     assert "<script>" not in page and "&lt;script&gt;" in page, "report text is escaped"
+
+
+def test_failures_line_names_checks_counts_and_first_rows():
+    assert failures_line(VALIDATION) == ("caption_present: 1 row(s) (train:4); "
+                                         "video_decodes: 4 row(s) (test:1, test:2, test:3, ...)")
+    assert failures_line({"failed_expectations": {}}) == "no failed expectations"
 
 
 def test_gate_note_lists_reasons_and_rows():

@@ -78,8 +78,8 @@ def _run(**params) -> LocalRun:
 
 
 @pytest.mark.parametrize("outputs, kind, code, words", [
-    ({"validate-data": {"passed": False, "total": 10, "rejected": 4, "summary": "4 clips undecodable"}},
-     "validation-failed", 0, "validation failed: 4 of 10 rows rejected (4 clips undecodable); training skipped"),
+    ({"validate-data": {"passed": False, "total": 10, "rejected": 4, "failures": "video_decodes: 4 row(s)"}},
+     "validation-failed", 0, "validation failed: 4 of 10 rows rejected (video_decodes: 4 row(s)); training skipped"),
     ({"validate-data": {"passed": True}, "register-model": {"version": "2"},
       "gate-model": {"promoted": False, "reasons": "AVG-all gain 0.00 < 0.50"}},
      "not-promoted", 0, "challenger version 2 not promoted: AVG-all gain 0.00 < 0.50"),
@@ -95,7 +95,7 @@ def test_validation_failure_and_gate_refusal_are_outcomes_not_errors(outputs, ki
 def test_report_prints_steps_and_locations(capsys):
     from rich.console import Console
 
-    run = _run(**{"validate-data": {"passed": False, "total": 3, "rejected": 3, "summary": "s"}})
+    run = _run(**{"validate-data": {"passed": False, "total": 3, "rejected": 3, "failures": "f"}})
     print_report(run, Console(width=200, force_terminal=False))
     out = capsys.readouterr().out
     assert "validate-data" in out and "1.0 s" in out and "skipped" in out
@@ -109,9 +109,17 @@ def test_run_command_refuses_a_directory_that_is_not_a_dataset(tmp_path):
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh working directory: the local MLflow store, DVC state and pipeline root land here."""
+    """A fresh git + DVC project as the working directory: the embedded MLflow store, the DVC remote
+    and the pipeline root land here."""
+    import subprocess
+
+    from model.versioning import init_project
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("OMNIRETRIEVER_MLFLOW_DIR", raising=False)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    init_project(tmp_path)
     return tmp_path
 
 
