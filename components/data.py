@@ -31,14 +31,12 @@ def version_data(data: str, remote: str = "", pull: bool = False) -> NamedTuple(
 
 
 @dsl.component(base_image=CPU_BASE_IMAGE, target_image=CPU_TARGET_IMAGE)
-def validate_data(data: str, report: Output[HTML], max_rejected: float = 0.0) -> NamedTuple(
-        "ValidationOutputs", [("passed", bool), ("total", int), ("rejected", int), ("rejected_fraction", float),
-                              ("failures", str), ("details", str)]):
-    """Validate every triple of `data` with Great Expectations; write an HTML report (the verdict, the
-    failed expectations and the rows they name). passed is False when more than `max_rejected` of
-    the rows fail. `failures` says which checks failed in one line; `details` is the directory with
-    summary.json, validated.jsonl, rejected.jsonl and the GX data docs."""
-    from collections import namedtuple
+def validate_data(data: str, report: Output[HTML], max_rejected: float = 0.0) -> bool:
+    """Validate every triple of `data` with Great Expectations and return whether the data passed
+    (no more than `max_rejected` of the rows fail). The HTML `report` shows the verdict, the failed
+    expectations and the rows they name; its metadata carries the counts, `failures` (the failed checks
+    in one line) and `details` (the directory with summary.json, validated.jsonl, rejected.jsonl and
+    the GX data docs). The verdict is the single return value because the pipeline branches on it."""
     from pathlib import Path
 
     from components.reports import failures_line, validation_html
@@ -47,7 +45,7 @@ def validate_data(data: str, report: Output[HTML], max_rejected: float = 0.0) ->
     details = Path(report.path).parent / "validation"
     result = validate(data, details, max_rejected=max_rejected)
     Path(report.path).write_text(validation_html(result, data))
-    report.metadata.update(passed=bool(result.passed), total=int(result.total), rejected=int(result.rejected))
-    outputs = namedtuple("ValidationOutputs", ["passed", "total", "rejected", "rejected_fraction", "failures", "details"])
-    return outputs(bool(result.passed), int(result.total), int(result.rejected), float(result.rejected_fraction),
-                   failures_line(result), str(details))
+    report.metadata.update(passed=bool(result.passed), total=int(result.total), validated=int(result.validated),
+                           rejected=int(result.rejected), rejected_fraction=float(result.rejected_fraction),
+                           failures=failures_line(result), details=str(details))
+    return bool(result.passed)

@@ -26,12 +26,12 @@ def register_model(run_id: str, name: str = "omniretriever", tracking_uri: str =
 
 @dsl.component(base_image=CPU_BASE_IMAGE, target_image=CPU_TARGET_IMAGE)
 def gate_model(decision: Output[Markdown], name: str = "omniretriever", min_gain: float = 0.0, max_drop: float = 5.0,
-               floor: float = 0.0, tracking_uri: str = "") -> NamedTuple(
-        "GateOutputs", [("promoted", bool), ("challenger", str), ("champion_before", str), ("reasons", str)]):
+               floor: float = 0.0, tracking_uri: str = "") -> bool:
     """Compare the challenger of `name` with its champion on the 12 directions: promote it (alias
     champion) when AVG-all gains at least `min_gain` points, no direction drops by more than
-    `max_drop` points and AVG-all is at least `floor`. `decision` is the comparison in Markdown."""
-    from collections import namedtuple
+    `max_drop` points and AVG-all is at least `floor`. Returns whether it was promoted (the single
+    return value, because the pipeline branches on it); `decision` is the comparison in Markdown, its
+    metadata the challenger, the champion before and the reasons."""
     from pathlib import Path
 
     from components.reports import gate_markdown
@@ -41,7 +41,7 @@ def gate_model(decision: Output[Markdown], name: str = "omniretriever", min_gain
     configure(tracking_uri or None)
     result = promote(name, min_gain, max_drop, floor)
     Path(decision.path).write_text(gate_markdown(result))
-    decision.metadata.update(promoted=bool(result.promoted))
-    outputs = namedtuple("GateOutputs", ["promoted", "challenger", "champion_before", "reasons"])
-    return outputs(bool(result.promoted), str(result.challenger), str(result.champion_before or ""),
-                   "; ".join(str(r) for r in (result.reasons or [])))
+    decision.metadata.update(promoted=bool(result.promoted), challenger=str(result.challenger),
+                             champion_before=str(result.champion_before or ""),
+                             reasons="; ".join(str(r) for r in (result.reasons or [])))
+    return bool(result.promoted)

@@ -136,7 +136,9 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
         version = s.version_data(data=data, remote=dvc_remote, pull=pull_data)
         check = s.validate_data(data=data, max_rejected=max_rejected).after(version)
         tasks = [version, check]
-        with dsl.If(check.outputs["passed"] == True, name="validation-passed"):  # noqa: E712 (a pipeline condition)
+        # Conditions test the steps' single return value ("Output"): kfp.local resolves only those in a
+        # condition (a NamedTuple field there silently reads as unset and skips the branch).
+        with dsl.If(check.outputs["Output"] == True, name="validation-passed"):  # noqa: E712 (a pipeline condition)
             train = s.train_model(data=data, config=config, objective=objective, steps=train_steps,
                                   batch_size=batch_size, seed=seed, data_md5=version.outputs["md5"],
                                   tracking_uri=mlflow_tracking_uri, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
@@ -147,7 +149,7 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
             gate = s.gate_model(name=model_name, min_gain=min_gain, max_drop=max_drop, floor=floor,
                                 tracking_uri=mlflow_tracking_uri).after(register)
             tasks += [train, evaluation, register, gate]
-            with dsl.If(gate.outputs["promoted"] == True, name="promoted"):  # noqa: E712
+            with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712
                 export = s.export_model(model=train.outputs["model"])
                 deploy = s.deploy_model(repository=export.outputs["repository"], target=deploy_target,
                                         name=model_name, namespace=namespace, storage_uri=storage_uri,

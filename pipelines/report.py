@@ -26,22 +26,39 @@ class Outcome:
     message: str
 
 
+def _meta(run: LocalRun, step: str, artifact: str) -> dict:
+    art = run.artifact(step, artifact)
+    return art["metadata"] if art else {}
+
+
+def validation(run: LocalRun) -> dict:
+    """The validation step's verdict and counts (its report's metadata)."""
+    return _meta(run, "validate-data", "report")
+
+
+def gate(run: LocalRun) -> dict:
+    """The gate's decision: promoted, challenger, champion_before, reasons (its note's metadata)."""
+    return _meta(run, "gate-model", "decision")
+
+
 def outcome(run: LocalRun) -> Outcome:
     failed = run.failed_step
     if failed is not None or run.error:
         name = failed.name if failed else "unknown step"
         reason = failed.error if failed else run.error
         return Outcome("failed", 1, f"step {name!r} failed: {reason}")
-    if run.parameter("validate-data", "passed") is False:
-        return Outcome("validation-failed", 0, "validation failed: "
-                       f"{run.parameter('validate-data', 'rejected')} of {run.parameter('validate-data', 'total')} rows "
-                       f"rejected ({run.parameter('validate-data', 'failures')}); training skipped")
-    if run.parameter("gate-model", "promoted") is False:
-        return Outcome("not-promoted", 0, f"challenger version {run.parameter('register-model', 'version')} not "
-                       f"promoted: {run.parameter('gate-model', 'reasons')}")
+    checked, decided = validation(run), gate(run)
+    if checked.get("passed") is False:
+        return Outcome("validation-failed", 0, f"validation failed: {checked.get('rejected')} of {checked.get('total')} "
+                       f"rows rejected ({checked.get('failures')}); training skipped")
     version = run.parameter("register-model", "version")
-    return Outcome("promoted", 0, f"version {version} promoted to champion and deployed "
-                   f"({run.parameter('deploy-model', 'detail', 'no deploy detail')})")
+    if decided.get("promoted") is False:
+        return Outcome("not-promoted", 0, f"challenger version {version} not promoted: {decided.get('reasons')}")
+    if decided.get("promoted") is True and run.parameter("deploy-model", "detail"):
+        return Outcome("promoted", 0, f"version {version} promoted to champion and deployed "
+                       f"({run.parameter('deploy-model', 'detail')})")
+    return Outcome("incomplete", 1, "the run stopped before reaching an outcome although no step failed "
+                   f"(steps run: {', '.join(s.name for s in run.steps) or 'none'}); see the pipeline log")
 
 
 def steps_table(run: LocalRun) -> Table:
@@ -69,8 +86,8 @@ def locations(run: LocalRun) -> list[tuple[str, str]]:
     if run.parameter("version-data", "md5"):
         rows.append(("data version (DVC)", f"{run.parameter('version-data', 'md5')} "
                                            f"({run.parameter('version-data', 'dvc_file')})"))
-    if run.parameter("validate-data", "details"):
-        rows.append(("validation details", run.parameter("validate-data", "details")))
+    if validation(run).get("details"):
+        rows.append(("validation details", validation(run)["details"]))
     artifact_rows = [("validation report", "validate-data", "report", ""),
                      ("trained model (run dir)", "train-model", "model", ""),
                      ("results", "evaluate-model", "results", "results.json"),
@@ -98,11 +115,11 @@ def print_report(run: LocalRun, console: Console | None = None) -> Outcome:
     results = run.artifact("evaluate-model", "results")
     if results is not None and (Path(results["uri"]) / "results.json").is_file():
         print_results(json.loads((Path(results["uri"]) / "results.json").read_text()), console)
-    if run.parameter("gate-model", "promoted") is not None:
-        verdict = "promoted" if run.parameter("gate-model", "promoted") else "not promoted"
-        console.print(f"gate: {verdict} (challenger {run.parameter('gate-model', 'challenger')}, champion before: "
-                      f"{run.parameter('gate-model', 'champion_before') or 'none'}): "
-                      f"{run.parameter('gate-model', 'reasons')}")
+    decided = gate(run)
+    if decided.get("promoted") is not None:
+        verdict = "promoted" if decided["promoted"] else "not promoted"
+        console.print(f"gate: {verdict} (challenger {decided.get('challenger')}, champion before: "
+                      f"{decided.get('champion_before') or 'none'}): {decided.get('reasons')}", highlight=False)
     where = Table(title="where everything is", show_header=False)
     where.add_column("what")
     where.add_column("where", overflow="fold")

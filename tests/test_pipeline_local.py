@@ -71,32 +71,44 @@ def test_the_real_pipeline_stops_at_the_first_failed_step(tmp_path):
     assert outcome(run).code == 1
 
 
-def _run(**params) -> LocalRun:
+def _run(params: dict[str, dict], metadata: dict[tuple[str, str], dict]) -> LocalRun:
+    """A finished run as read back: step parameters and artifact metadata."""
+    outputs: dict[str, dict] = {}
+    for step, p in params.items():
+        outputs.setdefault(step, {"parameters": {}, "artifacts": {}})["parameters"] = p
+    for (step, name), meta in metadata.items():
+        outputs.setdefault(step, {"parameters": {}, "artifacts": {}})["artifacts"][name] = {"uri": f"/r/{step}/{name}",
+                                                                                           "metadata": meta}
     return LocalRun(Path("/r"), Path("/r/pipeline.log"), {"mlflow_tracking_uri": "sqlite:///m.db"},
-                    [StepRecord("validate-data", "succeeded", 0.0, 1.0)],
-                    {step: {"parameters": p, "artifacts": {}} for step, p in params.items()})
+                    [StepRecord("validate-data", "succeeded", 0.0, 1.0)], outputs)
 
 
-@pytest.mark.parametrize("outputs, kind, code, words", [
-    ({"validate-data": {"passed": False, "total": 10, "rejected": 4, "failures": "video_decodes: 4 row(s)"}},
-     "validation-failed", 0, "validation failed: 4 of 10 rows rejected (video_decodes: 4 row(s)); training skipped"),
-    ({"validate-data": {"passed": True}, "register-model": {"version": "2"},
-      "gate-model": {"promoted": False, "reasons": "AVG-all gain 0.00 < 0.50"}},
+REJECTED = {("validate-data", "report"): {"passed": False, "total": 10, "rejected": 4,
+                                          "failures": "video_decodes: 4 row(s)"}}
+PASSED = {("validate-data", "report"): {"passed": True, "total": 10, "rejected": 0}}
+
+
+@pytest.mark.parametrize("params, metadata, kind, code, words", [
+    ({}, REJECTED, "validation-failed", 0,
+     "validation failed: 4 of 10 rows rejected (video_decodes: 4 row(s)); training skipped"),
+    ({"register-model": {"version": "2"}},
+     {**PASSED, ("gate-model", "decision"): {"promoted": False, "reasons": "AVG-all gain 0.00 < 0.50"}},
      "not-promoted", 0, "challenger version 2 not promoted: AVG-all gain 0.00 < 0.50"),
-    ({"validate-data": {"passed": True}, "register-model": {"version": "1"}, "gate-model": {"promoted": True},
-      "deploy-model": {"detail": "smoke query answered"}},
+    ({"register-model": {"version": "1"}, "deploy-model": {"detail": "smoke query answered"}},
+     {**PASSED, ("gate-model", "decision"): {"promoted": True}},
      "promoted", 0, "version 1 promoted to champion and deployed (smoke query answered)"),
+    ({}, PASSED, "incomplete", 1, "the run stopped before reaching an outcome although no step failed "
+     "(steps run: validate-data); see the pipeline log"),
 ])
-def test_validation_failure_and_gate_refusal_are_outcomes_not_errors(outputs, kind, code, words):
-    result = outcome(_run(**outputs))
+def test_validation_failure_and_gate_refusal_are_outcomes_not_errors(params, metadata, kind, code, words):
+    result = outcome(_run(params, metadata))
     assert (result.kind, result.code, result.message) == (kind, code, words)
 
 
 def test_report_prints_steps_and_locations(capsys):
     from rich.console import Console
 
-    run = _run(**{"validate-data": {"passed": False, "total": 3, "rejected": 3, "failures": "f"}})
-    print_report(run, Console(width=200, force_terminal=False))
+    print_report(_run({}, REJECTED), Console(width=200, force_terminal=False))
     out = capsys.readouterr().out
     assert "validate-data" in out and "1.0 s" in out and "skipped" in out
     assert "mlflow ui --backend-store-uri sqlite:///m.db" in out and "validation failed" in out
