@@ -127,6 +127,7 @@ def print_report(run: LocalRun, console: Console | None = None) -> Outcome:
         where.add_row(what, path)
     console.print(where)
     result = outcome(run)
-    style = {"failed": "bold red", "validation-failed": "yellow", "not-promoted": "yellow"}.get(result.kind, "green")
-    console.print(f"[{style}]{'error: ' if result.code else ''}{result.message}[/]", highlight=False)
+    if result.code == 0:  # an error is the caller's to report (on stderr, with the exit status)
+        style = {"validation-failed": "yellow", "not-promoted": "yellow"}.get(result.kind, "green")
+        console.print(f"[{style}]{result.message}[/]", highlight=False)
     return result
