@@ -16,30 +16,26 @@ def register_model(run_id: str, name: str = "omniretriever", tracking_uri: str =
     from collections import namedtuple
 
     from registry.registry import register
-    from registry.tracking import configure
 
-    configure(tracking_uri or None)
-    registered = register(run_id, name=name)
+    registered = register(run_id, name=name, tracking_uri=tracking_uri or None)
     outputs = namedtuple("RegisterOutputs", ["version", "avg_all", "aliases"])
     return outputs(str(registered.version), float(registered.avg_all), ",".join(sorted(registered.aliases or [])))
 
 
 @dsl.component(base_image=CPU_BASE_IMAGE, target_image=CPU_TARGET_IMAGE)
-def gate_model(decision: Output[Markdown], name: str = "omniretriever", min_gain: float = 0.0, max_drop: float = 5.0,
-               floor: float = 0.0, tracking_uri: str = "") -> bool:
+def gate_model(decision: Output[Markdown], name: str = "omniretriever", min_gain: float = 0.0, max_drop: float = 2.0,
+               floor: float = 1.0, tracking_uri: str = "") -> bool:
     """Compare the challenger of `name` with its champion on the 12 directions: promote it (alias
-    champion) when AVG-all gains at least `min_gain` points, no direction drops by more than
-    `max_drop` points and AVG-all is at least `floor`. Returns whether it was promoted (the single
+    champion) when its AVG-all R@1 gains at least `min_gain` points and no direction's R@1 drops by
+    more than `max_drop` points; a first champion needs AVG-all of at least `floor`. Returns whether it was promoted (the single
     return value, because the pipeline branches on it); `decision` is the comparison in Markdown, its
     metadata the challenger, the champion before and the reasons."""
     from pathlib import Path
 
     from components.reports import gate_markdown
     from registry.registry import promote
-    from registry.tracking import configure
 
-    configure(tracking_uri or None)
-    result = promote(name, min_gain, max_drop, floor)
+    result = promote(name, min_gain, max_drop, floor, tracking_uri=tracking_uri or None)
     Path(decision.path).write_text(gate_markdown(result))
     decision.metadata.update(promoted=bool(result.promoted), challenger=str(result.challenger),
                              champion_before=str(result.champion_before or ""),

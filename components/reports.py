@@ -3,8 +3,9 @@ Markdown for the gate). Pure functions of the step's result objects, so they are
 
 from __future__ import annotations
 
+import dataclasses
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -63,12 +64,17 @@ def gate_markdown(decision: Any) -> str:
              f"- challenger: {_field(decision, 'challenger')}",
              f"- champion before: {_field(decision, 'champion_before') or 'none'}", "", "## Reasons", ""]
     lines += [f"- {r}" for r in (_field(decision, "reasons") or ["none given"])]
-    rows: Sequence[Mapping[str, Any]] = _field(decision, "rows") or []
+    rows = [_as_dict(row) for row in (_field(decision, "rows") or [])]
     if rows:
         cols = list(rows[0].keys())
         lines += ["", "## Comparison", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         lines += ["| " + " | ".join(_cell(row.get(c)) for c in cols) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def _as_dict(row: Any) -> Mapping[str, Any]:
+    """A comparison row: a dict, or a dataclass such as registry.registry.GateRow."""
+    return row if isinstance(row, Mapping) else dataclasses.asdict(row)
 
 
 def _cell(value: Any) -> str:

@@ -4,6 +4,7 @@ tiny dataset: the same code the pipeline runs in each step, without the orchestr
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -86,12 +87,19 @@ def test_failures_line_names_checks_counts_and_first_rows():
     assert failures_line({"failed_expectations": {}}) == "no failed expectations"
 
 
-def test_gate_note_lists_reasons_and_rows():
+@dataclass
+class Row:
+    metric: str
+    challenger: float
+    champion: float
+
+
+@pytest.mark.parametrize("row", [{"metric": "t2v", "challenger": 10.5, "champion": 10.0}, Row("t2v", 10.5, 10.0)])
+def test_gate_note_lists_reasons_and_rows(row):
     note = gate_markdown({"promoted": False, "challenger": "3", "champion_before": "2",
-                          "reasons": ["AVG-all gain 0.10 < min_gain 0.50"],
-                          "rows": [{"direction": "t2v", "champion": 10.0, "challenger": 10.5}]})
+                          "reasons": ["AVG-all gain 0.10 < min_gain 0.50"], "rows": [row]})
     assert note.startswith("# Gate: not promoted") and "- AVG-all gain 0.10 < min_gain 0.50" in note
-    assert "| direction | champion | challenger |" in note and "| t2v | 10.00 | 10.50 |" in note
+    assert "| metric | challenger | champion |" in note and "| t2v | 10.50 | 10.00 |" in note
 
 
 @pytest.mark.parametrize("uri, expected", [
