@@ -119,7 +119,8 @@ def print_report(run: LocalRun, console: Console | None = None) -> Outcome:
     if decided.get("promoted") is not None:
         verdict = "promoted" if decided["promoted"] else "not promoted"
         console.print(f"gate: {verdict} (challenger {decided.get('challenger')}, champion before: "
-                      f"{decided.get('champion_before') or 'none'}): {decided.get('reasons')}", highlight=False)
+                      f"{decided.get('champion_before') or 'none'}): {decided.get('reasons') or 'every rule passed'}",
+                      highlight=False)
     where = Table(title="where everything is", show_header=False)
     where.add_column("what")
     where.add_column("where", overflow="fold")
