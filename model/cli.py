@@ -71,6 +71,97 @@ def data_summary(
         _fail(str(exc))
 
 
+@data_app.command("version")
+def data_version(
+    data: Annotated[Path, typer.Argument(help="Dataset directory inside the DVC project (DIR.dvc is written beside it).")] = Path("data"),
+    remote: Annotated[Optional[str], typer.Option(help="DVC remote name, or a URL/directory for this call (default: the project's default remote).")] = None,
+) -> None:
+    """Record DIR's version with DVC (dvc add + push); prints the version, the md5 of DVC's listing."""
+    from model.errors import OmniRetrieverError
+    from model.versioning import version_data
+
+    try:
+        version = version_data(data, remote)
+    except OmniRetrieverError as exc:
+        _fail(str(exc))
+    _echo_version(data, version)
+
+
+@data_app.command("pull")
+def data_pull(
+    data: Annotated[Path, typer.Argument(help="Dataset directory tracked by DIR.dvc.")] = Path("data"),
+    remote: Annotated[Optional[str], typer.Option(help="DVC remote name, or a URL/directory for this call (default: the project's default remote).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Generator processes if it must be regenerated (default: all cores).")] = None,
+) -> None:
+    """Make DIR match DIR.dvc: nothing if it does, else pull it, else regenerate it from its recipe, check and push."""
+    from model.errors import OmniRetrieverError
+    from model.versioning import pull_data
+
+    try:
+        version = pull_data(data, remote, workers=workers)
+    except OmniRetrieverError as exc:
+        _fail(str(exc))
+    for note in version.notes:
+        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+    _echo_version(data, version)
+
+
+def _echo_version(data: Path, version) -> None:
+    pushed = f"; pushed {version.pushed} files" if version.pushed else ""
+    typer.echo(f"{data}: {version.action}, {version.nfiles} files, {version.size / 1e6:.1f} MB "
+               f"({version.dvc_file.name}){pushed}")
+    typer.echo(f"version: {version.md5}")
+
+
+@data_app.command("validate")
+def data_validate(
+    data: Annotated[Path, typer.Argument(help="Dataset root (manifests/<split>.jsonl, media under it).")] = Path("data"),
+    split: Annotated[Optional[str], typer.Option(help="Split to validate (default: every manifests/*.jsonl).")] = None,
+    report: Annotated[Path, typer.Option(help="Report directory: summary.json, validated.jsonl, rejected.jsonl, data_docs/.")] = Path("runs/validation"),
+    max_rejected: Annotated[float, typer.Option(help="Exit 1 when more than this fraction of records is rejected.")] = 0.0,
+    min_seconds: Annotated[Optional[float], typer.Option(help="Shortest clip accepted, seconds [default: 1].")] = None,
+    max_seconds: Annotated[Optional[float], typer.Option(help="Longest clip accepted, seconds [default: 30].")] = None,
+    min_audio_rms: Annotated[Optional[float], typer.Option(help="Audio RMS (full scale 1.0) below this is silence [default: 0.001].")] = None,
+    max_caption_chars: Annotated[Optional[int], typer.Option(help="Longest caption accepted, characters [default: 500].")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Probe processes (default: all cores).")] = None,
+) -> None:
+    """Probe every triple and run the Great Expectations suite; exit 0 pass, 1 too many rejected, 2 unreadable."""
+    from model.errors import OmniRetrieverError
+    from model.validation import Thresholds, validate
+
+    try:
+        given = {"min_seconds": min_seconds, "max_seconds": max_seconds, "min_audio_rms": min_audio_rms,
+                 "max_caption_chars": max_caption_chars}
+        thresholds = Thresholds(**{k: v for k, v in given.items() if v is not None})
+        result = validate(data, report, split, max_rejected, thresholds=thresholds, workers=workers)
+    except (OmniRetrieverError, ValueError) as exc:
+        _fail(str(exc))
+    _print_validation(result, max_rejected)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def _print_validation(result, max_rejected: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if result.failed_expectations:
+        table = Table(title="Failed expectations")
+        for col in ("check", "records", "first ids", "reason"):
+            table.add_column(col, justify="right" if col == "records" else "left")
+        for name, entry in result.failed_expectations.items():
+            ids = ", ".join((entry["ids"] or entry["rows"])[:3]) + (" ..." if entry["count"] > 3 else "")
+            table.add_row(name, str(entry["count"]), ids, entry.get("error") or entry["reason"])
+        Console().print(table)
+    typer.echo(f"{result.total} records: {result.validated} validated, {result.rejected} rejected "
+               f"({result.rejected_fraction:.1%}; allowed {max_rejected:.1%})")
+    for name, error in result.errors.items():
+        typer.secho(f"expectation {name} errored: {error}", fg=typer.colors.RED, err=True)
+    typer.echo(f"report: {result.summary.parent}  data docs: {result.data_docs}")
+    if not result.passed:
+        typer.secho("validation FAILED", fg=typer.colors.RED, err=True)
+
+
 @app.command("train")
 def train_cmd(
     data: Annotated[Path, typer.Option(help="Dataset root (manifests/train.jsonl is used).")] = Path("data"),

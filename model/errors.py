@@ -66,3 +66,7 @@ class InputError(OmniRetrieverError, ValueError):
 
     def __reduce__(self):
         return (type(self), (self.row, self.field, self.reason))
+
+
+class VersioningError(OmniRetrieverError):
+    """A dataset that cannot be versioned, pushed or pulled: no DVC project, no .dvc file, a hash mismatch, ..."""
