@@ -62,3 +62,18 @@ lock:
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# The Kubeflow pipeline: compile the IR YAML; build (and push) the two component images.
+# `images` needs a Docker engine: it puts the project wheel and pins into each build context, then
+# lets `kfp component build` write kfp_config.ini and build with the Dockerfile there.
+.PHONY: compile images
+compile: setup
+	$(BIN)/omniretriever pipeline compile
+
+images: setup
+	rm -rf components/dist components/gpu/dist
+	$(BIN)/python -m pip wheel --quiet --no-deps -w components/dist .
+	cp constraints.txt components/dist/
+	cp -r components/dist components/gpu/dist
+	$(BIN)/kfp component build components --component-filepattern '*.py' --push-image
+	$(BIN)/kfp component build components/gpu --component-filepattern '*.py' --push-image

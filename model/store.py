@@ -131,6 +131,6 @@ def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizer: 
     for name, mod in modules.items():
         prefix = f"{name}."
         mod.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
+    set_rng_state(torch.load(path / "rng.pt", weights_only=True, map_location="cpu"))
     return checkpoint_step(path)

@@ -5,6 +5,10 @@ permutation), the augmentations and dropout. So a run killed at any point and re
 checkpoint ends with the same weights as an uninterrupted run (on the same machine and thread count).
 
 Trackers subscribe through the `Callback` protocol; model/ never imports one.
+
+Under torchrun (one process per GPU) each rank trains on its own slice of a global batch of
+batch_size x world clips, gradients are averaged across ranks and only rank 0 writes files and calls
+trackers (see model/distributed.py). A world of one is exactly the single-process run.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from tqdm.auto import tqdm
 from model.augment import AugmentConfig, augment_audio, augment_text, augment_video
 from model.config import EncoderConfig, load_config
 from model.data import ClipBank, concat_tokens, load_bank, make_batch, swap_slot
+from model.distributed import World, process_group
 from model.encoder import OmniEncoder
 from model.losses import Objective, hard_negative_partner, hard_negative_slot
 from model.modalities import A, T, V
@@ -103,8 +108,10 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def step_seed(seed: int, step: int) -> int:
-    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The seed of step `step` on rank `rank` (rank 0's equals the single-process seed)."""
+    entropy = [seed, step] + ([rank] if rank else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
@@ -126,13 +133,18 @@ def param_groups(modules: Sequence[torch.nn.Module], weight_decay: float) -> lis
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _to(batch: dict[str, torch.Tensor], device: torch.device | None) -> dict[str, torch.Tensor]:
+    return batch if device is None else {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def embed_step(encoder: OmniEncoder, bank: ClipBank, idx: torch.Tensor, tokenizer: TextTokenizer,
-               views: tuple[str, ...], step: int, aug: AugmentConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:
+               views: tuple[str, ...], step: int, aug: AugmentConfig, gen: torch.Generator,
+               device: torch.device | None = None) -> dict[str, torch.Tensor]:
     """Each embedding the objective needs, computed once. The batch is tokenised once and every view
     (T, V, A, TVA, and the hard negatives, which only permute a slot's tokens) is fused from those
     tokens; only the augmented positive needs a second tokenisation. Positive and hard negatives share
-    one trunk forward of 2B rows."""
-    batch = make_batch(bank, idx, tokenizer)
+    one trunk forward of 2B rows. Batches are built (and augmented) on the CPU, then moved to `device`."""
+    batch = _to(make_batch(bank, idx, tokenizer), device)
     mods = tuple(m for m in (T, V, A) if m in views or "TVA" in views)
     tokens = encoder.tokenize(batch, mods)
     z = {m: encoder.fuse(tokens, (m,)) for m in (T, V, A) if m in views}
@@ -143,6 +155,7 @@ def embed_step(encoder: OmniEncoder, bank: ClipBank, idx: torch.Tensor, tokenize
         augmented = make_batch(bank, idx, tokenizer, texts)
         augmented["video"] = augment_video(augmented["video"], aug, gen)
         augmented["audio"] = augment_audio(augmented["audio"], aug, gen)
+        augmented = _to(augmented, device)
         hard = swap_slot(tokens, hard_negative_slot(step), hard_negative_partner(len(idx)))
         both = encoder.fuse(concat_tokens(encoder.tokenize(augmented, (T, V, A)), hard), (T, V, A))  # (2B, E)
         z["TVA_aug"], z["TVA_hard"] = both[: len(idx)], both[len(idx):]
@@ -158,10 +171,11 @@ def build(cfg: TrainConfig, enc_cfg: EncoderConfig) -> tuple[OmniEncoder, Object
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, callbacks: Sequence[object] = (), progress: bool = True):
+    def __init__(self, cfg: TrainConfig, callbacks: Sequence[object] = (), progress: bool = True, world: World = World()):
         self.cfg = cfg
-        self.callbacks = list(callbacks)
-        self.progress = progress
+        self.world = world
+        self.callbacks = list(callbacks) if world.is_main else []  # trackers follow rank 0 only
+        self.progress = progress and world.is_main
         self.run = Path(cfg.out)
 
     def _setup(self, resume: bool) -> tuple[EncoderConfig, ClipBank, TextTokenizer, int | None]:
@@ -170,18 +184,34 @@ class Trainer:
         if not resume and (self.run / "checkpoints").exists():
             raise FileExistsError(f"{self.run} already holds a training run: pass --resume to continue it, or choose a new --out")
         enc_cfg = load_config(cfg.config)
-        bank = load_bank(cfg.data, "train", enc_cfg.decode, cache_dir=cfg.cache_dir, workers=cfg.workers,
-                         progress=self.progress)
-        if len(bank) < cfg.batch_size:
-            raise ValueError(f"--batch-size={cfg.batch_size} is larger than the training split ({len(bank)} clips)")
+        bank = self._load_train_split(enc_cfg)
+        needed = cfg.batch_size * self.world.size
+        if len(bank) < needed:
+            raise ValueError(f"--batch-size={cfg.batch_size} x {self.world.size} process(es) is larger than the "
+                             f"training split ({len(bank)} clips)")
         tok_path = self.run / "tokenizer.json"
+        tokenizer = None
         if checkpoint is not None and tok_path.exists():
             tokenizer = TextTokenizer.load(tok_path, enc_cfg.max_text_len)
-        else:
+        elif self.world.is_main:
             tokenizer = TextTokenizer.train(bank.texts, enc_cfg.vocab_size, enc_cfg.max_text_len)
             self.run.mkdir(parents=True, exist_ok=True)
             tokenizer.save(tok_path)
+        self.world.barrier()  # the other ranks read the tokenizer rank 0 trained
+        if tokenizer is None:
+            tokenizer = TextTokenizer.load(tok_path, enc_cfg.max_text_len)
         return replace(enc_cfg, vocab_size=tokenizer.vocab_size), bank, tokenizer, checkpoint
+
+    def _load_train_split(self, enc_cfg: EncoderConfig) -> ClipBank:
+        """Rank 0 decodes into the feature cache first; the other ranks then read the cache."""
+        cfg = self.cfg
+        if not self.world.is_main:
+            self.world.barrier()
+        bank = load_bank(cfg.data, "train", enc_cfg.decode, cache_dir=cfg.cache_dir, workers=cfg.workers,
+                         progress=self.progress)
+        if self.world.is_main:
+            self.world.barrier()
+        return bank
 
     def _finished(self, resume: bool) -> dict | None:
         """The summary of a run that already reached cfg.steps (checked before any decoding), else None."""
@@ -200,27 +230,35 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         enc_cfg, bank, tokenizer, checkpoint = self._setup(resume)
         encoder, objective, optimizer = build(cfg, enc_cfg)
+        encoder.to(self.world.device)
+        objective.to(self.world.device)
         modules = {"encoder": encoder, "objective": objective}
         start = load_checkpoint(checkpoint, modules, optimizer) if checkpoint else 0
-        log = JsonlLog(self.run / "train_log.jsonl", start)
-        params = {**cfg.to_dict(), "encoder": enc_cfg.to_dict(), "train_clips": len(bank), "resumed_from": start}
+        log = JsonlLog(self.run / "train_log.jsonl", start) if self.world.is_main else None
+        params = {**cfg.to_dict(), "encoder": enc_cfg.to_dict(), "train_clips": len(bank), "resumed_from": start,
+                  "world_size": self.world.size}
         _call(self.callbacks, "on_train_start", params)
         encoder.train()
         t0, last = time.perf_counter(), {}
         bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {cfg.objective}",
                    disable=not self.progress, dynamic_ncols=True)
         for step in bar:
-            last = train_step(step, cfg, encoder, objective, optimizer, bank, tokenizer)
-            log.on_step(step + 1, last)
+            last = train_step(step, cfg, encoder, objective, optimizer, bank, tokenizer, self.world)
+            if log is not None:
+                log.on_step(step + 1, last)
             _call(self.callbacks, "on_step", step + 1, last)
             bar.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in last.items() if k.endswith("loss")})
-            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            if self.world.is_main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
                 path = save_checkpoint(self.run, step + 1, modules, optimizer, {"train_config": cfg.to_dict()})
                 _call(self.callbacks, "on_checkpoint", step + 1, path)
         elapsed = time.perf_counter() - t0
+        self.world.check_in_sync([encoder, objective])
+        if not self.world.is_main:
+            return {"steps": cfg.steps, "resumed_from": start, "seconds": elapsed, "final": last, "rank": self.world.rank}
         save_model(self.run / "model", encoder, tokenizer, {"logit_scale.tau": objective.logit_scale.tau})
         summary = {"steps": cfg.steps, "resumed_from": start, "seconds": elapsed, "final": last,
-                   "samples_per_s": (cfg.steps - start) * cfg.batch_size / max(elapsed, 1e-9),
+                   "samples_per_s": (cfg.steps - start) * cfg.batch_size * self.world.size / max(elapsed, 1e-9),
+                   "world_size": self.world.size,
                    "model": str(self.run / "model")}
         (self.run / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         _call(self.callbacks, "on_train_end", summary)
@@ -228,19 +266,24 @@ class Trainer:
 
 
 def train_step(step: int, cfg: TrainConfig, encoder: OmniEncoder, objective: Objective, optimizer: torch.optim.Optimizer,
-               bank: ClipBank, tokenizer: TextTokenizer) -> dict[str, float]:
-    """One optimizer step; all of its randomness is seeded from (cfg.seed, step)."""
-    seed = step_seed(cfg.seed, step)
+               bank: ClipBank, tokenizer: TextTokenizer, world: World = World()) -> dict[str, float]:
+    """One optimizer step; all of its randomness is seeded from (cfg.seed, step, rank). Each rank takes
+    its slice of the step's global batch; gradients are averaged over ranks before clipping."""
+    seed = step_seed(cfg.seed, step, world.rank)
     torch.manual_seed(seed)  # dropout
     gen = torch.Generator().manual_seed(seed)  # augmentations
     for group in optimizer.param_groups:
         group["lr"] = lr_at(step, cfg)
-    idx = batch_indices(len(bank), cfg.batch_size, step, cfg.seed)
-    z = embed_step(encoder, bank, idx, tokenizer, objective.views(step), step, cfg.augment, gen)
+    idx = batch_indices(len(bank), cfg.batch_size * world.size, step, cfg.seed)
+    idx = idx[world.rank * cfg.batch_size: (world.rank + 1) * cfg.batch_size]
+    device = None if world.device.type == "cpu" else world.device
+    z = embed_step(encoder, bank, idx, tokenizer, objective.views(step), step, cfg.augment, gen, device)
     out = objective(z, step)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(list(encoder.parameters()) + list(objective.parameters()), cfg.grad_clip)
+    params = list(encoder.parameters()) + list(objective.parameters())
+    world.average_gradients(params)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     optimizer.step()
     metrics = {k: float(v.detach()) for k, v in out.items()}
     metrics.update(lr=optimizer.param_groups[0]["lr"], grad_norm=float(grad_norm))
@@ -248,4 +291,7 @@ def train_step(step: int, cfg: TrainConfig, encoder: OmniEncoder, objective: Obj
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, callbacks: Sequence[object] = (), progress: bool = True) -> dict:
-    return Trainer(cfg, callbacks, progress).fit(resume)
+    """Train (or resume) a run. Under torchrun this process is one rank of a distributed run; rank 0's
+    summary is the run's, the other ranks return theirs without writing anything."""
+    with process_group() as world:
+        return Trainer(cfg, callbacks, progress, world).fit(resume)

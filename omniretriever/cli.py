@@ -12,6 +12,7 @@ import typer
 from model import cli as model_cli
 from serving import cli as serving_cli
 from registry import cli as registry_cli
+from pipelines import cli as pipeline_cli
 
 
 def build_app() -> typer.Typer:
@@ -28,6 +29,7 @@ def build_app() -> typer.Typer:
     root.registered_groups.extend(serving_cli.app.registered_groups)  # index
     root.callback()(_install_trackers)
     root.add_typer(registry_cli.app, name="registry")
+    root.add_typer(pipeline_cli.app, name="pipeline")
     return root
 
 

@@ -1,0 +1,37 @@
+"""The evaluation step: the 12-direction OmniRetriever-Bench on the test split, in the CPU image."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Metrics, Model, Output
+
+from components.images import CPU_BASE_IMAGE, CPU_TARGET_IMAGE
+
+
+@dsl.component(base_image=CPU_BASE_IMAGE, target_image=CPU_TARGET_IMAGE)
+def evaluate_model(model: Input[Model], data: str, metrics: Output[Metrics], results: Output[Artifact],
+                   split: str = "test", run_id: str = "", tracking_uri: str = "") -> NamedTuple(
+        "EvaluationOutputs", [("avg_all", float), ("avg_single", float), ("avg_dual", float)]):
+    """Score the trained model on every direction of `split`. `results` is a directory holding
+    results.json (all metrics of the 12 directions) and results.png; `metrics` carries R@1 of each
+    direction and the three averages for the pipeline UI. With `run_id`, the results are also logged
+    to that MLflow run (the one training created)."""
+    from collections import namedtuple
+    from pathlib import Path
+
+    from model.evaluate import evaluate
+
+    out = Path(results.path)
+    out.mkdir(parents=True, exist_ok=True)
+    scores = evaluate(model.path, data, split, out / "results.json", progress=False)
+    for name, m in scores["directions"].items():
+        metrics.log_metric(f"{name}_R@1", float(m["R@1"]))
+    for key in ("AVG-single", "AVG-dual", "AVG-all"):
+        metrics.log_metric(key, float(scores[key]))
+    results.metadata.update(split=split, n_items=int(scores["n_items"]), avg_all=float(scores["AVG-all"]))
+    if run_id:
+        from registry.tracking import log_evaluation
+
+        log_evaluation(scores, out / "results.json", run_id, tracking_uri=tracking_uri or None)
+    outputs = namedtuple("EvaluationOutputs", ["avg_all", "avg_single", "avg_dual"])
+    return outputs(float(scores["AVG-all"]), float(scores["AVG-single"]), float(scores["AVG-dual"]))

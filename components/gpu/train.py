@@ -1,0 +1,35 @@
+"""The training step, in the CUDA image: torchrun with one process per visible GPU, in-process on a CPU.
+
+The task requests GPUs, lands on the GPU node pool and mounts the feature-cache volume; those
+settings live on the task in pipelines/pipeline.py, not here.
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Model, Output
+
+from components.images import CUDA_BASE_IMAGE, CUDA_TARGET_IMAGE
+
+
+@dsl.component(base_image=CUDA_BASE_IMAGE, target_image=CUDA_TARGET_IMAGE)
+def train_model(data: str, model: Output[Model], config: str = "tiny", objective: str = "full", steps: int = 300,
+                batch_size: int = 64, seed: int = 0, data_md5: str = "", tracking_uri: str = "",
+                pipeline_run_id: str = "", track: bool = True) -> NamedTuple("TrainOutputs", [("run_id", str), ("world_size", int),
+                                                                   ("final_loss", float)]):
+    """Train the unified AVT encoder on data/manifests/train.jsonl into the `model` artifact (a run
+    directory: model/ holds the saved model). With `track`, the run is logged to MLflow (with the
+    dataset's DVC version and the pipeline run as lineage) and its run id returned for evaluation and
+    registration."""
+    from collections import namedtuple
+
+    from components.training import run_training
+
+    kwargs = dict(data=data, out=model.path, config=config, objective=objective, steps=steps,
+                  batch_size=batch_size, seed=seed)
+    result = run_training(kwargs, tracking=track, tracking_uri=tracking_uri, pipeline_run_id=pipeline_run_id)
+    final_loss = float(result.summary.get("final", {}).get("loss", float("nan")))
+    model.metadata.update(config=config, objective=objective, steps=steps, world_size=result.world_size,
+                          mlflow_run_id=result.run_id, data_md5=data_md5)
+    outputs = namedtuple("TrainOutputs", ["run_id", "world_size", "final_loss"])
+    return outputs(result.run_id, result.world_size, final_loss)

@@ -1,0 +1,106 @@
+"""How the train component runs training: in this process on a CPU, under torchrun with one process
+per GPU when GPUs are visible. Either way the work is `model.train.train`; under torchrun each rank
+runs `python -m components.training SPEC` (this module's `main`), and rank 0 reports to MLflow.
+
+The spec is a small JSON file: {"train": TrainConfig keyword arguments, "tracking": bool,
+"tracking_uri": str, "pipeline_run_id": str}. The MLflow tracker (registry.tracking.MlflowTracker)
+records its run id in RUN/mlflow_run.json, which is how the launching process learns it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SPEC_FILE = "train_spec.json"
+RUN_RECORD = "mlflow_run.json"  # written by registry.tracking.MlflowTracker: {"tracking_uri", "run_id", ...}
+
+
+@dataclass
+class TrainResult:
+    summary: dict
+    run_id: str  # MLflow run id ("" without tracking)
+    world_size: int
+
+
+def visible_gpus() -> int:
+    """How many CUDA devices this process can use (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def torchrun_command(nproc: int, spec: Path) -> list[str]:
+    """torchrun on one node with `nproc` ranks, each running this module's main(SPEC)."""
+    launcher = shutil.which("torchrun")
+    head = [launcher] if launcher else [sys.executable, "-m", "torch.distributed.run"]
+    return [*head, "--standalone", f"--nproc_per_node={nproc}", "-m", "components.training", str(spec)]
+
+
+def run_training(train_kwargs: dict[str, Any], *, nproc: int | None = None, tracking: bool = True,
+                 tracking_uri: str = "", pipeline_run_id: str = "") -> TrainResult:
+    """Train into train_kwargs["out"]: torchrun with `nproc` ranks when nproc > 1 or GPUs are visible
+    (nproc defaults to their number), in this process otherwise. Raises RuntimeError naming the exit
+    status when a rank fails."""
+    nproc = visible_gpus() if nproc is None else nproc
+    spec = {"train": {k: str(v) if isinstance(v, Path) else v for k, v in train_kwargs.items()},
+            "tracking": tracking, "tracking_uri": tracking_uri, "pipeline_run_id": pipeline_run_id}
+    run = Path(train_kwargs["out"])
+    if nproc >= 1 and (nproc > 1 or visible_gpus() > 0):
+        run.mkdir(parents=True, exist_ok=True)
+        spec_path = run / SPEC_FILE
+        spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+        proc = subprocess.run(torchrun_command(nproc, spec_path), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if proc.returncode != 0:
+            raise RuntimeError(f"torchrun with {nproc} process(es) failed with exit status {proc.returncode}")
+        summary = json.loads((run / "train_summary.json").read_text())
+        run_id = json.loads((run / RUN_RECORD).read_text())["run_id"] if tracking else ""
+        return TrainResult(summary, run_id, nproc)
+    summary, run_id = _train(spec)
+    return TrainResult(summary, run_id, 1)
+
+
+def _train(spec: dict) -> tuple[dict, str]:
+    """Run model.train.train from a spec, with an MLflow tracker on rank 0 when spec["tracking"]."""
+    from model.train import TrainConfig, train
+
+    kwargs = dict(spec["train"])
+    cfg = TrainConfig(**{**kwargs, "data": Path(kwargs["data"]), "out": Path(kwargs["out"])})
+    rank = int(os.environ.get("RANK", "0"))
+    tracker = _mlflow_tracker(cfg, spec) if spec["tracking"] and rank == 0 else None
+    summary = train(cfg, callbacks=[tracker] if tracker else [], progress=rank == 0)
+    return summary, _run_id(tracker) if tracker else ""
+
+
+def _mlflow_tracker(cfg: Any, spec: dict) -> Any:
+    """The MLflow callback of registry.tracking, on `tracking_uri` (the default store when empty)."""
+    from registry.tracking import MlflowTracker
+
+    return MlflowTracker(cfg, tracking_uri=spec.get("tracking_uri") or None,
+                         pipeline_run_id=spec.get("pipeline_run_id") or None)
+
+
+def _run_id(tracker: Any) -> str:
+    run_id = getattr(tracker, "run_id", None)
+    if not run_id:
+        raise RuntimeError("the MLflow tracker finished without a run id")
+    return str(run_id)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """torchrun worker: python -m components.training SPEC.json"""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        raise SystemExit("usage: python -m components.training SPEC.json")
+    _train(json.loads(Path(args[0]).read_text()))
+
+
+if __name__ == "__main__":
+    main()

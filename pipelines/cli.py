@@ -1,0 +1,118 @@
+"""`omniretriever pipeline run|compile|schedule`: the Kubeflow pipeline from the command line.
+
+Heavy imports (kfp, rich tables, the components) happen inside the commands, so mounting this group
+keeps `omniretriever --help` fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+app = typer.Typer(help="Run the pipeline locally, compile it for Kubeflow, schedule retraining.",
+                  no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs; VALUE is read as JSON when it parses (numbers, booleans, dicts), else a string."""
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--param {pair!r}: expected KEY=VALUE")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+@app.command("run")
+def run_cmd(
+    data: Annotated[Path, typer.Option(help="Dataset root (manifests/ and videos/).")] = Path("data"),
+    train_steps: Annotated[int, typer.Option(help="Training steps.")] = 300,
+    config: Annotated[str, typer.Option(help="Architecture: a packaged name (tiny, base) or a JSON file.")] = "tiny",
+    batch_size: Annotated[int, typer.Option(help="Clips per training step.")] = 64,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    root: Annotated[Path, typer.Option(help="Pipeline root: every run writes a directory here.")] = Path("runs/pipeline"),
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite ./mlflow.db).")] = None,
+    dvc_remote: Annotated[str, typer.Option(help="DVC remote to push the data version to (default: the configured one).")] = "",
+    param: Annotated[list[str], typer.Option("--param", help="Any other pipeline parameter, KEY=VALUE (repeatable).")] = [],
+    verbose: Annotated[bool, typer.Option("--verbose", help="Stream every step's full output (always kept in pipeline.log).")] = False,
+) -> None:
+    """Run the whole pipeline here with kfp.local: version -> validate -> train -> evaluate -> register -> gate
+    -> export + deploy (local endpoint). Exit 0 when it ran to an outcome (promoted, not promoted, or
+    validation failed), 1 when a step failed."""
+    from rich.console import Console
+
+    from pipelines.local import local_arguments, run_local
+    from pipelines.report import print_report
+
+    if not (data / "manifests").is_dir():
+        _fail(f"{data} has no manifests/ directory: not a dataset root (generate one with `omniretriever data synth`)")
+    if train_steps < 1 or batch_size < 2:
+        _fail(f"--train-steps must be >= 1 and --batch-size >= 2, got {train_steps} and {batch_size}")
+    console = Console(file=sys.stdout)
+    arguments = local_arguments(data, train_steps=train_steps, config=config, batch_size=batch_size, seed=seed,
+                                tracking_uri=tracking_uri, dvc_remote=dvc_remote, **_parse_params(param))
+
+    def on_event(step) -> None:
+        if step.status == "running":
+            console.print(f"[bold]>[/] {step.name} ... [dim]{time.strftime('%H:%M:%S')}[/]", highlight=False)
+        else:
+            mark = "[green]done[/]" if step.status == "succeeded" else f"[red]FAILED[/]: {step.error}"
+            console.print(f"  {step.name} {mark} in {step.seconds:.1f} s", highlight=False)
+
+    run = run_local(arguments, root, verbose=verbose, echo=sys.stdout, on_event=on_event)
+    result = print_report(run, console)
+    if result.code:
+        typer.secho(f"error: {result.message} (full log: {run.log})", fg=typer.colors.RED, err=True)
+        raise typer.Exit(result.code)
+
+
+@app.command("compile")
+def compile_cmd(
+    out: Annotated[Optional[Path], typer.Option(help="IR YAML to write (default pipelines/compiled/omniretriever.yaml).")] = None,
+) -> None:
+    """Compile the cluster pipeline (containerized components, GPU pool, volume, secrets) to IR YAML."""
+    from pipelines.compile import COMPILED, compile_pipeline
+
+    path = compile_pipeline(out or COMPILED)
+    typer.echo(f"compiled: {path}")
+
+
+@app.command("schedule")
+def schedule_cmd(
+    host: Annotated[str, typer.Option(help="Kubeflow Pipelines API URL, e.g. http://ml-pipeline.kubeflow:8888.")],
+    cron: Annotated[str, typer.Option(help="6-field cron, seconds first (e.g. '0 0 3 * * *': daily at 03:00).")] = "0 0 3 * * *",
+    experiment: Annotated[str, typer.Option(help="Experiment name (created when missing).")] = "omniretriever",
+    job_name: Annotated[str, typer.Option(help="Recurring run name: an existing one is replaced.")] = "omniretriever-retrain",
+    package: Annotated[Optional[Path], typer.Option(help="Compiled pipeline (default pipelines/compiled/omniretriever.yaml).")] = None,
+    param: Annotated[list[str], typer.Option("--param", help="Pipeline parameter KEY=VALUE (repeatable).")] = [],
+    namespace: Annotated[Optional[str], typer.Option(help="Kubernetes namespace (multi-user deployments).")] = None,
+    token: Annotated[Optional[str], typer.Option(help="Bearer token for the KFP API.", envvar="KFP_TOKEN")] = None,
+) -> None:
+    """Create or update the recurring run that retrains the model on a schedule."""
+    from pipelines.schedule import schedule
+
+    try:
+        result = schedule(host, cron, package=package, experiment=experiment, job_name=job_name,
+                          params=_parse_params(param), namespace=namespace, token=token)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    except Exception as exc:  # the KFP client's API and connection errors
+        _fail(f"{host}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}", code=1)
+    made = "created" if result.experiment_created else "found"
+    typer.echo(f"experiment {experiment!r} {made} (id {result.experiment_id})")
+    replaced = f", replacing {', '.join(result.replaced)}" if result.replaced else ""
+    typer.echo(f"recurring run {job_name!r} {result.action}: id {result.recurring_run_id}, cron {result.cron!r}{replaced}")

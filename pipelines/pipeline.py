@@ -1,0 +1,171 @@
+"""The omniretriever pipeline: data -> version (DVC) -> validate (GX) -> train -> evaluate -> register
+-> gate -> export + deploy, the last two only when the gate promotes the challenger.
+
+    version-data ─► validate-data ─► [passed] train-model ─► evaluate-model ─► register-model ─► gate-model
+                                                                                   [promoted] ─► export-model ─► deploy-model
+
+One DAG, two flavours of the same components (see `Steps`):
+- cluster: the containerized components (target images) plus the Kubernetes settings: training asks
+  for GPUs, lands on the GPU node pool (node selector and tolerations are pipeline parameters), the data
+  steps share a workspace volume (the dataset and the feature cache, OMNIRETRIEVER_CACHE), DVC and MLflow
+  credentials come from Kubernetes secrets, and the flaky steps (data pull, register, deploy) retry
+  with backoff. This is what `compile` writes.
+- local: lightweight copies of the same functions, run by kfp.local's SubprocessRunner in this Python
+  environment, without Kubernetes settings and without retries (a local failure is reported at once;
+  pipelines/local.py passes the local arguments).
+
+The parameter defaults are the cluster's; a local run overrides the ones that differ.
+"""
+
+# No `from __future__ import annotations` here: kfp reads the pipeline function's annotations as types.
+from dataclasses import dataclass, fields, replace
+from typing import Any, Optional
+
+from kfp import dsl
+
+PIPELINE_NAME = "omniretriever"
+WORKSPACE_MOUNT = "/workspace"  # the workspace volume: dataset and feature cache
+FEATURE_CACHE = f"{WORKSPACE_MOUNT}/cache"  # OMNIRETRIEVER_CACHE of the tasks that decode media
+GPU_RESOURCE = "nvidia.com/gpu"
+DVC_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+MLFLOW_SECRET_KEYS = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+                      "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
+DEFAULT_NODE_SELECTOR = {"cloud.google.com/gke-nodepool": "gpu-pool"}
+DEFAULT_TOLERATIONS = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The pipeline's components, one per step."""
+
+    version_data: Any
+    validate_data: Any
+    train_model: Any
+    evaluate_model: Any
+    register_model: Any
+    gate_model: Any
+    export_model: Any
+    deploy_model: Any
+
+
+def containerized_steps() -> Steps:
+    """The components as declared in components/ (base and target images set): for a cluster."""
+    from components.data import validate_data, version_data
+    from components.evaluation import evaluate_model
+    from components.gpu.train import train_model
+    from components.registry_steps import gate_model, register_model
+    from components.serving_steps import deploy_model, export_model
+
+    return Steps(version_data, validate_data, train_model, evaluate_model, register_model, gate_model,
+                 export_model, deploy_model)
+
+
+def local_steps() -> Steps:
+    """Lightweight copies of the same functions: kfp.local's SubprocessRunner runs only lightweight
+    components, in this Python environment (nothing is installed: install_kfp_package=False)."""
+    from components.images import CPU_BASE_IMAGE
+
+    steps = containerized_steps()
+    return replace(steps, **{f.name: dsl.component(getattr(steps, f.name).python_func, base_image=CPU_BASE_IMAGE,
+                                                   install_kfp_package=False) for f in fields(Steps)})
+
+
+def _retry(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Steps that talk to a remote (DVC remote, MLflow, the Kubernetes API) retry with backoff."""
+    return task.set_retry(3, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s")
+
+
+def _on_workspace(task: dsl.PipelineTask, pvc: Any) -> None:
+    from kfp import kubernetes
+
+    kubernetes.mount_pvc(task, pvc_name=pvc, mount_path=WORKSPACE_MOUNT)
+    task.set_env_variable("OMNIRETRIEVER_CACHE", FEATURE_CACHE)
+
+
+def _with_secret(task: dsl.PipelineTask, secret: Any, keys: dict[str, str]) -> None:
+    from kfp import kubernetes
+
+    kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=keys)
+
+
+def _on_gpu_pool(task: dsl.PipelineTask, gpus: Any, node_selector: Any, tolerations: Any) -> None:
+    from kfp import kubernetes
+
+    task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus)
+    kubernetes.add_node_selector_json(task, node_selector_json=node_selector)
+    kubernetes.add_toleration_json(task, toleration_json=tolerations)
+
+
+def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
+    """The pipeline over `steps` (containerized by default); `cluster` adds the Kubernetes settings."""
+    from components.images import CPU_TARGET_IMAGE
+
+    s = steps or containerized_steps()
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="OmniRetriever: version, validate, train, evaluate on 12 "
+                  "directions, register, gate, and deploy the promoted model.")
+    def omniretriever(
+        data: str = f"{WORKSPACE_MOUNT}/data",
+        dvc_remote: str = "",
+        pull_data: bool = True,
+        max_rejected: float = 0.0,
+        config: str = "tiny",
+        objective: str = "full",
+        train_steps: int = 300,
+        batch_size: int = 64,
+        seed: int = 0,
+        eval_split: str = "test",
+        mlflow_tracking_uri: str = "http://mlflow.mlflow.svc.cluster.local:5000",
+        model_name: str = "omniretriever",
+        min_gain: float = 0.0,
+        max_drop: float = 2.0,
+        floor: float = 1.0,
+        deploy_target: str = "kserve",
+        namespace: str = "kubeflow-user",
+        storage_uri: str = "",
+        transformer_image: str = CPU_TARGET_IMAGE,
+        canary_percent: int = 10,
+        serving_gpus: int = 1,
+        gpus: int = 1,
+        gpu_node_selector: dict = DEFAULT_NODE_SELECTOR,
+        gpu_tolerations: list = DEFAULT_TOLERATIONS,
+        workspace_pvc: str = "omniretriever-workspace",
+        dvc_secret: str = "omniretriever-dvc",
+        mlflow_secret: str = "omniretriever-mlflow",
+    ) -> None:
+        version = s.version_data(data=data, remote=dvc_remote, pull=pull_data)
+        check = s.validate_data(data=data, max_rejected=max_rejected).after(version)
+        tasks = [version, check]
+        # Conditions test the steps' single return value ("Output"): kfp.local resolves only those in a
+        # condition (a NamedTuple field there silently reads as unset and skips the branch).
+        with dsl.If(check.outputs["Output"] == True, name="validation-passed"):  # noqa: E712 (a pipeline condition)
+            train = s.train_model(data=data, config=config, objective=objective, steps=train_steps,
+                                  batch_size=batch_size, seed=seed, data_md5=version.outputs["md5"],
+                                  tracking_uri=mlflow_tracking_uri, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+            evaluation = s.evaluate_model(model=train.outputs["model"], data=data, split=eval_split,
+                                          run_id=train.outputs["run_id"], tracking_uri=mlflow_tracking_uri)
+            register = s.register_model(run_id=train.outputs["run_id"], name=model_name,
+                                        tracking_uri=mlflow_tracking_uri).after(evaluation)
+            gate = s.gate_model(name=model_name, min_gain=min_gain, max_drop=max_drop, floor=floor,
+                                tracking_uri=mlflow_tracking_uri).after(register)
+            tasks += [train, evaluation, register, gate]
+            with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712
+                export = s.export_model(model=train.outputs["model"])
+                deploy = s.deploy_model(repository=export.outputs["repository"], target=deploy_target,
+                                        name=model_name, namespace=namespace, storage_uri=storage_uri,
+                                        transformer_image=transformer_image, canary_percent=canary_percent,
+                                        gpus=serving_gpus)
+                tasks += [export, deploy]
+        for task in tasks:
+            task.set_caching_options(False)  # every step has side effects (DVC, MLflow, deployments)
+        if cluster:
+            for task in (version, register, deploy):
+                _retry(task)
+            for task in (version, check, train, evaluation):
+                _on_workspace(task, workspace_pvc)
+            _with_secret(version, dvc_secret, DVC_SECRET_KEYS)
+            for task in (train, evaluation, register, gate):
+                _with_secret(task, mlflow_secret, MLFLOW_SECRET_KEYS)
+            _on_gpu_pool(train, gpus, gpu_node_selector, gpu_tolerations)
+
+    return omniretriever
