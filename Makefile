@@ -38,8 +38,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: setup
 	$(BIN)/omniretriever data pull $(DATA)
-	$(BIN)/omniretriever train --data $(DATA) --out $(RUN_DIR) --resume
-	$(BIN)/omniretriever evaluate --model $(RUN_DIR) --data $(DATA) --split test
+	$(BIN)/omniretriever pipeline run --data $(DATA)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
