@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run    set up, then the main job: pull (or regenerate) the default dataset, train, evaluate
+#   make run    set up, then the main job: pull (or regenerate) the default dataset, then the whole pipeline locally
 #   make test   set up, then the test suite
 # Set-up creates .venv and installs the project with the exact pins in constraints.txt.
 # It is redone only when pyproject.toml or constraints.txt change.
@@ -20,7 +20,7 @@ PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
 .PHONY: setup run test bench lock clean help
 
 help:
-	@echo "make run    set up, then pull or regenerate $(DATA)/, train $(RUN_DIR)/ and score it on the 12 directions"
+	@echo "make run    set up, pull or regenerate $(DATA)/, then run the whole pipeline locally (omniretriever pipeline run)"
 	@echo "make test   set up, then run the tests"
 	@echo "make bench  set up, then run the benchmarks under bench/"
 
