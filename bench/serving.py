@@ -36,7 +36,7 @@ _BENCH = Path(__file__).resolve().parent
 sys.path[:] = [str(_BENCH.parent)] + [p for p in sys.path if Path(p or os.curdir).resolve() != _BENCH] + [str(_BENCH)]
 from common import report  # noqa: E402
 
-from model.inference import INPUTS, Preprocessor  # noqa: E402
+from model.inference import Preprocessor  # noqa: E402
 from model.store import load_model  # noqa: E402
 
 WORKLOADS = ("text", "av")
@@ -132,14 +132,9 @@ class Paths:
         }
 
     def _triton_inputs(self, arrays: dict[str, np.ndarray]) -> list:
-        from serving.tensors import v2_datatype
+        from serving.client import encoder_inputs
 
-        out = []
-        for name in INPUTS:
-            tensor = self.grpc.InferInput(name, list(arrays[name].shape), v2_datatype(arrays[name].dtype))
-            tensor.set_data_from_numpy(arrays[name])
-            out.append(tensor)
-        return out
+        return encoder_inputs(self.grpc, arrays)
 
 
 def measure(model: Path, items: list, work: Path, concurrencies: list[int], seconds: float) -> list[dict]:

@@ -19,7 +19,6 @@ per row at several batch sizes, and only then renamed into place, so a failed ex
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -32,7 +31,7 @@ import torch
 from model.errors import ExportError
 from model.inference import INPUTS, input_shapes
 from model.modalities import MODALITIES
-from model.store import LoadedModel, load_model
+from model.store import LoadedModel, load_model, weights_digest
 
 OUTPUT = "EMBEDDING"  # the graph's one output
 OPSET = 17
@@ -119,16 +118,6 @@ def _annotate(path: Path, loaded: LoadedModel) -> None:
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
 
-
-def weights_digest(model: str | Path) -> str:
-    """sha256 of a saved model's weights file: identifies the model an export or an index came from."""
-    from model.store import model_dir
-
-    h = hashlib.sha256()
-    with open(model_dir(model) / "model.safetensors", "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_parity(onnx_path: Path, loaded: LoadedModel, batches: tuple[int, ...] = PARITY_BATCHES,

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from model.cache import file_digest
 from model.config import EncoderConfig
 from model.encoder import OmniEncoder
 from model.text import TextTokenizer
@@ -56,16 +57,22 @@ def save_model(path: str | Path, encoder: OmniEncoder, tokenizer: TextTokenizer,
     save_file(state, tmp / "model.safetensors", metadata={"format": "omniretriever-encoder-v1"})
     (tmp / "config.json").write_text(json.dumps(encoder.cfg.to_dict(), indent=2) + "\n")
     tokenizer.save(tmp / "tokenizer.json")
-    _replace_dir(tmp, path)
+    replace_dir(tmp, path)
     return path
 
 
-def _replace_dir(tmp: Path, dest: Path) -> None:
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Swap the finished directory `tmp` in for `dest`; the old contents are removed only after the swap."""
     old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
     if dest.exists():
         os.replace(dest, old)
     os.replace(tmp, dest)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def weights_digest(model: str | Path) -> str:
+    """sha256 of a saved model's weights file: identifies the model an export, an index or a logged model came from."""
+    return file_digest(model_dir(model) / "model.safetensors")
 
 
 def load_model(path: str | Path) -> LoadedModel:
@@ -109,7 +116,7 @@ def save_checkpoint(run: Path, step: int, modules: dict[str, torch.nn.Module], o
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(rng_state(), tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, **meta}, indent=2, default=str) + "\n")
-    _replace_dir(tmp, final)
+    replace_dir(tmp, final)
     for old in sorted(root.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -149,6 +149,7 @@ def verify_model(model_uri: str, expected_sha256: str | None) -> None:
     from mlflow.models import Model
 
     from model.inference import Embedder
+    from model.store import weights_digest
 
     with tempfile.TemporaryDirectory(prefix="omniretriever-verify-") as tmp:
         try:
@@ -156,7 +157,7 @@ def verify_model(model_uri: str, expected_sha256: str | None) -> None:
             flavor = Model.load(str(local / "MLmodel")).flavors["python_function"]
             model_dir = local / flavor["artifacts"]["model_dir"]["path"]
             embedding = Embedder(model_dir).embed([{"text": "a check that the model loads"}])
-            actual = tracking.sha256_file(model_dir / "model.safetensors")
+            actual = weights_digest(model_dir)
         except Exception as exc:  # any failure to read the artifacts means they cannot be served
             raise RegistryError(f"{model_uri}: the logged model's artifacts do not load "
                                 f"({type(exc).__name__}: {str(exc)[:300]})") from None

@@ -15,7 +15,6 @@ logs into it. An evaluation records `<split>.<direction>.<metric>` (R1, R5, R10,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -251,13 +250,6 @@ def _send_params(mlflow_client: "MlflowClient", run_id: str, params: dict[str, s
         mlflow_client.log_batch(run_id, params=items[start:start + 100])
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 # ---------------------------------------------------------------------------------------------------
 # the run record in RUN/
@@ -342,11 +334,11 @@ def log_trained_model(run_id: str, model_dir: Path, example_texts: Iterable[str]
     input example against the signature by loading the model and predicting it."""
     import mlflow
 
-    from model.store import load_model, model_dir as resolve_model_dir
+    from model.store import load_model, model_dir as resolve_model_dir, weights_digest
 
     model_dir = resolve_model_dir(model_dir)
     embed_dim = load_model(model_dir).config.embed_dim
-    weights = sha256_file(model_dir / "model.safetensors")
+    weights = weights_digest(model_dir)
     mlflow_client = client(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="omniretriever-code-") as tmp, mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(

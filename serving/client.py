@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.tensors import EMBEDDING, EMBEDDING_MODEL, IDS, REQUEST_FIELDS, SCORES, SEARCH_MODEL
+from serving.tensors import EMBEDDING, EMBEDDING_MODEL, IDS, REQUEST_FIELDS, SCORES, SEARCH_MODEL, v2_datatype
 
 Media = str | os.PathLike | bytes | None
 
@@ -55,6 +55,18 @@ def _read_media(value: Media, name: str) -> bytes:
     if not path.is_file():
         raise FileNotFoundError(f"--{name.lower()} {path}: no such file")
     return path.read_bytes()
+
+
+def encoder_inputs(module: Any, arrays: dict[str, np.ndarray]) -> list[Any]:
+    """The encoder's input arrays (model.inference.INPUTS) as tritonclient InferInputs for Triton direct."""
+    from model.inference import INPUTS  # torch: imported only by callers that build encoder inputs
+
+    inputs = []
+    for name in INPUTS:
+        tensor = module.InferInput(name, list(arrays[name].shape), v2_datatype(arrays[name].dtype))
+        tensor.set_data_from_numpy(arrays[name])
+        inputs.append(tensor)
+    return inputs
 
 
 def request_inputs(module: Any, text: str | None, video: Media, audio: Media) -> list[Any]:

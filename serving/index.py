@@ -106,7 +106,7 @@ def build_index(model: str | Path, data: str | Path, split: str, views: list[str
     """Embed every item of DATA's split in each view with the saved model and write the index to `out`."""
     from model.data import load_bank
     from model.evaluate import embed_views
-    from model.export import weights_digest
+    from model.store import weights_digest
     from model.store import load_model
 
     canonical = list(dict.fromkeys(canonical_view(v) for v in views))

@@ -24,7 +24,6 @@ REPO as it was; an existing REPO is replaced only if it is a repository built he
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -32,8 +31,9 @@ import time
 from pathlib import Path
 
 from model.config import EncoderConfig
-from model.export import ExportResult, export_onnx, weights_digest
-from model.store import load_model, model_dir
+from model.cache import file_digest
+from model.export import ExportResult, export_onnx
+from model.store import load_model, model_dir, replace_dir, weights_digest
 from serving.tensors import ENCODER_MODEL, MAX_BATCH_SIZE, TensorSpec, encoder_inputs, encoder_outputs
 
 FORMAT = "omniretriever-repository-v1"
@@ -83,13 +83,6 @@ def render_config(cfg: EncoderConfig, kind: str, parameters: dict[str, str] | No
     return "\n".join(lines) + "\n"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _write_production(tmp: Path, model: Path, cfg: EncoderConfig) -> tuple[ExportResult, str]:
     model_root = production_dir(tmp) / ENCODER_MODEL
@@ -98,7 +91,7 @@ def _write_production(tmp: Path, model: Path, cfg: EncoderConfig) -> tuple[Expor
     (model_root / "config.pbtxt").write_text(render_config(cfg, PRODUCTION))
     (model_root / "encoder.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     shutil.copyfile(source / "tokenizer.json", model_root / "tokenizer.json")
-    return result, _sha256(result.onnx)
+    return result, file_digest(result.onnx)
 
 
 def _write_local(tmp: Path, cfg: EncoderConfig, onnx_sha256: str) -> None:
@@ -135,18 +128,11 @@ def build_repository(model: Path, repo: Path) -> Path:
                 "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (production_dir(tmp) / ENCODER_MODEL / "model.json").write_text(json.dumps(info, indent=2) + "\n")
         (tmp / "repository.json").write_text(json.dumps(info, indent=2) + "\n")
-        _swap_in(tmp, repo)
+        replace_dir(tmp, repo)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return repo
 
-
-def _swap_in(tmp: Path, repo: Path) -> None:
-    old = repo.with_name(f".{repo.name}.old-{os.getpid()}")
-    if repo.exists():
-        os.replace(repo, old)
-    os.replace(tmp, repo)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_repository(repo: str | Path) -> dict:

@@ -17,15 +17,15 @@ from tritonclient.utils import InferenceServerException
 from typer.testing import CliRunner
 
 from model.export import random_inputs
-from model.inference import INPUTS, Embedder
+from model.inference import Embedder
 from model.manifest import read_split, resolve_media
 from model.synth import write_mp4
 from omniretriever.cli import app
-from serving.client import query, split_url
+from serving.client import encoder_inputs, query, split_url
 from serving.index import build_index, load_index
 from serving.launcher import LocalEndpoint
 from serving.limits import MiB, ServingLimits
-from serving.tensors import EMBEDDING, EMBEDDING_MODEL, ENCODER_MODEL, IDS, SCORES, SEARCH_MODEL, v2_datatype
+from serving.tensors import EMBEDDING, EMBEDDING_MODEL, ENCODER_MODEL, IDS, SCORES, SEARCH_MODEL
 from tests.conftest import ramp_frames, tone
 
 LIMITS = ServingLimits(max_request_bytes=2 * MiB, max_media_bytes=512 * 1024, max_media_seconds=6.0, max_rows=16)
@@ -109,11 +109,7 @@ def test_both_servers_are_ready_with_their_models(endpoint):
 def test_triton_direct_matches_pytorch(endpoint, embedder, protocol):
     arrays = random_inputs(embedder.loaded, 9, seed=5)
     module = CLIENTS[protocol]
-    inputs = []
-    for name in INPUTS:
-        tensor = module.InferInput(name, list(arrays[name].shape), v2_datatype(arrays[name].dtype))
-        tensor.set_data_from_numpy(arrays[name])
-        inputs.append(tensor)
+    inputs = encoder_inputs(module, arrays)
     url = endpoint.triton_http_url if protocol == "http" else endpoint.triton_grpc_url
     got = connect(url, protocol).infer(ENCODER_MODEL, inputs).as_numpy(EMBEDDING)
     np.testing.assert_allclose(got, embedder.forward(arrays), atol=1e-5)
@@ -256,11 +252,7 @@ def test_triton_refuses_a_row_with_nothing_present(endpoint, embedder, protocol)
     arrays = random_inputs(embedder.loaded, 3, seed=2)
     arrays["present"][1] = False
     module = CLIENTS[protocol]
-    inputs = []
-    for name in INPUTS:
-        tensor = module.InferInput(name, list(arrays[name].shape), v2_datatype(arrays[name].dtype))
-        tensor.set_data_from_numpy(arrays[name])
-        inputs.append(tensor)
+    inputs = encoder_inputs(module, arrays)
     url = endpoint.triton_http_url if protocol == "http" else endpoint.triton_grpc_url
     with pytest.raises(InferenceServerException, match="row 1: no modality present"):
         connect(url, protocol).infer(ENCODER_MODEL, inputs)
