@@ -1,6 +1,6 @@
 """Wall time of each pipeline step in a local run (kfp.local SubprocessRunner), the figure `make run` reports.
 
-    python bench/pipeline.py [--data data] [--train-steps 300] [--batch-size 64] [--root runs/bench-pipeline]
+    python bench/pipeline.py [--data data] [--train-steps N] [--batch-size N] [--root runs/bench-pipeline]
 
 Runs the whole local pipeline once, exactly as `omniretriever pipeline run` does (the working
 directory's DVC project and MLflow store), and reports each step's wall time and its share of the
@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import report  # noqa: E402
 
+from model.defaults import BATCH_SIZE, TRAIN_STEPS  # noqa: E402
 from pipelines.local import local_arguments, run_local  # noqa: E402
 from pipelines.report import outcome  # noqa: E402
 
@@ -24,8 +25,8 @@ from pipelines.report import outcome  # noqa: E402
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("data"))
-    ap.add_argument("--train-steps", type=int, default=300)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--train-steps", type=int, default=TRAIN_STEPS)
+    ap.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     ap.add_argument("--root", type=Path, default=Path("runs/bench-pipeline"))
     args = ap.parse_args(argv)
     run = run_local(local_arguments(args.data, train_steps=args.train_steps, batch_size=args.batch_size), args.root)

@@ -1,10 +1,12 @@
 """Training step time and samples/s for the pairwise, distill and full objectives, side by side.
 
-    python bench/train.py [--data data] [--config tiny] [--batch-size 64] [--steps 10] [--rounds 3]
+    python bench/train.py [--data data] [--config tiny] [--batch-size 64] [--steps 10] [--rounds 3] [--token-keep 0.5]
 
 The objectives take turns (round-robin, `--rounds` times `--steps` timed steps each, after 2 warm-up
-steps) in one process on the same clips, so machine noise hits all three alike. The figure is the
-full/pairwise step-time ratio. Also reported: how many encoder forwards (in token-rows) each needs.
+steps) in one process on the same clips, so machine noise hits all of them alike. Each objective is
+timed with every token and with `--token-keep` of the video and audio tokens (training's
+--token-keep). The figure is the full/pairwise step-time ratio. Also reported: how many trunk tokens
+each needs per sample.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from model.text import TextTokenizer  # noqa: E402
 from model.train import TrainConfig, build, train_step  # noqa: E402
 
 
-def tokens_per_row(objective: str, cfg) -> int:
+def tokens_per_row(objective: str, cfg, keep: float = 1.0) -> int:
     """Trunk tokens per sample per step (text counted at max length): a proxy for forward cost.
     Singles T, V, A together cost one tuple's tokens; each fused view (TVA, TVA_aug, TVA_hard) one more."""
     fused = sum(v.startswith("TVA") for v in Objective(objective).views(0))
-    return (1 + fused) * (cfg.max_text_len + cfg.video_tokens + cfg.audio_tokens)
+    kept = max(1, round(cfg.video_tokens * keep)) + max(1, round(cfg.audio_tokens * keep))
+    return (1 + fused) * (cfg.max_text_len + kept)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--token-keep", type=float, default=0.5)
     args = ap.parse_args(argv)
     if not (args.data / "manifests").is_dir():
         from model.synth import SynthConfig, synthesize
@@ -53,30 +57,32 @@ def main(argv: list[str] | None = None) -> None:
     bank = load_bank(args.data, "train", enc_cfg.decode, limit=8 * args.batch_size)
     tokenizer = TextTokenizer.train(bank.texts, enc_cfg.vocab_size, enc_cfg.max_text_len)
     enc_cfg = replace(enc_cfg, vocab_size=tokenizer.vocab_size)
+    variants = [(o, k) for o in OBJECTIVES for k in dict.fromkeys((1.0, args.token_keep))]
     states = {}
-    for objective in OBJECTIVES:
+    for objective, keep in variants:
         cfg = TrainConfig(data=args.data, out=Path("unused"), objective=objective, batch_size=args.batch_size,
-                          steps=10_000, warmup_steps=10)
+                          steps=10_000, warmup_steps=10, token_keep=keep)
         torch.manual_seed(0)
-        states[objective] = (cfg, *build(cfg, enc_cfg))
-    times: dict[str, list[float]] = {o: [] for o in OBJECTIVES}
-    step = {o: 0 for o in OBJECTIVES}
+        states[objective, keep] = (cfg, *build(cfg, enc_cfg))
+    times: dict[tuple[str, float], list[float]] = {v: [] for v in variants}
+    step = {v: 0 for v in variants}
     for rnd in range(args.rounds + 1):
-        for objective, (cfg, encoder, obj, opt) in states.items():
+        for variant, (cfg, encoder, obj, opt) in states.items():
             n = 2 if rnd == 0 else args.steps  # round 0 warms up
             for _ in range(n):
                 start = time.perf_counter()
-                train_step(step[objective], cfg, encoder, obj, opt, bank, tokenizer)
+                train_step(step[variant], cfg, encoder, obj, opt, bank, tokenizer)
                 if rnd:
-                    times[objective].append(time.perf_counter() - start)
-                step[objective] += 1
-    base = statistics.median(times["pairwise"])
+                    times[variant].append(time.perf_counter() - start)
+                step[variant] += 1
+    base = statistics.median(times["pairwise", 1.0])
     rows = []
-    for objective in OBJECTIVES:
-        med = statistics.median(times[objective])
-        rows.append({"objective": objective, "median step s": med, "p90 step s": statistics.quantiles(times[objective], n=10)[-1],
+    for objective, keep in variants:
+        med = statistics.median(times[objective, keep])
+        rows.append({"objective": objective, "token keep": keep, "median step s": med,
+                     "p90 step s": statistics.quantiles(times[objective, keep], n=10)[-1],
                      "samples/s": args.batch_size / med, "x pairwise": med / base,
-                     "tokens/sample": tokens_per_row(objective, enc_cfg)})
+                     "tokens/sample": tokens_per_row(objective, enc_cfg, keep)})
     report("train", f"Training steps: config {args.config}, batch {args.batch_size}, {args.rounds}x{args.steps} steps each, "
            f"{torch.get_num_threads()} threads", rows, {"config": enc_cfg.to_dict(), "batch_size": args.batch_size})
 

@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from model import defaults
+
 app = typer.Typer(
     name="omniretriever",
     help="Train, evaluate, register and serve OmniRetriever, an any-to-any audio-video-text retriever.",
@@ -203,14 +205,17 @@ def train_cmd(
     out: Annotated[Path, typer.Option(help="Run directory: model/, checkpoints/, train_log.jsonl.")] = Path("runs/latest"),
     config: Annotated[str, typer.Option(help="Architecture: a packaged name (tiny, base) or a JSON file.")] = "tiny",
     objective: Annotated[str, typer.Option(help="pairwise (L_A) | distill (L_A+L_D) | full (L_A+L_D+L_T).")] = "full",
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 300,
-    batch_size: Annotated[int, typer.Option(help="Clips per step (per process).")] = 64,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = defaults.TRAIN_STEPS,
+    batch_size: Annotated[int, typer.Option(help="Clips per step (per process).")] = defaults.BATCH_SIZE,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 2e-3,
     warmup_steps: Annotated[int, typer.Option(help="Linear warmup steps before cosine decay.")] = 30,
     seed: Annotated[int, typer.Option(help="Seed for initialisation, batches and augmentations.")] = 0,
     temperature: Annotated[float, typer.Option(help="Initial softmax temperature (the value itself if --fixed-temperature).")] = 0.07,
     fixed_temperature: Annotated[bool, typer.Option("--fixed-temperature", help="Do not learn the temperature (reference code: 0.01).")] = False,
     rotate_pairs: Annotated[bool, typer.Option("--rotate-pairs", help="Reference-code variant: one L_A pair per step.")] = False,
+    token_keep: Annotated[float, typer.Option(help="Fraction of video and audio tokens each training view keeps, drawn per clip "
+                                                   "(1 = all; 0.5 halves the trunk's video+audio work).")] = defaults.TOKEN_KEEP,
+    unmasked_steps: Annotated[float, typer.Option(help="Fraction of the last steps that keep every token.")] = defaults.UNMASKED_STEPS,
     checkpoint_every: Annotated[int, typer.Option(help="Write a resumable checkpoint every N steps.")] = 100,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
     workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).")] = None,
@@ -228,7 +233,8 @@ def train_cmd(
         cfg = TrainConfig(data=data, out=out, config=config, objective=objective, steps=steps, batch_size=batch_size,
                           lr=lr, warmup_steps=warmup_steps, seed=seed, temperature=temperature,
                           fixed_temperature=fixed_temperature, rotate_pairs=rotate_pairs,
-                          checkpoint_every=checkpoint_every, workers=workers)
+                          checkpoint_every=checkpoint_every, workers=workers, token_keep=token_keep,
+                          unmasked_steps=unmasked_steps)
         trackers = [] if no_track else [factory(cfg, options) for factory in _trackers(ctx).train]
         summary = _train_tracked(cfg, resume, trackers)
     except (OmniRetrieverError, ValueError, FileExistsError, FileNotFoundError) as exc:
@@ -282,7 +288,7 @@ def evaluate_cmd(
 def ablation_cmd(
     data: Annotated[Path, typer.Option(help="Dataset root.")] = Path("data"),
     seeds: Annotated[list[int], typer.Option("--seed", help="Seeds (repeat the option).")] = [0, 1, 2],
-    steps: Annotated[int, typer.Option(help="Training steps per run.")] = 300,
+    steps: Annotated[int, typer.Option(help="Training steps per run.")] = defaults.TRAIN_STEPS,
     config: Annotated[str, typer.Option(help="Architecture name or JSON file.")] = "tiny",
     out_dir: Annotated[Path, typer.Option(help="Where the runs go (finished runs are reused).")] = Path("runs/ablation"),
     report: Annotated[Path, typer.Option(help="Markdown report to write.")] = Path("docs/RESULTS.md"),

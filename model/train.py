@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from model.augment import AugmentConfig, augment_audio, augment_text, augment_video
 from model.config import EncoderConfig, load_config
+from model.defaults import BATCH_SIZE, TOKEN_KEEP, TRAIN_STEPS, UNMASKED_STEPS
 from model.data import ClipBank, concat_tokens, load_bank, make_batch, swap_slot
 from model.distributed import World, process_group
 from model.encoder import OmniEncoder
@@ -42,8 +43,8 @@ class TrainConfig:
     out: Path
     config: str = "tiny"  # packaged config name or a JSON path
     objective: str = "full"  # pairwise | distill | full
-    steps: int = 300
-    batch_size: int = 64
+    steps: int = TRAIN_STEPS
+    batch_size: int = BATCH_SIZE
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_steps: int = 30
@@ -56,15 +57,18 @@ class TrainConfig:
     workers: int | None = None
     cache_dir: Path | None = None  # default: $OMNIRETRIEVER_CACHE/features or .cache/omniretriever/features
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    token_keep: float = TOKEN_KEEP  # fraction of video and audio tokens each training view keeps (random per row)
+    unmasked_steps: float = UNMASKED_STEPS  # fraction of final steps trained with every token
 
     def __post_init__(self) -> None:
         rules = {"steps": self.steps >= 1, "batch_size": self.batch_size >= 2, "lr": self.lr > 0,
                  "warmup_steps": self.warmup_steps >= 0, "checkpoint_every": self.checkpoint_every >= 1,
-                 "grad_clip": self.grad_clip > 0}
+                 "grad_clip": self.grad_clip > 0, "token_keep": 0 < self.token_keep <= 1,
+                 "unmasked_steps": 0 <= self.unmasked_steps <= 1}
         bad = [f"--{k.replace('_', '-')}={getattr(self, k)!r}" for k, ok in rules.items() if not ok]
         if bad:
             raise ValueError(f"invalid training option(s): {', '.join(bad)} (steps, checkpoint-every >= 1; batch-size >= 2;"
-                             " lr, grad-clip > 0; warmup-steps >= 0)")
+                             " lr, grad-clip > 0; warmup-steps >= 0; 0 < token-keep <= 1; 0 <= unmasked-steps <= 1)")
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self), default=str))
@@ -137,27 +141,48 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device | None) -> dict[str
     return batch if device is None else {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def augmented_batch(bank: ClipBank, idx: torch.Tensor, tokenizer: TextTokenizer, aug: AugmentConfig,
+                    gen: torch.Generator) -> dict[str, torch.Tensor]:
+    texts = [augment_text(bank.texts[i], aug, gen) for i in idx.tolist()]
+    batch = make_batch(bank, idx, tokenizer, texts)
+    batch["video"] = augment_video(batch["video"], aug, gen)
+    batch["audio"] = augment_audio(batch["audio"], aug, gen)
+    return batch
+
+
+def keep_tokens(tokens: dict[str, tuple[torch.Tensor, torch.Tensor]], keep: float, gen: torch.Generator
+                ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """A random subset (`keep` of them, per row) of the video and audio tokens: cheaper and a regulariser."""
+    out = dict(tokens)
+    for m in (V, A):
+        if m not in tokens or keep >= 1.0:
+            continue
+        x, ok = tokens[m]
+        B, L, D = x.shape
+        k = max(1, round(L * keep))
+        idx = torch.rand(B, L, generator=gen).argsort(1)[:, :k].sort(1).values.to(x.device)  # (B, k)
+        out[m] = (x.gather(1, idx[..., None].expand(B, k, D)), ok.gather(1, idx))
+    return out
+
+
 def embed_step(encoder: OmniEncoder, bank: ClipBank, idx: torch.Tensor, tokenizer: TextTokenizer,
                views: tuple[str, ...], step: int, aug: AugmentConfig, gen: torch.Generator,
-               device: torch.device | None = None) -> dict[str, torch.Tensor]:
+               device: torch.device | None = None, token_keep: float = 1.0) -> dict[str, torch.Tensor]:
     """Each embedding the objective needs, computed once. The batch is tokenised once and every view
     (T, V, A, TVA, and the hard negatives, which only permute a slot's tokens) is fused from those
     tokens; only the augmented positive needs a second tokenisation. Positive and hard negatives share
     one trunk forward of 2B rows. Batches are built (and augmented) on the CPU, then moved to `device`."""
     batch = _to(make_batch(bank, idx, tokenizer), device)
     mods = tuple(m for m in (T, V, A) if m in views or "TVA" in views)
-    tokens = encoder.tokenize(batch, mods)
+    tokens = keep_tokens(encoder.tokenize(batch, mods), token_keep, gen)
     z = {m: encoder.fuse(tokens, (m,)) for m in (T, V, A) if m in views}
     if "TVA" in views:
         z["TVA"] = encoder.fuse(tokens, (T, V, A))
     if "TVA_aug" in views:
-        texts = [augment_text(bank.texts[i], aug, gen) for i in idx.tolist()]
-        augmented = make_batch(bank, idx, tokenizer, texts)
-        augmented["video"] = augment_video(augmented["video"], aug, gen)
-        augmented["audio"] = augment_audio(augmented["audio"], aug, gen)
-        augmented = _to(augmented, device)
+        augmented = _to(augmented_batch(bank, idx, tokenizer, aug, gen), device)
         hard = swap_slot(tokens, hard_negative_slot(step), hard_negative_partner(len(idx)))
-        both = encoder.fuse(concat_tokens(encoder.tokenize(augmented, (T, V, A)), hard), (T, V, A))  # (2B, E)
+        positive = keep_tokens(encoder.tokenize(augmented, (T, V, A)), token_keep, gen)
+        both = encoder.fuse(concat_tokens(positive, hard), (T, V, A))  # (2B, E)
         z["TVA_aug"], z["TVA_hard"] = both[: len(idx)], both[len(idx):]
     return z
 
@@ -277,7 +302,8 @@ def train_step(step: int, cfg: TrainConfig, encoder: OmniEncoder, objective: Obj
     idx = batch_indices(len(bank), cfg.batch_size * world.size, step, cfg.seed)
     idx = idx[world.rank * cfg.batch_size: (world.rank + 1) * cfg.batch_size]
     device = None if world.device.type == "cpu" else world.device
-    z = embed_step(encoder, bank, idx, tokenizer, objective.views(step), step, cfg.augment, gen, device)
+    z = embed_step(encoder, bank, idx, tokenizer, objective.views(step), step, cfg.augment, gen, device,
+                   cfg.token_keep if step < cfg.steps * (1 - cfg.unmasked_steps) else 1.0)
     out = objective(z, step)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()

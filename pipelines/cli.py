@@ -14,6 +14,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from model.defaults import BATCH_SIZE, TRAIN_STEPS
+
 app = typer.Typer(help="Run the pipeline locally, compile it for Kubeflow, schedule retraining.",
                   no_args_is_help=True)
 
@@ -40,9 +42,9 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
 @app.command("run")
 def run_cmd(
     data: Annotated[Path, typer.Option(help="Dataset root (manifests/ and videos/).")] = Path("data"),
-    train_steps: Annotated[int, typer.Option(help="Training steps.")] = 300,
+    train_steps: Annotated[int, typer.Option(help="Training steps.")] = TRAIN_STEPS,
     config: Annotated[str, typer.Option(help="Architecture: a packaged name (tiny, base) or a JSON file.")] = "tiny",
-    batch_size: Annotated[int, typer.Option(help="Clips per training step.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Clips per training step.")] = BATCH_SIZE,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     root: Annotated[Path, typer.Option(help="Pipeline root: every run writes a directory here.")] = Path("runs/pipeline"),
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite ./mlflow.db).")] = None,

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from model.defaults import BATCH_SIZE, TRAIN_STEPS
 from typing import Any, TextIO
 
 DEFAULT_ROOT = Path("runs/pipeline")
@@ -131,7 +133,7 @@ class LocalRun:
         return self.outputs.get(step, {}).get("artifacts", {}).get(name)
 
 
-def local_arguments(data: str | Path, *, train_steps: int = 300, config: str = "tiny", batch_size: int = 64,
+def local_arguments(data: str | Path, *, train_steps: int = TRAIN_STEPS, config: str = "tiny", batch_size: int = BATCH_SIZE,
                     seed: int = 0, tracking_uri: str | None = None, dvc_remote: str = "",
                     model_name: str = "omniretriever", **overrides: Any) -> dict[str, Any]:
     """The pipeline arguments of a run on this machine: the local dataset, no pull, MLflow in a local

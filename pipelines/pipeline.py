@@ -23,6 +23,8 @@ from typing import Any, Optional
 
 from kfp import dsl
 
+from model.defaults import BATCH_SIZE, TRAIN_STEPS
+
 PIPELINE_NAME = "omniretriever"
 WORKSPACE_MOUNT = "/workspace"  # the workspace volume: dataset and feature cache
 FEATURE_CACHE = f"{WORKSPACE_MOUNT}/cache"  # OMNIRETRIEVER_CACHE of the tasks that decode media
@@ -111,8 +113,8 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
         max_rejected: float = 0.0,
         config: str = "tiny",
         objective: str = "full",
-        train_steps: int = 300,
-        batch_size: int = 64,
+        train_steps: int = TRAIN_STEPS,
+        batch_size: int = BATCH_SIZE,
         seed: int = 0,
         eval_split: str = "test",
         mlflow_tracking_uri: str = "http://mlflow.mlflow.svc.cluster.local:5000",

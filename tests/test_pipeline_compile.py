@@ -143,3 +143,22 @@ def test_dockerfiles_start_from_the_pinned_base_images(dockerfile, base):
     assert froms == [base]
     assert re.search(r":\d+\.\d+\.\d+", base) and "latest" not in base, "base images are pinned to exact releases"
     assert "torch==2.13.0" in text and "constraints.txt" in text
+
+
+def test_every_entry_point_trains_on_the_same_default_budget():
+    """The training component's own defaults are literals (a lightweight component carries only its
+    source); they must agree with model/defaults.py like the pipeline's and the CLI's."""
+    import inspect
+
+    from components.gpu.train import train_model
+    from model import defaults
+    from model.train import TrainConfig
+    from pipelines.local import local_arguments
+
+    params = inspect.signature(train_model.python_func).parameters
+    assert (params["steps"].default, params["batch_size"].default) == (defaults.TRAIN_STEPS, defaults.BATCH_SIZE)
+    cfg = TrainConfig(data=Path("."), out=Path("."))
+    assert (cfg.steps, cfg.batch_size, cfg.token_keep, cfg.unmasked_steps) == (
+        defaults.TRAIN_STEPS, defaults.BATCH_SIZE, defaults.TOKEN_KEEP, defaults.UNMASKED_STEPS)
+    args = local_arguments("data")
+    assert (args["train_steps"], args["batch_size"]) == (defaults.TRAIN_STEPS, defaults.BATCH_SIZE)

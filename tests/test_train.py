@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from model.cli import app
 from model.modalities import DIRECTION_NAMES
-from model.train import TrainConfig, batch_indices, lr_at, train
+from model.modalities import A, T, V
+from model.train import TrainConfig, batch_indices, keep_tokens, lr_at, train
 
 runner = CliRunner()
 
@@ -77,7 +78,9 @@ def test_existing_run_needs_resume(trained_run, tiny_data):
 
 
 @pytest.mark.parametrize("args,message", [(["--steps", "0"], "--steps=0"), (["--objective", "triple"], "objective must be one of"),
-                                          (["--config", "huge"], "unknown config 'huge'")])
+                                          (["--config", "huge"], "unknown config 'huge'"),
+                                          (["--token-keep", "0"], "--token-keep=0.0"),
+                                          (["--unmasked-steps", "1.5"], "--unmasked-steps=1.5")])
 def test_bad_training_options(tiny_data, tmp_path, args, message):
     res = runner.invoke(app, train_args(tiny_data, tmp_path / "bad") + args)
     assert res.exit_code == 2 and message in res.output
@@ -89,6 +92,44 @@ def test_schedule_and_batches():
     epoch = torch.cat([batch_indices(10, 3, s, 0) for s in range(3)])
     assert len(set(epoch.tolist())) == 9  # one epoch: no row twice
     assert torch.equal(batch_indices(10, 3, 4, 0), batch_indices(10, 3, 4, 0))
+
+
+def test_keep_tokens_draws_a_per_row_subset_of_video_and_audio_only():
+    B, D = 4, 3
+    tokens = {T: (torch.randn(B, 5, D), torch.tensor([[1, 1, 1, 0, 0]] * B, dtype=torch.bool)),
+              V: (torch.arange(B * 8 * D, dtype=torch.float).view(B, 8, D), torch.ones(B, 8, dtype=torch.bool)),
+              A: (torch.randn(B, 6, D), torch.ones(B, 6, dtype=torch.bool))}
+    assert keep_tokens(tokens, 1.0, torch.Generator().manual_seed(0)) == tokens
+    kept = keep_tokens(tokens, 0.5, torch.Generator().manual_seed(0))
+    assert kept[T] is tokens[T]  # text keeps every token (and its padding mask)
+    assert kept[V][0].shape == (B, 4, D) and kept[A][0].shape == (B, 3, D) and kept[V][1].all()
+    for row in range(B):  # each row keeps distinct tokens of its own, in their original order
+        positions = (kept[V][0][row, :, 0] - tokens[V][0][row, 0, 0]) / D
+        assert positions.tolist() == sorted(set(positions.tolist())) and all(p in range(8) for p in positions.tolist())
+    rows = {tuple(kept[V][0][r, :, 0].sub(tokens[V][0][r, 0, 0]).tolist()) for r in range(B)}
+    assert len(rows) > 1  # drawn per row, not once for the batch
+    again = keep_tokens(tokens, 0.5, torch.Generator().manual_seed(0))
+    assert all(torch.equal(again[m][0], kept[m][0]) for m in (V, A))  # seeded: resumable
+
+
+def test_token_dropping_trains_and_resumes_exactly(tiny_data, tmp_path):
+    """With --token-keep the subsets come from the step's generator: two runs, one resumed, agree."""
+    class Interrupted(Exception):
+        pass
+
+    class StopAtFirstCheckpoint:
+        def on_checkpoint(self, step, path):
+            raise Interrupted
+
+    def cfg(out: Path) -> TrainConfig:
+        return TrainConfig(data=tiny_data, out=out, steps=4, batch_size=8, warmup_steps=1, workers=1,
+                           checkpoint_every=2, token_keep=0.5, unmasked_steps=0.25)
+    train(cfg(tmp_path / "a"), progress=False)
+    with pytest.raises(Interrupted):
+        train(cfg(tmp_path / "b"), callbacks=[StopAtFirstCheckpoint()], progress=False)
+    train(cfg(tmp_path / "b"), resume=True, progress=False)
+    a, b = load_file(tmp_path / "a" / "model" / "model.safetensors"), load_file(tmp_path / "b" / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_killed_run_resumes_to_identical_weights(tiny_data, tmp_path):

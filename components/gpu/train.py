@@ -13,7 +13,7 @@ from components.images import CUDA_BASE_IMAGE, CUDA_TARGET_IMAGE
 
 
 @dsl.component(base_image=CUDA_BASE_IMAGE, target_image=CUDA_TARGET_IMAGE)
-def train_model(data: str, model: Output[Model], config: str = "tiny", objective: str = "full", steps: int = 300,
+def train_model(data: str, model: Output[Model], config: str = "tiny", objective: str = "full", steps: int = 600,
                 batch_size: int = 64, seed: int = 0, data_md5: str = "", tracking_uri: str = "",
                 pipeline_run_id: str = "", track: bool = True) -> NamedTuple("TrainOutputs", [("run_id", str), ("world_size", int),
                                                                    ("final_loss", float)]):
