@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.defaults import BATCH_SIZE, TOKEN_KEEP, UNMASKED_STEPS
 from model.evaluate import evaluate
 from model.losses import OBJECTIVES
 from model.modalities import DIRECTION_NAMES
@@ -39,12 +40,20 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 def run_one(data: Path, out_dir: Path, objective: str, seed: int, steps: int, config: str, workers: int | None) -> dict:
     run = out_dir / f"{objective}-seed{seed}"
     results_path = run / "results.json"
+    cfg = TrainConfig(data=data, out=run, config=config, objective=objective, steps=steps, seed=seed, workers=workers)
+    checkpoint = latest_checkpoint(run)
+    if checkpoint is not None:  # a finished or interrupted run is reused only if it follows this recipe
+        earlier = json.loads((checkpoint / "state.json").read_text()).get("train_config", {})
+        recipe = {k: v for k, v in cfg.to_dict().items() if k not in ("workers", "cache_dir")}
+        changed = sorted(k for k, v in recipe.items() if earlier.get(k) != v)
+        if changed:
+            raise FileExistsError(f"{run} was trained with a different recipe ({', '.join(changed)} differ): "
+                                  "choose another --out or remove it")
     if results_path.exists():
         return json.loads(results_path.read_text())
     started = time.perf_counter()
     if not (run / "model" / "config.json").exists():
-        cfg = TrainConfig(data=data, out=run, config=config, objective=objective, steps=steps, seed=seed, workers=workers)
-        train(cfg, resume=latest_checkpoint(run) is not None)
+        train(cfg, resume=checkpoint is not None)
     results = evaluate(run, data, "test", results_path, workers=workers)
     results["wall_seconds"] = time.perf_counter() - started
     results_path.write_text(json.dumps(results, indent=2) + "\n")
@@ -61,7 +70,7 @@ def render(table: dict[str, list[dict]], meta: dict) -> str:
         "# Results: objective ablation",
         "",
         f"Produced by `{meta['command']}` on {meta['when']} ({meta['machine']}, {meta['threads']} CPU threads, "
-        f"torch {meta['torch']}). Each cell is the mean over seeds {meta['seeds']} ± the half-width of a 95% "
+        f"torch {meta['torch']}; {meta['recipe']}). Each cell is the mean over seeds {meta['seeds']} ± the half-width of a 95% "
         "t-interval over seeds; R@1 in percent on the test split "
         f"({meta['n_items']} items, chance {100 / meta['n_items']:.2f}).",
         "",
@@ -88,7 +97,9 @@ def run_ablation(data: Path, out_dir: Path, report: Path, seeds: list[int], step
     meta = {"command": command or f"omniretriever ablation --seeds {' '.join(map(str, seeds))} --steps {steps}",
             "when": time.strftime("%Y-%m-%d"), "machine": platform.machine(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "seeds": seeds, "n_items": next(iter(table.values()))[0]["n_items"],
-            "out_dir": str(out_dir)}
+            "out_dir": str(out_dir),
+            "recipe": f"batch {BATCH_SIZE}, {TOKEN_KEEP:g} of the video and audio tokens kept per view, "
+                      f"all of them in the last {UNMASKED_STEPS:.0%} of the steps"}
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(render(table, meta))
     summary = {o: {k: mean_ci([r[k] for r in runs]) for k in ("AVG-single", "AVG-dual", "AVG-all")} for o, runs in table.items()}

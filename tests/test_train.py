@@ -215,3 +215,13 @@ def test_evaluation_views_equal_separate_forwards(trained_run, tiny_data):
     with torch.no_grad():
         for view, z in emb.items():
             assert torch.allclose(z, model.encoder(batch, VIEWS[view]), atol=1e-5), view
+
+
+def test_ablation_reuses_a_run_only_when_its_recipe_matches(tiny_data, tmp_path, monkeypatch):
+    from model import ablation
+
+    monkeypatch.setattr(ablation, "TrainConfig", lambda **kw: TrainConfig(**kw, batch_size=8, warmup_steps=1))
+    first = ablation.run_one(tiny_data, tmp_path, "pairwise", 0, 2, "tiny", 1)
+    assert ablation.run_one(tiny_data, tmp_path, "pairwise", 0, 2, "tiny", 1) == first  # reused, not retrained
+    with pytest.raises(FileExistsError, match="steps differ"):
+        ablation.run_one(tiny_data, tmp_path, "pairwise", 0, 3, "tiny", 1)
