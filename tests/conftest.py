@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,14 @@ def ramp_frames(n: int, size: int = 96) -> np.ndarray:
 def tone(seconds: float, hz: float = 1000.0, sr: int = SAMPLE_RATE) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
     return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def loaded_by_import(modules: tuple[str, ...], heavy: tuple[str, ...]) -> list[str]:
+    """Which of `heavy` a fresh interpreter has loaded after importing `modules` (to keep imports light)."""
+    code = (f"import sys, {', '.join(modules)}; "
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    return out.split(",") if out else []
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,10 @@
 """The serving commands exist, have help, and importing the CLI or model.export pulls in no server library."""
 
-import subprocess
-import sys
-
 import pytest
 from typer.testing import CliRunner
 
 from omniretriever.cli import app
+from tests.conftest import loaded_by_import
 
 COMMANDS = [["export"], ["serve"], ["query"], ["index"], ["index", "build"], ["manifest"]]
 
@@ -18,10 +16,8 @@ def test_every_serving_command_has_help(cmd):
 
 
 def test_imports_stay_light_and_model_stays_free_of_serving_libraries():
-    code = ("import sys, omniretriever.cli, serving.cli, model.export; "
-            "print([m for m in ('kfp', 'mlflow', 'kserve', 'tritonclient', 'onnxruntime') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "[]"
+    assert loaded_by_import(("omniretriever.cli", "serving.cli", "model.export"),
+                            ("kfp", "mlflow", "kserve", "tritonclient", "onnxruntime")) == []
 
 
 def test_manifest_command_prints_yaml():

@@ -6,8 +6,6 @@ import base64
 import json
 import os
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from model import validation
 from model.errors import ManifestError
 from model.synth import write_mp4
 from omniretriever.cli import app
-from tests.conftest import FPS, SAMPLE_RATE, ramp_frames, tone
+from tests.conftest import FPS, SAMPLE_RATE, loaded_by_import, ramp_frames, tone
 
 runner = CliRunner()
 GOOD_SPLIT = "val"  # tiny_data's val split: 4 clean clips
@@ -269,10 +267,7 @@ def test_the_data_commands_have_help(cmd):
 
 
 def test_dvc_and_great_expectations_are_imported_only_when_used():
-    code = ("import sys, omniretriever.cli, model.versioning, model.validation; "
-            "print([m for m in ('dvc', 'great_expectations') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "[]"
+    assert loaded_by_import(("omniretriever.cli", "model.versioning", "model.validation"), ("dvc", "great_expectations")) == []
 
 
 def test_cli_exit_1_when_too_many_records_are_rejected_and_0_under_the_threshold(corrupt, tmp_path):
