@@ -1,12 +1,12 @@
 """Training step time and samples/s for the pairwise, distill and full objectives, side by side.
 
-    python bench/train.py [--data data] [--config tiny] [--batch-size 64] [--steps 10] [--rounds 3] [--token-keep 0.5]
+    python bench/train.py [--data data] [--config tiny] [--batch-size N] [--steps 10] [--rounds 3] [--token-keep K]
 
 The objectives take turns (round-robin, `--rounds` times `--steps` timed steps each, after 2 warm-up
 steps) in one process on the same clips, so machine noise hits all of them alike. Each objective is
-timed with every token and with `--token-keep` of the video and audio tokens (training's
---token-keep). The figure is the full/pairwise step-time ratio. Also reported: how many trunk tokens
-each needs per sample.
+timed with every token and with `--token-keep` of the video and audio tokens (by default the
+training default). The figure is the full/pairwise step-time ratio. Also reported: how many trunk
+tokens each needs per sample.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from common import report  # noqa: E402
 
 from model.config import load_config  # noqa: E402
 from model.data import load_bank  # noqa: E402
+from model.defaults import BATCH_SIZE, TOKEN_KEEP  # noqa: E402
 from model.losses import OBJECTIVES, Objective  # noqa: E402
 from model.text import TextTokenizer  # noqa: E402
 from model.train import TrainConfig, build, train_step  # noqa: E402
@@ -43,10 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("data"))
     ap.add_argument("--config", default="tiny")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--token-keep", type=float, default=0.5)
+    ap.add_argument("--token-keep", type=float, default=TOKEN_KEEP)
     args = ap.parse_args(argv)
     if not (args.data / "manifests").is_dir():
         from model.synth import SynthConfig, synthesize

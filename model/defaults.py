@@ -1,6 +1,6 @@
 """The default training budget: what `omniretriever train`, the ablation, the pipeline and the
 benchmarks use unless told otherwise. About 7 minutes of the full objective on 2 CPU cores; see
-docs/RESULTS.md for how it was chosen. Kept free of heavy imports: the pipeline definition reads it."""
+docs/TRAINING.md for how it was chosen. Kept free of heavy imports: the pipeline definition reads it."""
 
 TRAIN_STEPS = 600
 BATCH_SIZE = 64

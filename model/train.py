@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 
 from model.augment import AugmentConfig, augment_audio, augment_text, augment_video
 from model.config import EncoderConfig, load_config
-from model.defaults import BATCH_SIZE, TOKEN_KEEP, TRAIN_STEPS, UNMASKED_STEPS
 from model.data import ClipBank, concat_tokens, load_bank, make_batch, swap_slot
+from model.defaults import BATCH_SIZE, TOKEN_KEEP, TRAIN_STEPS, UNMASKED_STEPS
 from model.distributed import World, process_group
 from model.encoder import OmniEncoder
 from model.losses import Objective, hard_negative_partner, hard_negative_slot
