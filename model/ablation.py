@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.config import load_config
 from model.defaults import BATCH_SIZE, TOKEN_KEEP, UNMASKED_STEPS
 from model.evaluate import evaluate
 from model.losses import OBJECTIVES
@@ -37,6 +38,18 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), float(t * v.std(ddof=1) / np.sqrt(len(v)))
 
 
+def _changed_architecture(run: Path, config: str) -> list[str]:
+    """Fields of the architecture `config` names today that differ from the one `run` was trained
+    with (a packaged config such as tiny can change between releases). vocab_size is set by the run's
+    tokenizer, so it is not compared."""
+    saved = run / "model" / "config.json"
+    if not saved.exists():
+        return []  # an interrupted run: resuming checks the architecture against its checkpoint
+    then, now = json.loads(saved.read_text()), load_config(config).to_dict()
+    fields = sorted({*then, *now} - {"vocab_size", "comment"})
+    return [f"architecture {k}" for k in fields if then.get(k) != now.get(k)]
+
+
 def run_one(data: Path, out_dir: Path, objective: str, seed: int, steps: int, config: str, workers: int | None) -> dict:
     run = out_dir / f"{objective}-seed{seed}"
     results_path = run / "results.json"
@@ -45,7 +58,7 @@ def run_one(data: Path, out_dir: Path, objective: str, seed: int, steps: int, co
     if checkpoint is not None:  # a finished or interrupted run is reused only if it follows this recipe
         earlier = json.loads((checkpoint / "state.json").read_text()).get("train_config", {})
         recipe = {k: v for k, v in cfg.to_dict().items() if k not in ("workers", "cache_dir")}
-        changed = sorted(k for k, v in recipe.items() if earlier.get(k) != v)
+        changed = sorted(k for k, v in recipe.items() if earlier.get(k) != v) + _changed_architecture(run, config)
         if changed:
             raise FileExistsError(f"{run} was trained with a different recipe ({', '.join(changed)} differ): "
                                   "choose another --out or remove it")

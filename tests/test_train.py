@@ -225,3 +225,9 @@ def test_ablation_reuses_a_run_only_when_its_recipe_matches(tiny_data, tmp_path,
     assert ablation.run_one(tiny_data, tmp_path, "pairwise", 0, 2, "tiny", 1) == first  # reused, not retrained
     with pytest.raises(FileExistsError, match="steps differ"):
         ablation.run_one(tiny_data, tmp_path, "pairwise", 0, 3, "tiny", 1)
+    # the packaged architecture changed since the run was trained (same config name): refused, naming the fields
+    run_config = tmp_path / "pairwise-seed0" / "model" / "config.json"
+    saved = json.loads(run_config.read_text())
+    run_config.write_text(json.dumps({**saved, "tubelet_frames": 2, "decode": {**saved["decode"], "num_frames": 8}}))
+    with pytest.raises(FileExistsError, match=r"architecture decode, architecture tubelet_frames differ"):
+        ablation.run_one(tiny_data, tmp_path, "pairwise", 0, 2, "tiny", 1)
