@@ -29,14 +29,14 @@ from model.data import load_bank  # noqa: E402
 from model.defaults import BATCH_SIZE, TOKEN_KEEP  # noqa: E402
 from model.losses import OBJECTIVES, Objective  # noqa: E402
 from model.text import TextTokenizer  # noqa: E402
-from model.train import TrainConfig, build, train_step  # noqa: E402
+from model.train import TrainConfig, build, kept_count, train_step  # noqa: E402
 
 
 def tokens_per_row(objective: str, cfg, keep: float = 1.0) -> int:
     """Trunk tokens per sample per step (text counted at max length): a proxy for forward cost.
     Singles T, V, A together cost one tuple's tokens; each fused view (TVA, TVA_aug, TVA_hard) one more."""
     fused = sum(v.startswith("TVA") for v in Objective(objective).views(0))
-    kept = max(1, round(cfg.video_tokens * keep)) + max(1, round(cfg.audio_tokens * keep))
+    kept = kept_count(cfg.video_tokens, keep) + kept_count(cfg.audio_tokens, keep)
     return (1 + fused) * (cfg.max_text_len + kept)
 
 

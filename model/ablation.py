@@ -46,7 +46,7 @@ def _changed_architecture(run: Path, config: str) -> list[str]:
     if not saved.exists():
         return []  # an interrupted run: resuming checks the architecture against its checkpoint
     then, now = json.loads(saved.read_text()), load_config(config).to_dict()
-    fields = sorted({*then, *now} - {"vocab_size", "comment"})
+    fields = sorted({*then, *now} - {"vocab_size"})
     return [f"architecture {k}" for k in fields if then.get(k) != now.get(k)]
 
 

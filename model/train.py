@@ -150,6 +150,11 @@ def augmented_batch(bank: ClipBank, idx: torch.Tensor, tokenizer: TextTokenizer,
     return batch
 
 
+def kept_count(length: int, keep: float) -> int:
+    """How many of `length` tokens a view keeps at token keep `keep` (at least one)."""
+    return max(1, round(length * keep))
+
+
 def keep_tokens(tokens: dict[str, tuple[torch.Tensor, torch.Tensor]], keep: float, gen: torch.Generator
                 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """A random subset (`keep` of them, per row) of the video and audio tokens: cheaper and a regulariser."""
@@ -159,7 +164,7 @@ def keep_tokens(tokens: dict[str, tuple[torch.Tensor, torch.Tensor]], keep: floa
             continue
         x, ok = tokens[m]
         B, L, D = x.shape
-        k = max(1, round(L * keep))
+        k = kept_count(L, keep)
         idx = torch.rand(B, L, generator=gen).argsort(1)[:, :k].sort(1).values.to(x.device)  # (B, k)
         out[m] = (x.gather(1, idx[..., None].expand(B, k, D)), ok.gather(1, idx))
     return out

@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TextIO
 
 from model.defaults import BATCH_SIZE, TRAIN_STEPS
-from typing import Any, TextIO
 
 DEFAULT_ROOT = Path("runs/pipeline")
 LOG_NAME = "pipeline.log"

@@ -14,8 +14,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from model.cli import app
-from model.modalities import DIRECTION_NAMES
-from model.modalities import A, T, V
+from model.modalities import DIRECTION_NAMES, A, T, V
 from model.train import TrainConfig, batch_indices, keep_tokens, lr_at, train
 
 runner = CliRunner()
