@@ -85,6 +85,7 @@ def process_group() -> Iterator[World]:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield World(dist.get_rank(), dist.get_world_size(), device)
+        dist.barrier()  # on a clean exit no rank tears the group down while another still has work on it
     finally:
         dist.destroy_process_group()
 

@@ -29,17 +29,24 @@ def single_process_reference() -> tuple[float, float, torch.Tensor]:
     return float(nce.detach()), float(tup.detach()), a.grad
 
 
+def _rank_losses(rank: int) -> dict:
+    """This rank's share of the losses and its gradient, with the autograd graph (and the process
+    group its gather nodes hold) gone once it returns."""
+    a, b, h = (x[rank * B:(rank + 1) * B].clone().requires_grad_() for x in full_batch())
+    za, zb, zh = (F.normalize(x, dim=-1) for x in (a, b, h))
+    assert gather_features(za).shape == (WORLD * B, E)
+    nce = info_nce(za, zb, torch.tensor(10.0))
+    tup = TupleLoss()({"TVA": za, "TVA_aug": zb, "TVA_hard": zh}, torch.tensor(10.0), 0)["tuple_loss"]
+    (nce + tup).backward()
+    return {"nce": float(nce.detach()), "tup": float(tup.detach()), "grad": a.grad}
+
+
 def _worker(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
-        a, b, h = (x[rank * B:(rank + 1) * B].clone().requires_grad_() for x in full_batch())
-        za, zb, zh = (F.normalize(x, dim=-1) for x in (a, b, h))
-        assert gather_features(za).shape == (WORLD * B, E)
-        nce = info_nce(za, zb, torch.tensor(10.0))
-        tup = TupleLoss()({"TVA": za, "TVA_aug": zb, "TVA_hard": zh}, torch.tensor(10.0), 0)["tuple_loss"]
-        (nce + tup).backward()
-        torch.save({"nce": float(nce.detach()), "tup": float(tup.detach()), "grad": a.grad}, f"{out}/rank{rank}.pt")
+        torch.save(_rank_losses(rank), f"{out}/rank{rank}.pt")
+        dist.barrier()  # neither rank tears down the group while the other still has a collective on it
     finally:
         dist.destroy_process_group()
 

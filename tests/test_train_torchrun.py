@@ -64,6 +64,7 @@ def _sync_worker(rank: int, port: int, out: str) -> None:
         world.average_gradients([layer.weight])
         Path(out, f"rank{rank}.json").write_text(json.dumps({"same": same, "different": different,
                                                              "grad": layer.weight.grad.mean().item()}))
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
