@@ -5,10 +5,10 @@ import socket
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from model.distributed import process_group
 from model.losses import TupleLoss, gather_features, info_nce
 
 WORLD, B, E = 2, 4, 8
@@ -42,13 +42,10 @@ def _rank_losses(rank: int) -> dict:
 
 
 def _worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    try:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(WORLD))  # as torchrun sets them
+    with process_group():  # gloo on the CPU; torn down as training tears it down
         torch.save(_rank_losses(rank), f"{out}/rank{rank}.pt")
-        dist.barrier()  # neither rank tears down the group while the other still has a collective on it
-    finally:
-        dist.destroy_process_group()
 
 
 def free_port() -> int:

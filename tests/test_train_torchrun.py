@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from components.training import run_training, torchrun_command
-from model.distributed import World
+from model.distributed import World, process_group
 
 
 @pytest.mark.timeout(300)
@@ -50,12 +49,12 @@ def _verdict(world: World, layer: torch.nn.Module) -> str:
 
 
 def _sync_worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2")  # as torchrun sets them
+    with process_group() as world:
+        assert (world.rank, world.size) == (rank, 2)
         torch.manual_seed(0)
         layer = torch.nn.Linear(4, 4)
-        world = World(rank, 2)
         same = _verdict(world, layer)
         if rank == 1:
             layer.weight.data += 0.1
@@ -64,9 +63,6 @@ def _sync_worker(rank: int, port: int, out: str) -> None:
         world.average_gradients([layer.weight])
         Path(out, f"rank{rank}.json").write_text(json.dumps({"same": same, "different": different,
                                                              "grad": layer.weight.grad.mean().item()}))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.timeout(120)
