@@ -284,6 +284,27 @@ def evaluate_cmd(
             _fail(f"{exc} (the results are in {out})")
 
 
+@app.command("attributes")
+def attributes_cmd(
+    model: Annotated[Path, typer.Option(help="Run directory or model directory.")] = Path("runs/latest"),
+    data: Annotated[Path, typer.Option(help="A dataset written by `omniretriever data synth` (its scenes/ are read).")] = Path("data"),
+    split: Annotated[str, typer.Option(help="Split to score; its items form the gallery.")] = "test",
+    out: Annotated[Optional[Path], typer.Option(help="JSON path (default: MODEL/attributes.json).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).")] = None,
+) -> None:
+    """Per direction, how often the top-1 result shares each latent scene attribute with its query, beside chance."""
+    from model.attributes import agreement, print_agreement
+    from model.errors import OmniRetrieverError
+
+    out = out or (model / "attributes.json")
+    try:
+        result = agreement(model, data, split, out, workers=workers)
+    except (OmniRetrieverError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    print_agreement(result)
+    typer.echo(f"attributes: {out}")
+
+
 @app.command("ablation")
 def ablation_cmd(
     data: Annotated[Path, typer.Option(help="Dataset root.")] = Path("data"),

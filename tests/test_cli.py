@@ -8,7 +8,7 @@ from omniretriever.cli import app
 from tests.conftest import loaded_by_import
 
 runner = CliRunner()
-COMMANDS = [[], ["data"], ["data", "synth"], ["data", "summary"], ["train"], ["evaluate"], ["ablation"]]
+COMMANDS = [[], ["data"], ["data", "synth"], ["data", "summary"], ["train"], ["evaluate"], ["attributes"], ["ablation"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")
