@@ -54,7 +54,9 @@ def read_scene_attributes(data: Path, split: str, ids: Sequence[str]) -> dict[st
 
 
 def top1(query: torch.Tensor, gallery: torch.Tensor, block: int = 1024) -> torch.Tensor:
-    """Index of each query's best gallery item, (N,) int64, scored in blocks of queries."""
+    """Index of each query's best gallery item, (N,) int64, scored in blocks of queries (memory b x N).
+    A tie goes to the first of the tied items: a diagnostic, unlike the recall metrics, which
+    break ties at their expected rank."""
     return torch.cat([(query[s: s + block] @ gallery.T).argmax(1) for s in range(0, len(query), block)])
 
 
