@@ -81,7 +81,7 @@ def agreement(model_path: str | Path, data: str | Path, split: str = "test", out
               workers: int | None = None, progress: bool = True) -> dict:
     """Embed a split once and measure top-1 attribute agreement for every direction; writes JSON to `out`."""
     from model.data import load_bank
-    from model.evaluate import embed_views
+    from model.evaluate import embed_views, write_json
     from model.store import load_model
 
     model = load_model(model_path)
@@ -90,11 +90,7 @@ def agreement(model_path: str | Path, data: str | Path, split: str = "test", out
     result = {**attribute_agreement(embed_views(model, bank), attributes), "split": split, "n_items": len(bank),
               "model": str(model.path), "data": str(data)}
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(out)
+        write_json(out, result)
     return result
 
 

@@ -33,6 +33,9 @@ TrackingUriOption = Annotated[Optional[str], typer.Option("--tracking-uri", help
 ExperimentOption = Annotated[Optional[str], typer.Option("--experiment", help="MLflow experiment name (default: omniretriever).")]
 PipelineRunIdOption = Annotated[Optional[str], typer.Option("--pipeline-run-id", envvar="OMNIRETRIEVER_PIPELINE_RUN_ID", help="Lineage tag: the pipeline run that launched this.")]
 NoTrackOption = Annotated[bool, typer.Option("--no-track", help="Log nothing to MLflow.")]
+ModelDirOption = Annotated[Path, typer.Option(help="Run directory or model directory.")]
+SplitOption = Annotated[str, typer.Option(help="Split to score; its items form the gallery.")]
+WorkersOption = Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).")]
 
 
 def _tracking_options(tracking_uri: str | None, experiment: str | None, run_id: str | None,
@@ -218,7 +221,7 @@ def train_cmd(
     unmasked_steps: Annotated[float, typer.Option(help="Fraction of the last steps that keep every token.")] = defaults.UNMASKED_STEPS,
     checkpoint_every: Annotated[int, typer.Option(help="Write a resumable checkpoint every N steps.")] = 100,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
-    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).")] = None,
+    workers: WorkersOption = None,
     tracking_uri: TrackingUriOption = None,
     experiment: ExperimentOption = None,
     pipeline_run_id: PipelineRunIdOption = None,
@@ -254,11 +257,11 @@ def train_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     ctx: typer.Context,
-    model: Annotated[Path, typer.Option(help="Run directory or model directory.")] = Path("runs/latest"),
+    model: ModelDirOption = Path("runs/latest"),
     data: Annotated[Path, typer.Option(help="Dataset root.")] = Path("data"),
-    split: Annotated[str, typer.Option(help="Split to score; its items form the gallery.")] = "test",
+    split: SplitOption = "test",
     out: Annotated[Optional[Path], typer.Option(help="results.json path (a PNG is written beside it).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).")] = None,
+    workers: WorkersOption = None,
     tracking_uri: TrackingUriOption = None,
     experiment: ExperimentOption = None,
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="Log the results into this run (default: the run that trained --model, if tracked).")] = None,
@@ -286,11 +289,11 @@ def evaluate_cmd(
 
 @app.command("attributes")
 def attributes_cmd(
-    model: Annotated[Path, typer.Option(help="Run directory or model directory.")] = Path("runs/latest"),
+    model: ModelDirOption = Path("runs/latest"),
     data: Annotated[Path, typer.Option(help="A dataset written by `omniretriever data synth` (its scenes/ are read).")] = Path("data"),
-    split: Annotated[str, typer.Option(help="Split to score; its items form the gallery.")] = "test",
+    split: SplitOption = "test",
     out: Annotated[Optional[Path], typer.Option(help="JSON path (default: MODEL/attributes.json).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).")] = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Per direction, how often the top-1 result shares each latent scene attribute with its query, beside chance."""
     from model.attributes import agreement, print_agreement
@@ -313,7 +316,7 @@ def ablation_cmd(
     config: Annotated[str, typer.Option(help="Architecture name or JSON file.")] = "tiny",
     out_dir: Annotated[Path, typer.Option(help="Where the runs go (finished runs are reused).")] = Path("runs/ablation"),
     report: Annotated[Path, typer.Option(help="Markdown report to write.")] = Path("docs/RESULTS.md"),
-    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).")] = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Train and score pairwise, distill and full objectives over several seeds; write the table."""
     from model.ablation import run_ablation

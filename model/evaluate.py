@@ -97,6 +97,17 @@ def plot_results(results: dict, path: Path) -> Path:
     return path
 
 
+def write_json(path: str | Path, data: dict) -> Path:
+    """Write `data` as indented JSON atomically (a temp file beside it, then renamed): readers see the
+    old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
 def evaluate(model_path: str | Path, data: str | Path, split: str = "test", out: str | Path | None = None, *,
              cache_dir: Path | None = None, workers: int | None = None, limit: int | None = None,
              progress: bool = True, n_boot: int = 1000) -> dict:
@@ -107,10 +118,6 @@ def evaluate(model_path: str | Path, data: str | Path, split: str = "test", out:
     results = score_embeddings(embed_views(model, bank), n_boot=n_boot)
     results.update(split=split, n_items=len(bank), model=str(model.path), data=str(data))
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        tmp.replace(out)
+        out = write_json(out, results)
         results["plot"] = str(plot_results(results, out.with_suffix(".png")))
     return results
