@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         synthesize(args.data, SynthConfig(train=4 * args.batch_size, val=0, test=0))
     enc_cfg = load_config(args.config)
     bank = load_bank(args.data, "train", enc_cfg.decode, limit=8 * args.batch_size)
-    tokenizer = TextTokenizer.train(bank.texts, enc_cfg.vocab_size, enc_cfg.max_text_len)
+    tokenizer = TextTokenizer.train(bank.all_texts(), enc_cfg.vocab_size, enc_cfg.max_text_len)
     enc_cfg = replace(enc_cfg, vocab_size=tokenizer.vocab_size)
     variants = [(o, k) for o in OBJECTIVES for k in dict.fromkeys((1.0, args.token_keep))]
     states = {}

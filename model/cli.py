@@ -72,6 +72,8 @@ def data_synth(
     val: Annotated[int, typer.Option(help="Number of validation clips.")] = 300,
     test: Annotated[int, typer.Option(help="Number of test clips (the retrieval gallery).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives byte-identical files.")] = 0,
+    train_captions: Annotated[int, typer.Option(
+        help="Captions per training clip: the manifest's text plus alt_texts (val and test clips have one).")] = 6,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing dataset at --out.")] = False,
     if_missing: Annotated[bool, typer.Option("--if-missing", help="Do nothing when --out already holds this exact dataset.")] = False,
@@ -80,7 +82,7 @@ def data_synth(
     from model import synth
 
     try:
-        config = synth.SynthConfig(train=train, val=val, test=test, seed=seed)
+        config = synth.SynthConfig(train=train, val=val, test=test, seed=seed, train_captions=train_captions)
     except ValueError as exc:
         _fail(str(exc))
     if if_missing and synth.is_up_to_date(out, config):
@@ -219,6 +221,8 @@ def train_cmd(
     token_keep: Annotated[float, typer.Option(help="Fraction of video and audio tokens each training view keeps, drawn per clip "
                                                    "(1 = all; 0.5 halves the trunk's video+audio work).")] = defaults.TOKEN_KEEP,
     unmasked_steps: Annotated[float, typer.Option(help="Fraction of the last steps that keep every token.")] = defaults.UNMASKED_STEPS,
+    alt_texts: Annotated[bool, typer.Option("--alt-texts/--no-alt-texts", help="Draw each step's caption from a clip's "
+                                            "text and alt_texts, or use its text alone.")] = True,
     checkpoint_every: Annotated[int, typer.Option(help="Write a resumable checkpoint every N steps.")] = 100,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
     workers: WorkersOption = None,
@@ -237,7 +241,7 @@ def train_cmd(
                           lr=lr, warmup_steps=warmup_steps, seed=seed, temperature=temperature,
                           fixed_temperature=fixed_temperature, rotate_pairs=rotate_pairs,
                           checkpoint_every=checkpoint_every, workers=workers, token_keep=token_keep,
-                          unmasked_steps=unmasked_steps)
+                          unmasked_steps=unmasked_steps, alt_texts=alt_texts)
         trackers = [] if no_track else [factory(cfg, options) for factory in _trackers(ctx).train]
         summary = _train_tracked(cfg, resume, trackers)
     except (OmniRetrieverError, ValueError, FileExistsError, FileNotFoundError) as exc:

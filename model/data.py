@@ -1,7 +1,8 @@
 """Decoded splits held in memory (ClipBank) and the batches the encoder takes.
 
 A split is decoded once through the FeatureCache (in parallel, with a progress bar) into tensors:
-frames uint8 (N, F, H, W, 3), mel float32 (N, M, Fr), has_audio bool (N,), plus ids and captions.
+frames uint8 (N, F, H, W, 3), mel float32 (N, M, Fr), has_audio bool (N,), plus ids and captions
+(each clip's main caption, and every caption it has when its record carries alt_texts).
 Batches are dicts with the keys the encoder reads: text_ids, text_mask, video, audio.
 """
 
@@ -33,13 +34,28 @@ def default_cache_dir() -> Path:
 @dataclass
 class ClipBank:
     ids: list[str]
-    texts: list[str]
+    texts: list[str]  # the main caption of each clip (the one evaluation queries with)
     frames: torch.Tensor  # uint8 (N, F, H, W, 3)
     mel: torch.Tensor  # float32 (N, M, Fr)
     has_audio: torch.Tensor  # bool (N,)
+    captions: list[tuple[str, ...]] | None = None  # every caption of each clip, main first; None: texts only
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def all_texts(self) -> list[str]:
+        """Every caption in the bank (what a tokenizer is trained on)."""
+        return self.texts if self.captions is None else [t for caps in self.captions for t in caps]
+
+    def sample_texts(self, idx: torch.Tensor, gen: torch.Generator) -> list[str]:
+        """One caption per row of `idx`, drawn uniformly from the clip's captions with `gen`
+        (the main caption when the bank has no others; `gen` is then left untouched)."""
+        rows = idx.tolist()
+        if self.captions is None:
+            return [self.texts[i] for i in rows]
+        draw = torch.rand(len(rows), generator=gen).tolist()
+        return [self.captions[i][min(int(u * len(self.captions[i])), len(self.captions[i]) - 1)]
+                for i, u in zip(rows, draw)]
 
 
 _worker_cache: FeatureCache | None = None
@@ -77,9 +93,10 @@ def load_bank(data_root: str | Path, split: str, config: DecodeConfig, *, cache_
             mels.append(m)
             flags.append(h)
             bar.advance(task)
+    captions = [r.captions for r in records] if any(r.alt_texts for r in records) else None
     return ClipBank(ids=[r.id for r in records], texts=[r.text for r in records],
                     frames=torch.from_numpy(np.stack(frames)), mel=torch.from_numpy(np.stack(mels)),
-                    has_audio=torch.tensor(flags, dtype=torch.bool))
+                    has_audio=torch.tensor(flags, dtype=torch.bool), captions=captions)
 
 
 def make_batch(bank: ClipBank, idx: torch.Tensor | list[int], tokenizer: TextTokenizer,

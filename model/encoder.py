@@ -3,6 +3,7 @@
     tokens_T = Embed(text ids) + pos_T + type_T          (B, Lt, D)
     tokens_V = PatchStem(frames) + pos_V + type_V         (B, Lv, D)  small patches -> MLP -> tubelets
     tokens_A = PatchStem(log-mel) + pos_A + type_A        (B, La, D)  small patches -> MLP -> patches
+    (a training view may keep a subset of the V and A tokens; the stem then runs on those alone)
     h = Trunk(concat of the present modalities' tokens)   one shared transformer, one joint forward
     z = normalize(Head(Pool(h)))                          (B, E)  pooled over valid tokens (max by default)
 
@@ -45,7 +46,7 @@ class TextTokens(nn.Module):
 
 
 class PatchStem(nn.Module):
-    """Small patches -> a per-patch MLP (Linear, GELU, Linear, GELU) -> `merge` neighbouring patches
+    """Small patches -> a per-patch MLP (Linear, GELU, Linear, GELU) -> the `merge` patches of a token
     concatenated -> Linear to the trunk width. With hidden == 0 it is a plain linear patch embedding
     (ViT). All matrix products: far cheaper on CPU than convolution stems of the same depth."""
 
@@ -55,9 +56,19 @@ class PatchStem(nn.Module):
                     if hidden else nn.Identity())
         self.proj = nn.Linear((hidden or patch_dim) * merge, dim)
 
-    def forward(self, patches: torch.Tensor, group: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """patches (..., patch_dim) -> MLP -> group (rearranges to (B, L, merge * hidden)) -> (B, L, D)."""
-        return self.proj(group(self.mlp(patches)))
+    def forward(self, groups: torch.Tensor) -> torch.Tensor:
+        """groups (B, L, merge, patch_dim): each token's patches -> (B, L, D)."""
+        return self.proj(self.mlp(groups).flatten(-2))
+
+
+def _kept(groups: torch.Tensor, pos: torch.Tensor, keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens a view keeps, before the stem runs: groups (B, L, G, P) and pos (L, D) -> the rows of
+    `keep` (B, k) token indices (all of them when keep is None). The stem then only works on those."""
+    if keep is None:
+        return groups, pos
+    B, k = keep.shape
+    idx = keep.to(groups.device)
+    return groups.gather(1, idx[:, :, None, None].expand(B, k, *groups.shape[2:])), pos[idx]
 
 
 class VideoTokens(nn.Module):
@@ -69,20 +80,16 @@ class VideoTokens(nn.Module):
         self.stem = PatchStem(3 * self.sp * self.sp, cfg.stem_dim, self.tt * self.m * self.m, cfg.dim)
         self.pos = nn.Parameter(torch.zeros(cfg.video_tokens, cfg.dim))
 
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, batch: Batch, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         frames = batch["video"]  # (B, F, H, W, 3) uint8 or float in [0, 255]
         B, F_, H, W, C = frames.shape
         sp, tt, m = self.sp, self.tt, self.m
-        x = frames.to(self.pos.dtype) / 127.5 - 1.0
-        x = x.reshape(B, F_, H // sp, sp, W // sp, sp, C).permute(0, 1, 2, 4, 3, 5, 6)  # (B, F, h, w, sp, sp, C)
-        x = x.reshape(B, F_, H // sp, W // sp, sp * sp * C)  # (B, F, h, w, P)
-
-        def group(y: torch.Tensor) -> torch.Tensor:  # (B, F, h, w, E) -> (B, F/tt * h/m * w/m, tt*m*m*E)
-            E, h, w = y.shape[-1], H // sp // m, W // sp // m
-            y = y.reshape(B, F_ // tt, tt, h, m, w, m, E).permute(0, 1, 3, 5, 2, 4, 6, 7)
-            return y.reshape(B, (F_ // tt) * h * w, tt * m * m * E)
-
-        x = self.stem(x, group) + self.pos  # (B, Lv, D)
+        h, w = H // sp // m, W // sp // m
+        # (B, F/tt, tt, h, m, sp, w, m, sp, C) -> tokens (F/tt, h, w), each of tt*m*m patches of sp*sp*C values
+        x = frames.reshape(B, F_ // tt, tt, h, m, sp, w, m, sp, C).permute(0, 1, 3, 6, 2, 4, 7, 5, 8, 9)
+        x = x.reshape(B, (F_ // tt) * h * w, tt * m * m, sp * sp * C)
+        x, pos = _kept(x, self.pos, keep)  # gathered while still uint8: the cheapest place to drop tokens
+        x = self.stem(x.to(self.pos.dtype) / 127.5 - 1.0) + pos  # (B, Lv, D)
         return x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
 
 
@@ -98,21 +105,18 @@ class AudioTokens(nn.Module):
         self.stem = PatchStem(self.sp * self.sp, cfg.stem_dim, self.mm * self.mf, cfg.dim)
         self.pos = nn.Parameter(torch.zeros(cfg.audio_tokens, cfg.dim))
 
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, batch: Batch, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         mel = batch["audio"][:, :, : self.frames]  # (B, M, Fr) log-mel
         B, M, Fr = mel.shape
         sp, mm, mf = self.sp, self.mm, self.mf
+        gm, gf = M // sp // mm, Fr // sp // mf
         mean = mel.mean(dim=(1, 2), keepdim=True)
         std = mel.std(dim=(1, 2), keepdim=True)
-        x = (mel - mean) / (std + 1e-3)  # per-clip standardisation: gain-invariant
-        x = x.reshape(B, M // sp, sp, Fr // sp, sp).permute(0, 1, 3, 2, 4).reshape(B, M // sp, Fr // sp, sp * sp)
-
-        def group(y: torch.Tensor) -> torch.Tensor:  # (B, M/sp, Fr/sp, E) -> (B, tokens, mm*mf*E)
-            E, gm, gf = y.shape[-1], M // sp // mm, Fr // sp // mf
-            y = y.reshape(B, gm, mm, gf, mf, E).permute(0, 1, 3, 2, 4, 5)
-            return y.reshape(B, gm * gf, mm * mf * E)
-
-        x = self.stem(x, group) + self.pos  # (B, La, D)
+        x = (mel - mean) / (std + 1e-3)  # per-clip standardisation (over the whole clip): gain-invariant
+        # (B, gm, mm, sp, gf, mf, sp) -> tokens (gm, gf), each of mm*mf patches of sp*sp values
+        x = x.reshape(B, gm, mm, sp, gf, mf, sp).permute(0, 1, 4, 2, 5, 3, 6).reshape(B, gm * gf, mm * mf, sp * sp)
+        x, pos = _kept(x, self.pos, keep)
+        x = self.stem(x) + pos  # (B, La, D)
         return x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
 
 
@@ -195,9 +199,19 @@ class OmniEncoder(nn.Module):
             if name.endswith(".pos") or name.startswith("type_embed"):
                 nn.init.normal_(p, std=0.02)
 
-    def tokenize(self, batch: Batch, modalities: tuple[str, ...]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """modality -> (tokens (B, Lm, D) with type embedding, valid (B, Lm)). Views of one batch share these."""
-        return {m: self._typed(m, *self.tokenizers[m](batch)) for m in MODALITIES if m in modalities}
+    def tokenize(self, batch: Batch, modalities: tuple[str, ...], keep: Mapping[str, torch.Tensor] | None = None
+                 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """modality -> (tokens (B, Lm, D) with type embedding, valid (B, Lm)). Views of one batch share these.
+
+        `keep` maps video and/or audio to the token indices (B, k) each row keeps (training's token
+        dropping): only those tokens are computed, in that order. Text always keeps every token."""
+        keep = keep or {}
+        out = {}
+        for m in MODALITIES:
+            if m in modalities:
+                x, ok = self.tokenizers[m](batch, keep[m]) if m in keep else self.tokenizers[m](batch)
+                out[m] = self._typed(m, x, ok)
+        return out
 
     def _typed(self, m: str, x: torch.Tensor, ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x + self.type_embed[m], ok

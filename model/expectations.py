@@ -23,14 +23,10 @@ from typing import TYPE_CHECKING
 
 import great_expectations.expectations as gxe
 
-from model.validation import OK
+from model.validation import BAD_CAPTION_CHARS, OK
 
 if TYPE_CHECKING:
     from model.validation import Thresholds
-
-# control characters other than tab, newline and carriage return (C0, DEL, C1), lone surrogates, and
-# U+FFFD, the replacement character that bad decoding leaves behind
-BAD_CAPTION_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffd]"
 
 
 class ExpectCheckToPass(gxe.ExpectColumnValuesToBeInSet):
@@ -51,6 +47,11 @@ class ExpectTextToHaveContent(gxe.ExpectColumnValuesToMatchRegex):
 
 class ExpectCaptionCharactersToBeClean(gxe.ExpectColumnValuesToNotMatchRegex):
     """A caption holds no control characters, lone surrogates or U+FFFD."""
+
+
+class ExpectAltTextsToBeClean(gxe.ExpectColumnValuesToBeNull):
+    """A record's further captions (alt_texts, optional) are a list of clean, non-empty captions within
+    the length limit; the column holds what is wrong, naming the caption by index."""
 
 
 class ExpectAudioNotSilent(gxe.ExpectColumnValuesToBeBetween):
@@ -89,6 +90,8 @@ def build_checks(t: Thresholds) -> list[Check]:
               gxe.ExpectColumnValueLengthsToBeBetween(column="text", max_value=t.max_caption_chars)),
         Check("caption_characters", "caption has control or invalid characters",
               ExpectCaptionCharactersToBeClean(column="text", regex=BAD_CAPTION_CHARS)),
+        Check("alt_texts", "a further caption (alt_texts) is malformed, empty, too long or has invalid characters",
+              ExpectAltTextsToBeClean(column="alt_texts_issue")),
         # the probe's stages, in order
         Check("probe", "the probe failed on this record", ExpectProbeToComplete(column="probe_error")),
         Check("path_inside_root", "media path is outside the data root", passes("paths_inside_root")),

@@ -3,6 +3,11 @@
     DATA/manifests/<split>.jsonl   one record a line: {"id", "text", "video", "audio"}
     DATA/videos/<id>.mp4           video with its audio muxed in; "audio" may name the same mp4
 
+A record may also carry "alt_texts": a list of other captions of the same clip (as MSR-VTT and
+AudioCaps give several per training video). Training draws one of a clip's captions per step;
+evaluation always queries with "text". A record without alt_texts is written without the field,
+so a plain manifest stays byte-identical to the released format.
+
 `read_manifest` raises on the first bad line; `scan_manifest` reports every line, good or bad,
 for callers that must account for each record (validation). `resolve_media` is the one place a
 manifest path becomes a filesystem path: it refuses anything that would leave the data root.
@@ -20,20 +25,34 @@ from pathlib import Path
 from model.errors import ManifestError, PathEscapeError
 
 FIELDS: tuple[str, ...] = ("id", "text", "video", "audio")
+ALT_TEXTS = "alt_texts"  # optional: a list of further captions of the clip
+MAX_ALT_TEXTS = 100  # per record; the line-size limit bounds their length
 MAX_LINE_BYTES = 1 << 20  # a manifest line over 1 MiB is refused rather than parsed
 
 
 @dataclass(frozen=True)
 class Record:
-    """One audio-video-text triple. `video` and `audio` are paths relative to the data root."""
+    """One audio-video-text triple. `video` and `audio` are paths relative to the data root;
+    `alt_texts` are further captions of the same clip (empty for most datasets and every test split)."""
 
     id: str
     text: str
     video: str
     audio: str
+    alt_texts: tuple[str, ...] = ()
+
+    @property
+    def captions(self) -> tuple[str, ...]:
+        """Every caption of the clip, `text` first."""
+        return (self.text, *self.alt_texts)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        obj = asdict(self)
+        if self.alt_texts:
+            obj[ALT_TEXTS] = list(self.alt_texts)
+        else:
+            del obj[ALT_TEXTS]
+        return json.dumps(obj, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -74,7 +93,25 @@ def parse_line(raw: str, *, source: str | Path = "<manifest>", line: int | None 
     for field in ("video", "audio"):
         if not obj[field].strip():
             raise ManifestError(source, line, f"field {field!r} is empty", rid)
-    return Record(obj["id"], obj["text"], obj["video"], obj["audio"])
+    return Record(obj["id"], obj["text"], obj["video"], obj["audio"], parse_alt_texts(obj, source, line, rid))
+
+
+def parse_alt_texts(obj: dict, source: str | Path = "<manifest>", line: int | None = None,
+                      rid: str | None = None) -> tuple[str, ...]:
+    """The record's alt_texts as a tuple (empty when absent), or ManifestError saying which one is wrong."""
+    if ALT_TEXTS not in obj:
+        return ()
+    alts = obj[ALT_TEXTS]
+    if not isinstance(alts, list):
+        raise ManifestError(source, line, f"field {ALT_TEXTS!r} must be a list of strings, got {type(alts).__name__}", rid)
+    if len(alts) > MAX_ALT_TEXTS:
+        raise ManifestError(source, line, f"field {ALT_TEXTS!r} holds {len(alts)} captions, over the limit of {MAX_ALT_TEXTS}", rid)
+    for i, alt in enumerate(alts):
+        if not isinstance(alt, str):
+            raise ManifestError(source, line, f"{ALT_TEXTS}[{i}] must be a string, got {type(alt).__name__}", rid)
+        if not alt.strip():
+            raise ManifestError(source, line, f"{ALT_TEXTS}[{i}] is empty or only whitespace", rid)
+    return tuple(alts)
 
 
 def scan_manifest(path: str | Path) -> Iterator[ScannedLine]:

@@ -33,9 +33,9 @@ from typing import Any, NamedTuple
 import av
 import numpy as np
 
-from model.manifest import Record, manifest_path, read_split, write_manifest
+from model.manifest import MAX_ALT_TEXTS, Record, manifest_path, read_split, write_manifest
 
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "1.2.0"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 # ----------------------------------------------------------------------------------------------
@@ -117,6 +117,7 @@ class SynthConfig:
     sample_rate: int = 16000
     min_seconds: float = 2.0
     max_seconds: float = 4.0
+    train_captions: int = 6  # captions per training clip (the manifest's text plus alt_texts); val and test have one
 
     def split_sizes(self) -> dict[str, int]:
         return {"train": self.train, "val": self.val, "test": self.test}
@@ -160,6 +161,8 @@ def validate_config(config: SynthConfig) -> None:
              "a number in [1, 60] (room for at least one event)", config.min_seconds)
     _require(_is_number(config.max_seconds) and config.min_seconds <= config.max_seconds <= 60.0, "max_seconds",
              f"a number in [min_seconds={config.min_seconds}, 60]", config.max_seconds)
+    _require(_is_int(config.train_captions) and 1 <= config.train_captions <= MAX_ALT_TEXTS + 1, "train_captions",
+             f"an integer in [1, {MAX_ALT_TEXTS + 1}]", config.train_captions)
     lo, hi = frame_count_range(config)
     _require(lo <= hi, "max_seconds", f"far enough above min_seconds to hold a whole frame at fps={config.fps}",
              config.max_seconds)
@@ -415,6 +418,7 @@ class Scene:
     caption: str
     template: int
     mentioned: tuple[str, ...]
+    alt_captions: tuple[str, ...]  # further captions (training clips only), each from its own RNG
 
     @property
     def attributes(self) -> dict[str, Any]:
@@ -480,10 +484,15 @@ def sample_scene(split: str, index: int, config: SynthConfig) -> Scene:
         "render_seed": int(rng.integers(2**31)),
     }
     caption = make_caption(attrs, rng, split=split)
+    # Each further caption has its own RNG stream, so the clip, its main caption and every other split
+    # stay exactly as they are whatever train_captions is.
+    extra = config.train_captions - 1 if split == "train" else 0
+    alt = tuple(make_caption(attrs, np.random.default_rng([config.seed, SPLITS.index(split), index, 1 + j]),
+                             split=split).text for j in range(extra))
     return Scene(
         id=clip_id(split, index), split=split, duration=_r(duration, 6), n_frames=n_frames, **attrs,
         timbre=KIND_TIMBRE[attrs["kind"]], **nuisance,
-        caption=caption.text, template=caption.template, mentioned=caption.mentioned,
+        caption=caption.text, template=caption.template, mentioned=caption.mentioned, alt_captions=alt,
     )
 
 
@@ -885,7 +894,8 @@ def _write_tables(root: Path, config: SynthConfig, scene_lines: list[str]) -> No
         (root / "scenes" / f"{split}.jsonl").write_text("".join(f"{x}\n" for x in lines), encoding="utf-8")
         scenes = [json.loads(x) for x in lines]
         rel = [f"videos/{s['id']}.mp4" for s in scenes]
-        write_manifest(manifest_path(root, split), [Record(s["id"], s["caption"], p, p) for s, p in zip(scenes, rel)])
+        records = [Record(s["id"], s["caption"], p, p, tuple(s["alt_captions"])) for s, p in zip(scenes, rel)]
+        write_manifest(manifest_path(root, split), records)
     meta = json.dumps(dataset_metadata(config), indent=2)
     (root / "dataset.json").write_text(meta + "\n", encoding="utf-8")
 
@@ -1014,6 +1024,8 @@ def _caption_stats(scenes: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]
         "templates_total": len(TEMPLATES),
         "templates_test_only": list(TEST_ONLY_TEMPLATES),
         "templates_used": {split: len({s["template"] for s in rows}) for split, rows in scenes.items()},
+        "captions_per_clip": {split: _r(sum(1 + len(s.get("alt_captions", ())) for s in rows) / max(len(rows), 1), 2)
+                              for split, rows in scenes.items()},
         "held_out_in_train_val": sum(s["template"] in test_only for sp in ("train", "val") for s in scenes.get(sp, [])),
         "test_frac_held_out_template": _r(
             sum(s["template"] in test_only for s in scenes.get("test", [])) / max(len(scenes.get("test", [])), 1)),

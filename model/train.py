@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -59,6 +59,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     token_keep: float = TOKEN_KEEP  # fraction of video and audio tokens each training view keeps (random per row)
     unmasked_steps: float = UNMASKED_STEPS  # fraction of final steps trained with every token
+    alt_texts: bool = True  # draw each step's caption from a clip's text and alt_texts (False: text alone)
 
     def __post_init__(self) -> None:
         rules = {"steps": self.steps >= 1, "batch_size": self.batch_size >= 2, "lr": self.lr > 0,
@@ -143,7 +144,9 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device | None) -> dict[str
 
 def augmented_batch(bank: ClipBank, idx: torch.Tensor, tokenizer: TextTokenizer, aug: AugmentConfig,
                     gen: torch.Generator) -> dict[str, torch.Tensor]:
-    texts = [augment_text(bank.texts[i], aug, gen) for i in idx.tolist()]
+    """The L_T positive: frames, audio and a caption of each clip, augmented. The caption is drawn
+    afresh, so with several captions per clip the positive is often a different description."""
+    texts = [augment_text(t, aug, gen) for t in bank.sample_texts(idx, gen)]
     batch = make_batch(bank, idx, tokenizer, texts)
     batch["video"] = augment_video(batch["video"], aug, gen)
     batch["audio"] = augment_audio(batch["audio"], aug, gen)
@@ -155,19 +158,27 @@ def kept_count(length: int, keep: float) -> int:
     return max(1, round(length * keep))
 
 
-def keep_tokens(tokens: dict[str, tuple[torch.Tensor, torch.Tensor]], keep: float, gen: torch.Generator
-                ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """A random subset (`keep` of them, per row) of the video and audio tokens: cheaper and a regulariser."""
-    out = dict(tokens)
+def keep_indices(lengths: Mapping[str, int], batch: int, keep: float, gen: torch.Generator
+                 ) -> dict[str, torch.Tensor]:
+    """Which video and audio tokens each row of a view keeps: modality -> (B, k) indices, a random
+    `keep` of them per row, in their original order. Empty at keep >= 1 (every token, nothing drawn).
+    The encoder computes only these tokens: cheaper, and a regulariser (FLIP)."""
+    out = {}
     for m in (V, A):
-        if m not in tokens or keep >= 1.0:
+        if m not in lengths or keep >= 1.0:
             continue
-        x, ok = tokens[m]
-        B, L, D = x.shape
+        L = lengths[m]
         k = kept_count(L, keep)
-        idx = torch.rand(B, L, generator=gen).argsort(1)[:, :k].sort(1).values.to(x.device)  # (B, k)
-        out[m] = (x.gather(1, idx[..., None].expand(B, k, D)), ok.gather(1, idx))
+        out[m] = torch.rand(batch, L, generator=gen).argsort(1)[:, :k].sort(1).values  # (B, k)
     return out
+
+
+def tokens_kept(encoder: OmniEncoder, batch: dict[str, torch.Tensor], mods: tuple[str, ...], keep: float,
+                gen: torch.Generator) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The batch's tokens with each row's random subset of video and audio tokens (see keep_indices)."""
+    cfg = encoder.cfg
+    lengths = {m: n for m, n in ((V, cfg.video_tokens), (A, cfg.audio_tokens)) if m in mods}
+    return encoder.tokenize(batch, mods, keep_indices(lengths, len(batch["text_ids"]), keep, gen))
 
 
 def embed_step(encoder: OmniEncoder, bank: ClipBank, idx: torch.Tensor, tokenizer: TextTokenizer,
@@ -177,16 +188,16 @@ def embed_step(encoder: OmniEncoder, bank: ClipBank, idx: torch.Tensor, tokenize
     (T, V, A, TVA, and the hard negatives, which only permute a slot's tokens) is fused from those
     tokens; only the augmented positive needs a second tokenisation. Positive and hard negatives share
     one trunk forward of 2B rows. Batches are built (and augmented) on the CPU, then moved to `device`."""
-    batch = _to(make_batch(bank, idx, tokenizer), device)
+    batch = _to(make_batch(bank, idx, tokenizer, bank.sample_texts(idx, gen)), device)
     mods = tuple(m for m in (T, V, A) if m in views or "TVA" in views)
-    tokens = keep_tokens(encoder.tokenize(batch, mods), token_keep, gen)
+    tokens = tokens_kept(encoder, batch, mods, token_keep, gen)
     z = {m: encoder.fuse(tokens, (m,)) for m in (T, V, A) if m in views}
     if "TVA" in views:
         z["TVA"] = encoder.fuse(tokens, (T, V, A))
     if "TVA_aug" in views:
         augmented = _to(augmented_batch(bank, idx, tokenizer, aug, gen), device)
         hard = swap_slot(tokens, hard_negative_slot(step), hard_negative_partner(len(idx)))
-        positive = keep_tokens(encoder.tokenize(augmented, (T, V, A)), token_keep, gen)
+        positive = tokens_kept(encoder, augmented, (T, V, A), token_keep, gen)
         both = encoder.fuse(concat_tokens(positive, hard), (T, V, A))  # (2B, E)
         z["TVA_aug"], z["TVA_hard"] = both[: len(idx)], both[len(idx):]
     return z
@@ -224,7 +235,7 @@ class Trainer:
         if checkpoint is not None and tok_path.exists():
             tokenizer = TextTokenizer.load(tok_path, enc_cfg.max_text_len)
         elif self.world.is_main:
-            tokenizer = TextTokenizer.train(bank.texts, enc_cfg.vocab_size, enc_cfg.max_text_len)
+            tokenizer = TextTokenizer.train(bank.all_texts(), enc_cfg.vocab_size, enc_cfg.max_text_len)
             self.run.mkdir(parents=True, exist_ok=True)
             tokenizer.save(tok_path)
         self.world.barrier()  # the other ranks read the tokenizer rank 0 trained
@@ -239,6 +250,8 @@ class Trainer:
             self.world.barrier()
         bank = load_bank(cfg.data, "train", enc_cfg.decode, cache_dir=cfg.cache_dir, workers=cfg.workers,
                          progress=self.progress)
+        if not cfg.alt_texts:
+            bank.captions = None
         if self.world.is_main:
             self.world.barrier()
         return bank

@@ -25,6 +25,7 @@ import base64
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -36,7 +37,7 @@ import av
 import numpy as np
 
 from model.errors import ManifestError, MediaError, PathEscapeError
-from model.manifest import FIELDS, manifest_path, resolve_media, scan_manifest
+from model.manifest import FIELDS, manifest_path, parse_alt_texts, resolve_media, scan_manifest
 from model.media import DecodeConfig, MediaLimits, decode_audio, probe
 
 ROW_KEYS = ["where", "id"]  # unexpected_index_column_names: "<split>:<line>" names every row, id when known
@@ -56,6 +57,12 @@ MEDIA_COLUMNS: tuple[str, ...] = (
 MESSAGE_COLUMNS = frozenset({"manifest_error", "probe_error", "paths_inside_root", "files_exist", "containers_open",
                              "has_video_stream", "has_audio_stream", "first_frame_decodes", "last_frame_decodes",
                              "audio_decodes"})
+
+
+# control characters other than tab, newline and carriage return (C0, DEL, C1), lone surrogates, and
+# U+FFFD, the replacement character that bad decoding leaves behind
+BAD_CAPTION_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffd]"
+_BAD_CAPTION = re.compile(BAD_CAPTION_CHARS)
 
 
 @dataclass(frozen=True)
@@ -228,9 +235,25 @@ def probe_table(data: Path, lines: list[Line], thresholds: Thresholds, *, worker
         row: dict[str, Any] = {"where": ln.where, "split": ln.split, "line": ln.line}
         row.update({f: (ln.fields or {}).get(f) for f in FIELDS})
         row["manifest_error"] = ln.manifest_error
+        row["alt_texts_issue"] = alt_texts_issue(ln.fields, thresholds) if ln.fields is not None else None
         row.update(next(media) if ln.fields is not None else dict.fromkeys(MEDIA_COLUMNS))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def alt_texts_issue(fields: dict[str, Any], thresholds: Thresholds) -> str | None:
+    """What is wrong with a record's optional alt_texts (its further captions), or None when nothing is:
+    the same rules as the main caption (content, length, characters), naming the caption by index."""
+    try:
+        alts = parse_alt_texts(fields)
+    except ManifestError as exc:
+        return exc.reason
+    for i, alt in enumerate(alts):
+        if len(alt) > thresholds.max_caption_chars:
+            return f"alt_texts[{i}] is {len(alt)} characters, over {thresholds.max_caption_chars}"
+        if _BAD_CAPTION.search(alt):
+            return f"alt_texts[{i}] has control or invalid characters"
+    return None
 
 
 def _run_probes(jobs: list[tuple], workers: int | None, progress: bool) -> list[dict[str, Any]]:

@@ -70,7 +70,7 @@ def test_per_row_subsets_in_one_batch(encoder, tokenizer):
 def test_per_row_subsets_without_a_text_projection(tokenizer):
     """Reference-code variant: text-only rows skip the head, also when mixed with other subsets in one batch."""
     torch.manual_seed(0)
-    enc = OmniEncoder(replace(load_config("tiny"), vocab_size=tokenizer.vocab_size, text_projection=False)).eval()
+    enc = OmniEncoder(replace(load_config("tiny"), vocab_size=tokenizer.vocab_size, text_projection=False, embed_dim=128)).eval()
     batch = make_batch(enc.cfg, tokenizer)
     present = torch.tensor([[1, 0, 0], [0, 1, 1], [1, 1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.bool)
     mixed = enc(batch, ("T", "V", "A"), present)
@@ -129,3 +129,35 @@ def test_unknown_config_fields_and_names(tmp_path):
     bad.write_text('{"dim": 64, "depht": 3}')
     with pytest.raises(ValueError, match="unknown encoder config field.*depht"):
         load_config(bad)
+
+
+def test_tokenizing_only_the_kept_tokens_equals_dropping_them_afterwards(encoder, tokenizer):
+    batch = make_batch(encoder.cfg, tokenizer)
+    n, cfg = len(CAPTIONS), encoder.cfg
+    g = torch.Generator().manual_seed(2)
+    keep = {"V": torch.rand(n, cfg.video_tokens, generator=g).argsort(1)[:, :5].sort(1).values,
+            "A": torch.rand(n, cfg.audio_tokens, generator=g).argsort(1)[:, :7].sort(1).values}
+    with torch.no_grad():
+        every = encoder.tokenize(batch, ("T", "V", "A"))
+        kept = encoder.tokenize(batch, ("T", "V", "A"), keep)
+    assert torch.equal(kept["T"][0], every["T"][0])
+    for m, idx in keep.items():
+        x, ok = every[m]
+        want = x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))
+        assert kept[m][0].shape == want.shape and torch.allclose(kept[m][0], want, atol=1e-5)
+        assert kept[m][1].all() and kept[m][1].shape == idx.shape
+
+
+def test_a_video_token_sees_its_own_tubelet_only(encoder, tokenizer):
+    """Token order is (time, row, column) of tubelets; changing pixels inside one tubelet changes that token alone."""
+    cfg = encoder.cfg
+    batch = make_batch(cfg, tokenizer)
+    side = cfg.decode.frame_size // cfg.tubelet_size
+    t, r, c = 1, 2, 3  # the tubelet at frames [8, 16), rows [32, 48), columns [48, 64) for tiny
+    other = dict(batch, video=batch["video"].clone())
+    s, f = cfg.tubelet_size, cfg.tubelet_frames
+    other["video"][:, t * f + 3, r * s + 5, c * s + 9] ^= 0x55
+    with torch.no_grad():
+        a, b = encoder.tokenizers["V"](batch)[0], encoder.tokenizers["V"](other)[0]
+    changed = (a - b).abs().amax(dim=(0, 2)) > 0
+    assert changed.nonzero().flatten().tolist() == [t * side * side + r * side + c]

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from model.errors import ManifestError, PathEscapeError
-from model.manifest import Record, manifest_path, read_manifest, read_split, resolve_media, scan_manifest, write_manifest
+from model.manifest import MAX_ALT_TEXTS, Record, manifest_path, read_manifest, read_split, resolve_media, scan_manifest, write_manifest
 
 GOOD = {"id": "a", "text": "a red ball bounces", "video": "videos/a.mp4", "audio": "videos/a.mp4"}
 
@@ -22,6 +22,16 @@ def test_round_trip(tmp_path):
     assert not [p for p in (tmp_path / "manifests").iterdir() if p.name.startswith(".")]  # no temp file left
 
 
+def test_alt_texts_round_trip_and_are_left_out_when_empty(tmp_path):
+    records = [Record("a", "a red ball", "videos/a.mp4", "videos/a.mp4", ("a ball, red", "the red sphere")),
+               Record("b", "a box", "videos/b.mp4", "videos/b.mp4")]
+    path = write_manifest(manifest_path(tmp_path, "train"), records)
+    assert read_split(tmp_path, "train") == records
+    first, second = (json.loads(x) for x in path.read_text().splitlines())
+    assert first["alt_texts"] == ["a ball, red", "the red sphere"] and "alt_texts" not in second
+    assert records[0].captions == ("a red ball", "a ball, red", "the red sphere") and records[1].captions == ("a box",)
+
+
 @pytest.mark.parametrize(
     "line,reason",
     [
@@ -32,6 +42,10 @@ def test_round_trip(tmp_path):
         (json.dumps({**GOOD, "text": "  \t "}), "caption) is empty"),
         (json.dumps({**GOOD, "video": 3}), "'video' must be a string"),
         (json.dumps({**GOOD, "id": " "}), "'id' is empty"),
+        (json.dumps({**GOOD, "alt_texts": "one caption"}), "'alt_texts' must be a list of strings, got str"),
+        (json.dumps({**GOOD, "alt_texts": ["fine", 7]}), "alt_texts[1] must be a string, got int"),
+        (json.dumps({**GOOD, "alt_texts": ["fine", " "]}), "alt_texts[1] is empty"),
+        (json.dumps({**GOOD, "alt_texts": ["x"] * (MAX_ALT_TEXTS + 1)}), f"over the limit of {MAX_ALT_TEXTS}"),
     ],
 )
 def test_bad_lines_name_file_line_and_reason(tmp_path, line, reason):

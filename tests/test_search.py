@@ -34,10 +34,11 @@ def trained(tiny_data, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a small model on a busy machine: one thread avoids contention (several times faster)
     try:
-        # Every token in every step: 24 steps are too few for token dropping to pay off, and the check is
-        # about the served search finding the training pairs a model has learnt, not about the recipe.
+        # Every token and the queried caption in every step: 24 steps are too few for token dropping or
+        # caption sampling to pay off, and the check is about the served search finding the training pairs
+        # a model has learnt, not about the recipe.
         train(TrainConfig(data=tiny_data, out=out, steps=24, batch_size=16, warmup_steps=3, checkpoint_every=24,
-                          workers=1, token_keep=1.0, unmasked_steps=0.0), progress=False)
+                          workers=1, token_keep=1.0, unmasked_steps=0.0, alt_texts=False), progress=False)
     finally:
         torch.set_num_threads(threads)
     return out

@@ -75,6 +75,29 @@ def test_manifests_are_readable_and_paths_resolve(tiny: Path, split: str) -> Non
         assert rec.text.strip() and rec.text[0].isupper() and rec.text.endswith(".")
 
 
+def test_training_clips_have_several_captions_and_the_others_one(tiny: Path, scenes: dict[str, list[dict]]) -> None:
+    for split in synth.SPLITS:
+        for rec, scene in zip(read_split(tiny, split), scenes[split]):
+            want = TINY.train_captions if split == "train" else 1
+            assert len(rec.captions) == want and rec.captions[0] == rec.text == scene["caption"]
+            assert list(rec.alt_texts) == scene["alt_captions"]
+            assert len(set(rec.captions)) == want  # different descriptions, not copies
+            for alt in rec.alt_texts:  # each names the kind, in a template the training split may use
+                assert any(noun in alt.lower() for noun in synth.NOUNS[scene["kind"]]) and alt.endswith(".")
+    plain = [json.loads(x) for x in (tiny / "manifests" / "test.jsonl").read_text().splitlines()]
+    assert all(set(obj) == {"id", "text", "video", "audio"} for obj in plain)  # the released format, unchanged
+
+
+def test_further_captions_change_nothing_else(tiny: Path, tmp_path: Path) -> None:
+    """The clips, their main captions and the val/test files are the same whatever train_captions is."""
+    one = tree_bytes(generate(tmp_path / "one", replace(TINY, train_captions=1), workers=1))
+    six = tree_bytes(tiny)
+    changed = {k for k in six if one.get(k) != six[k]}
+    assert changed == {"manifests/train.jsonl", "scenes/train.jsonl", "dataset.json"}
+    assert [r.text for r in read_split(tmp_path / "one", "train")] == [r.text for r in read_split(tiny, "train")]
+    assert all(not r.alt_texts for r in read_split(tmp_path / "one", "train"))
+
+
 def test_dataset_json_records_version_and_config(tiny: Path) -> None:
     meta = json.loads((tiny / "dataset.json").read_text())
     assert meta["generator_version"] == synth.GENERATOR_VERSION
@@ -201,6 +224,8 @@ def test_fill_template_drops_groups_with_empty_slots() -> None:
         ({"min_seconds": 0.5}, "min_seconds"),
         ({"min_seconds": 5.0}, "max_seconds"),
         ({"test": 2.5}, "test"),
+        ({"train_captions": 0}, "train_captions"),
+        ({"train_captions": 102}, "train_captions"),
     ],
 )
 def test_bad_config_is_refused_naming_field_and_value(tmp_path: Path, changes: dict, field: str) -> None:

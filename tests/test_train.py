@@ -14,8 +14,10 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from model.cli import app
+from model.data import ClipBank
+from model.text import TextTokenizer
 from model.modalities import DIRECTION_NAMES, A, T, V
-from model.train import TrainConfig, batch_indices, keep_tokens, lr_at, train
+from model.train import TrainConfig, batch_indices, keep_indices, lr_at, train
 
 runner = CliRunner()
 
@@ -93,22 +95,54 @@ def test_schedule_and_batches():
     assert torch.equal(batch_indices(10, 3, 4, 0), batch_indices(10, 3, 4, 0))
 
 
-def test_keep_tokens_draws_a_per_row_subset_of_video_and_audio_only():
-    B, D = 4, 3
-    tokens = {T: (torch.randn(B, 5, D), torch.tensor([[1, 1, 1, 0, 0]] * B, dtype=torch.bool)),
-              V: (torch.arange(B * 8 * D, dtype=torch.float).view(B, 8, D), torch.ones(B, 8, dtype=torch.bool)),
-              A: (torch.randn(B, 6, D), torch.ones(B, 6, dtype=torch.bool))}
-    assert keep_tokens(tokens, 1.0, torch.Generator().manual_seed(0)) == tokens
-    kept = keep_tokens(tokens, 0.5, torch.Generator().manual_seed(0))
-    assert kept[T] is tokens[T]  # text keeps every token (and its padding mask)
-    assert kept[V][0].shape == (B, 4, D) and kept[A][0].shape == (B, 3, D) and kept[V][1].all()
-    for row in range(B):  # each row keeps distinct tokens of its own, in their original order
-        positions = (kept[V][0][row, :, 0] - tokens[V][0][row, 0, 0]) / D
-        assert positions.tolist() == sorted(set(positions.tolist())) and all(p in range(8) for p in positions.tolist())
-    rows = {tuple(kept[V][0][r, :, 0].sub(tokens[V][0][r, 0, 0]).tolist()) for r in range(B)}
-    assert len(rows) > 1  # drawn per row, not once for the batch
-    again = keep_tokens(tokens, 0.5, torch.Generator().manual_seed(0))
-    assert all(torch.equal(again[m][0], kept[m][0]) for m in (V, A))  # seeded: resumable
+def _bank(captions):
+    n = len(captions or [("x",)] * 3)
+    return ClipBank(ids=[f"c{i}" for i in range(n)], texts=[f"main {i}" for i in range(n)],
+                    frames=torch.zeros(n, 1, 1, 1, 3, dtype=torch.uint8), mel=torch.zeros(n, 1, 1),
+                    has_audio=torch.ones(n, dtype=torch.bool), captions=captions)
+
+
+def test_a_step_draws_one_of_each_clips_captions():
+    bank = _bank([("main 0", "alt 0a", "alt 0b"), ("main 1",), ("main 2", "alt 2a")])
+    idx = torch.tensor([0, 1, 2, 0])
+    seen = [bank.sample_texts(idx, torch.Generator().manual_seed(s)) for s in range(60)]
+    for row, clip in enumerate(idx.tolist()):
+        assert {draw[row] for draw in seen} == set(bank.captions[clip])  # every caption drawn, nothing else
+    assert bank.sample_texts(idx, torch.Generator().manual_seed(3)) == seen[3]  # seeded: resumable
+    assert bank.all_texts() == ["main 0", "alt 0a", "alt 0b", "main 1", "main 2", "alt 2a"]
+
+
+def test_a_bank_without_further_captions_uses_the_main_one_and_no_randomness():
+    bank = _bank(None)
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    assert bank.sample_texts(torch.tensor([2, 0]), gen) == ["main 2", "main 0"]
+    assert torch.equal(gen.get_state(), state)  # runs on single-caption data draw as they always did
+    assert bank.all_texts() == bank.texts
+
+
+def test_the_tokenizer_knows_the_words_of_every_caption(trained_run, tiny_data):
+    from model.manifest import read_split
+
+    alts = [alt for r in read_split(tiny_data, "train") for alt in r.alt_texts]
+    assert alts  # the default dataset gives training clips several captions
+    tok = TextTokenizer.load(trained_run / "model" / "tokenizer.json", 64)
+    pieces = {t for alt in alts for t in tok.tokenizer.encode(alt).tokens}
+    assert not [t for t in pieces if t.startswith("##") or t == "[UNK]"]  # whole words, none spelled out
+
+
+def test_keep_indices_draw_a_sorted_per_row_subset_of_video_and_audio_only():
+    B = 4
+    lengths = {V: 8, A: 6}
+    assert keep_indices(lengths, B, 1.0, torch.Generator().manual_seed(0)) == {}  # every token, nothing drawn
+    kept = keep_indices({T: 5, **lengths}, B, 0.5, torch.Generator().manual_seed(0))
+    assert set(kept) == {V, A}  # text keeps every token (and its padding mask)
+    assert kept[V].shape == (B, 4) and kept[A].shape == (B, 3)
+    for row in kept[V].tolist():  # each row keeps distinct tokens of its own, in their original order
+        assert row == sorted(set(row)) and all(p in range(8) for p in row)
+    assert len({tuple(r) for r in kept[V].tolist()}) > 1  # drawn per row, not once for the batch
+    again = keep_indices(lengths, B, 0.5, torch.Generator().manual_seed(0))
+    assert all(torch.equal(again[m], kept[m]) for m in (V, A))  # seeded: resumable
 
 
 def test_token_dropping_trains_and_resumes_exactly(tiny_data, tmp_path):

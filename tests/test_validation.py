@@ -56,6 +56,11 @@ def corrupt_cases() -> list[Case]:
         Case("non-utf8", b'{"id": "non-utf8", "text": "caf\xe9 \xff", "video": "videos/good.mp4", "audio": "videos/good.mp4"}',
              "manifest_line"),
         Case("not-json", b'{"id": "not-json", "text": "unterminated', "manifest_line"),
+        Case("alt-not-list", record("alt-not-list", alt_texts="a ball"), "alt_texts"),
+        Case("alt-empty", record("alt-empty", alt_texts=["a red ball", ""]), "alt_texts"),
+        Case("alt-long", record("alt-long", alt_texts=["word " * 101]), "alt_texts"),
+        Case("alt-control", record("alt-control", alt_texts=["a bell \x07 rings"]), "alt_texts"),
+        Case("clean-alt", record("clean-alt", alt_texts=["a ball that is red", "the little red ball"]), None),
         Case("clean-2", record("clean-2", extra_field=1), None),
     ]
 
