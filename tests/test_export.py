@@ -20,7 +20,7 @@ from serving.tensors import encoder_inputs, encoder_outputs
 
 # the packaged tiny config is exported from tiny_run (tiny_repo); these cover the encoder's other branches
 VARIANTS = {
-    "mean-pool-text-skips-head": {"pooling": "mean", "text_projection": False},
+    "mean-pool-text-skips-head": {"pooling": "mean", "text_projection": False, "embed_dim": 128},
     "attn-pool-linear-stems": {"pooling": "attn", "stem_dim": 0},
 }
 
