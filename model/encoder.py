@@ -68,7 +68,9 @@ def _kept(groups: torch.Tensor, pos: torch.Tensor, keep: torch.Tensor | None) ->
         return groups, pos
     B, k = keep.shape
     idx = keep.to(groups.device)
-    return groups.gather(1, idx[:, :, None, None].expand(B, k, *groups.shape[2:])), pos[idx]
+    # gather, not pos[idx]: the backward of advanced indexing accumulates in a nondeterministic order on CPU
+    pos = pos.expand(B, *pos.shape).gather(1, idx[:, :, None].expand(B, k, pos.shape[-1]))
+    return groups.gather(1, idx[:, :, None, None].expand(B, k, *groups.shape[2:])), pos
 
 
 class VideoTokens(nn.Module):
