@@ -1,5 +1,5 @@
 """The default training budget: what `omniretriever train`, the ablation, the pipeline and the
-benchmarks use unless told otherwise. About 8 minutes of the full objective on 2 CPU cores (tiny config); see
+benchmarks use unless told otherwise. About 7 minutes of the full objective on 2 CPU cores (tiny config); see
 docs/TRAINING.md for how it was chosen. Kept free of heavy imports: the pipeline definition reads it."""
 
 TRAIN_STEPS = 600
