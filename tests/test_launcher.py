@@ -60,7 +60,10 @@ def test_serve_stops_both_servers_on_ctrl_c(tiny_repo, tmp_path):
     http_port, grpc_port = free_port(), free_port()
     argv = [sys.executable, "-m", "omniretriever", "serve", "--repo", str(tiny_repo), "--http-port", str(http_port),
             "--grpc-port", str(grpc_port), "--log-dir", str(tmp_path / "logs")]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # As an interactive shell would start it: a suite run as a background job (`make test &`) inherits SIGINT
+    # ignored, and Python then never turns SIGINT into KeyboardInterrupt in the child.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_ready(f"http://127.0.0.1:{http_port}/v2/models/omniretriever/ready", proc)
         servers = descendants(proc.pid)
