@@ -48,10 +48,8 @@ class Record:
 
     def to_json(self) -> str:
         obj = asdict(self)
-        if self.alt_texts:
-            obj[ALT_TEXTS] = list(self.alt_texts)
-        else:
-            del obj[ALT_TEXTS]
+        if not self.alt_texts:
+            del obj[ALT_TEXTS]  # absent, not [], so a plain manifest stays in the released format
         return json.dumps(obj, ensure_ascii=False)
 
 
@@ -97,7 +95,7 @@ def parse_line(raw: str, *, source: str | Path = "<manifest>", line: int | None 
 
 
 def parse_alt_texts(obj: dict, source: str | Path = "<manifest>", line: int | None = None,
-                      rid: str | None = None) -> tuple[str, ...]:
+                    rid: str | None = None) -> tuple[str, ...]:
     """The record's alt_texts as a tuple (empty when absent), or ManifestError saying which one is wrong."""
     if ALT_TEXTS not in obj:
         return ()
