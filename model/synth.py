@@ -13,7 +13,11 @@ many templates and synonyms and mention the object plus a random subset of the o
 a few templates are held out for the test split. docs/DATASET.md explains the design.
 
 The scene of clip i of a split is drawn from np.random.default_rng([seed, split_index, i]), so the
-output is byte-identical for a given config, whatever the worker count or order.
+output is byte-identical for a given config, whatever the worker count or order. It is also the same
+on every x86-64 CPU, whatever SIMD it has: the arithmetic that decides bytes uses only correctly
+rounded operations (transcendentals come from model.portable_math, never from numpy's CPU-dispatched
+kernels; no BLAS), and the encoders run their portable C code (x264 with asm=0, FFmpeg with its CPU
+flags forced to 0 while a file is written; model.ffmpeg_cpu). docs/DATASET.md says why.
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ from typing import Any, NamedTuple
 import av
 import numpy as np
 
+from model import portable_math as pm
+from model.ffmpeg_cpu import portable_cpu_paths
 from model.manifest import MAX_ALT_TEXTS, Record, manifest_path, read_split, write_manifest
 
-GENERATOR_VERSION = "1.2.0"
+GENERATOR_VERSION = "1.3.0"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 # ----------------------------------------------------------------------------------------------
@@ -98,8 +104,11 @@ EVENT_START = 0.15  # earliest onset
 HALO_RADIUS = 1.45  # the halo ring flashed around the object at each event, in object radii
 AAC_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 MAX_CLIPS_PER_SPLIT = 1_000_000  # ids carry six digits
-# One encoder thread keeps x264 output byte-identical; "fast" AAC coding is ~3x faster than the default.
-X264_OPTIONS: dict[str, str] = {"threads": "1", "preset": "superfast", "crf": "26"}
+# One encoder thread keeps x264 output byte-identical from run to run, and asm=0 from CPU to CPU: its
+# SSSE3 and newer code takes another intra-analysis path (x9 mode search) than its SSE2 and C code,
+# so without it a CPU lacking SSSE3 encodes other bytes. C is about 1.5x the encoding time of SIMD
+# here, 8 ms per clip. "fast" AAC coding is ~3x faster than the default.
+X264_OPTIONS: dict[str, str] = {"threads": "1", "preset": "superfast", "crf": "26", "x264-params": "asm=0"}
 AAC_OPTIONS: dict[str, str] = {"aac_coder": "fast"}
 
 
@@ -472,7 +481,7 @@ def sample_scene(split: str, index: int, config: SynthConfig) -> Scene:
         "start": start, "end": end,
         "wobble": (_r(rng.uniform(0, 0.05)), _r(rng.uniform(0.3, 1.2)), _r(rng.uniform(0, 2 * np.pi))),
         "radius": _r(SIZE_RADIUS[attrs["size"]] * rng.uniform(0.92, 1.08)),
-        "pitch_hz": _r(SIZE_PITCH[attrs["size"]] * 2 ** (rng.uniform(-0.5, 0.5) / 12), 2),
+        "pitch_hz": _r(SIZE_PITCH[attrs["size"]] * float(pm.exp2(rng.uniform(-0.5, 0.5) / 12)), 2),
         "note_level": _r(rng.uniform(0.35, 0.5)),
         "ambient_level": _r(rng.uniform(0.06, 0.12)),
         "hiss_level": _r(rng.uniform(0.002, 0.006)),
@@ -507,7 +516,7 @@ def event_envelope(t: np.ndarray, event_times: Sequence[float]) -> np.ndarray:
     for onset in event_times:
         phase = (t - onset) / EVENT_SECONDS
         inside = (phase >= 0) & (phase <= 1)
-        env = np.maximum(env, np.where(inside, np.sqrt(np.maximum(np.sin(np.pi * np.clip(phase, 0, 1)), 0)), 0))
+        env = np.maximum(env, np.where(inside, np.sqrt(np.maximum(pm.sin_turns(0.5 * np.clip(phase, 0, 1)), 0)), 0))
     return env
 
 
@@ -519,12 +528,14 @@ def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
 def _pattern(scene: Scene, h: int, w: int, base: np.ndarray) -> np.ndarray:
     """(H, W, 3) background colour with its static pattern (plain, striped, checkered, dotted, gradient)."""
     yy, xx = _grid(h, w)
-    angle = np.deg2rad(scene.pattern_angle)
+    turn = scene.pattern_angle / 360
+    cos, sin = float(pm.cos_turns(turn)), float(pm.sin_turns(turn))
     period = scene.pattern_period * h / 96
-    u = (xx * np.cos(angle) + yy * np.sin(angle)) / period + scene.pattern_phase
-    v = (-xx * np.sin(angle) + yy * np.cos(angle)) / period + scene.pattern_phase
+    u = (xx * cos + yy * sin) / period + scene.pattern_phase
+    v = (-xx * sin + yy * cos) / period + scene.pattern_phase
     if scene.pattern == "dotted":
-        dots = np.clip((0.22 - np.hypot((u % 1) - 0.5, (v % 1) - 0.5)) * period, 0, 1)[..., None]
+        du, dv = (u % 1) - 0.5, (v % 1) - 0.5
+        dots = np.clip((0.22 - np.sqrt(du * du + dv * dv)) * period, 0, 1)[..., None]
         return base + (255 - base) * 0.4 * dots
     if scene.pattern == "striped":
         shade = np.where(u % 1 < 0.5, 1.0, 0.55)
@@ -541,21 +552,25 @@ def render_background(scene: Scene, h: int, w: int) -> np.ndarray:
     """(H, W, 3) float32 background: colour, pattern and a static film grain, offset +0.5 so casts round."""
     base = np.array(BG_COLOURS[scene.bg_colour], np.float32) * scene.brightness
     grain = np.random.default_rng([scene.render_seed, 0]).random((h, w, 3), dtype=np.float32) - 0.5
-    image = _pattern(scene, h, w, base) + grain * (scene.grain * 12**0.5)  # uniform noise, std scene.grain
+    image = _pattern(scene, h, w, base) + grain * (scene.grain * math.sqrt(12.0))  # uniform noise, std scene.grain
     return (np.clip(image, 0, 255) + 0.5).astype(np.float32)
 
 
 def shape_distance(kind: str, dx: np.ndarray, dy: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """Approximate signed distance (pixels, negative inside) to an object of `kind` and radius r."""
+    """Approximate signed distance (pixels, negative inside) to an object of `kind` and radius r.
+
+    Only + - * / and sqrt: the star's five points come from cos(5 phi) = T5(cos phi), the Chebyshev
+    polynomial, with cos phi = -dy / rho (phi the angle from the top), so no arctan2 or cos is needed."""
     if kind == "box":
         return np.maximum(np.abs(dx), np.abs(dy)) - 0.85 * r
     if kind == "triangle":  # apex up; circumradius 1.15 r
         edges = np.maximum(dy, np.maximum(0.866 * dx - 0.5 * dy, -0.866 * dx - 0.5 * dy))
         return edges - 0.575 * r
-    rho = np.hypot(dx, dy)
+    rho = np.sqrt(dx * dx + dy * dy)
     if kind == "star":
-        theta = np.arctan2(dy, dx)
-        return rho - r * (0.62 + 0.38 * np.cos(5 * (theta + np.pi / 2)))
+        c = np.where(rho > 0, -dy / np.maximum(rho, 1e-6), 0)
+        c2 = c * c
+        return rho - r * (0.62 + 0.38 * (c * (16 * c2 * c2 - 20 * c2 + 5)))
     if kind == "ring":
         return np.maximum(rho - r, 0.55 * r - rho)
     return rho - r  # ball
@@ -567,7 +582,7 @@ def _object_centre(scene: Scene, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     x = scene.start[0] + (scene.end[0] - scene.start[0]) * frac
     y = scene.start[1] + (scene.end[1] - scene.start[1]) * frac
     amp, freq, phase = scene.wobble
-    offset = amp * np.sin(2 * np.pi * freq * t + phase)
+    offset = amp * pm.sin(2 * np.pi * freq * t + phase)
     if scene.motion in ("left-to-right", "right-to-left"):
         return x, y + offset
     return x + offset, y
@@ -597,7 +612,7 @@ def _object_sprites(scene: Scene, cx: np.ndarray, cy: np.ndarray, env: np.ndarra
     colour = lit[:, None, None, :] * alpha[..., None]
     on = np.flatnonzero(env > 0)  # the halo only exists during events: compute it on those frames only
     if on.size:
-        ring = np.abs(np.hypot(dx[on], dy[on]) - HALO_RADIUS * r[on]) - 0.08 * r[on]
+        ring = np.abs(np.sqrt(dx[on] * dx[on] + dy[on] * dy[on]) - HALO_RADIUS * r[on]) - 0.08 * r[on]
         halo = np.clip(0.5 - ring, 0, 1) * (1 - alpha[on]) * (0.6 * env[on])[:, None, None]
         colour[on] += (obj + 0.5) * halo[..., None]
         alpha[on] += halo
@@ -639,21 +654,38 @@ def _unit_rms(x: np.ndarray) -> np.ndarray:
     return x / max(float(np.sqrt(np.mean(x**2))), 1e-9)
 
 
+def _white(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Zero-mean, unit-variance white noise, uniform rather than Gaussian: numpy's normal sampler takes
+    the C library's exp in some draws, uniform draws are plain arithmetic."""
+    return (rng.random(n) - 0.5) * math.sqrt(12.0)
+
+
+def _convolve_same(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """np.convolve(x, kernel, mode="same") as a fixed sum of shifted copies: numpy's convolve takes
+    BLAS dot products, whose summation order differs between CPUs."""
+    full = np.zeros(len(x) + len(kernel) - 1)
+    for j, k in enumerate(kernel):
+        full[j:j + len(x)] += k * x
+    start = (len(kernel) - 1) // 2
+    return full[start:start + max(len(x), len(kernel))]
+
+
 def _shaped_noise(rng: np.random.Generator, n: int, sr: int, gain: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """White noise filtered in the frequency domain by gain(f) (FFT at a power-of-two length: fast)."""
+    """White noise filtered in the frequency domain by gain(f) (FFT at a power-of-two length: fast;
+    numpy's pocketfft is plain C, the same code on every CPU)."""
     size = 1 << (n - 1).bit_length()
-    spectrum = np.fft.rfft(rng.standard_normal(size))
+    spectrum = np.fft.rfft(_white(rng, size))
     return _unit_rms(np.fft.irfft(spectrum * gain(np.fft.rfftfreq(size, 1 / sr)), size)[:n])
 
 
 def _swell(rng: np.random.Generator, t: np.ndarray, lo: float, hi: float, depth: float) -> np.ndarray:
-    return 1 - depth + depth * np.sin(2 * np.pi * rng.uniform(lo, hi) * t + rng.uniform(0, 2 * np.pi))
+    return 1 - depth + depth * pm.sin(2 * np.pi * rng.uniform(lo, hi) * t + rng.uniform(0, 2 * np.pi))
 
 
 def _rain(rng: np.random.Generator, t: np.ndarray, sr: int) -> np.ndarray:
     hiss = _shaped_noise(rng, len(t), sr, lambda f: f**2 / (f**2 + 400.0**2))
     drops = (rng.random(len(t)) < 60 / sr) * rng.uniform(-1, 1, len(t))
-    crackle = np.convolve(drops, np.exp(-np.arange(48) / 6.0), mode="same")
+    crackle = _convolve_same(drops, pm.exp(-np.arange(48) / 6.0))
     return hiss + 2.5 * _unit_rms(crackle)
 
 
@@ -664,17 +696,17 @@ def _wind(rng: np.random.Generator, t: np.ndarray, sr: int) -> np.ndarray:
 def _hum(rng: np.random.Generator, t: np.ndarray, sr: int) -> np.ndarray:
     f0 = rng.uniform(55, 110)
     amps = (1.0, 0.6, 0.4, 0.25, 0.15)
-    tone = sum(a * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) for k, a in enumerate(amps, 1))
+    tone = sum(a * pm.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) for k, a in enumerate(amps, 1))
     return tone * _swell(rng, t, 0.5, 2.0, 0.05)
 
 
 def _birdsong(rng: np.random.Generator, t: np.ndarray, sr: int) -> np.ndarray:
-    out = 0.25 * _shaped_noise(rng, len(t), sr, lambda f: np.exp(-(((f - 1800.0) / 900.0) ** 2)))  # rustling leaves
+    out = 0.25 * _shaped_noise(rng, len(t), sr, lambda f: pm.exp(-(((f - 1800.0) / 900.0) ** 2)))  # rustling leaves
     for _ in range(int(rng.integers(4, 5 + 3 * int(t[-1] + 1)))):
         length = int(rng.uniform(0.06, 0.18) * sr)
         start = int(rng.integers(0, max(len(t) - length, 1)))
         f = np.linspace(rng.uniform(2500, 4500), rng.uniform(2000, 5000), length)
-        out[start:start + length] += np.sin(2 * np.pi * np.cumsum(f) / sr) * np.hanning(length)[: len(out) - start]
+        out[start:start + length] += pm.sin_turns(np.cumsum(f) / sr) * pm.hann(length)[: len(out) - start]
     return out
 
 
@@ -684,9 +716,9 @@ def _traffic(rng: np.random.Generator, t: np.ndarray, sr: int) -> np.ndarray:
 
 
 def _crickets(rng: np.random.Generator, t: np.ndarray, sr: int) -> np.ndarray:
-    carrier = np.sin(2 * np.pi * rng.uniform(3800, 5200) * t)
-    pulses = (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(25, 35) * t)) ** 4
-    gate = np.sin(2 * np.pi * rng.uniform(1.5, 3.0) * t + rng.uniform(0, 2 * np.pi)) > -0.2
+    carrier = pm.sin_turns(rng.uniform(3800, 5200) * t)
+    pulses = np.square(np.square(0.5 + 0.5 * pm.sin_turns(rng.uniform(25, 35) * t)))
+    gate = pm.sin(2 * np.pi * rng.uniform(1.5, 3.0) * t + rng.uniform(0, 2 * np.pi)) > -0.2
     return carrier * pulses * (0.35 + 0.65 * gate)
 
 
@@ -698,7 +730,7 @@ AMBIENT_SYNTHS: dict[str, Callable[[np.random.Generator, np.ndarray, int], np.nd
 def _additive(f: float, tt: np.ndarray, sr: int, amp: Callable[[int], float]) -> np.ndarray:
     """Band-limited periodic wave: harmonics k with amplitude amp(k), up to 0.45 * sr."""
     ks = [k for k in range(1, 16) if k * f < 0.45 * sr and amp(k)]
-    return sum(amp(k) * np.sin(2 * np.pi * k * f * tt) for k in ks)
+    return sum(amp(k) * pm.sin_turns(k * f * tt) for k in ks)
 
 
 def note_wave(timbre: str, f: float, tt: np.ndarray, sr: int) -> np.ndarray:
@@ -710,10 +742,10 @@ def note_wave(timbre: str, f: float, tt: np.ndarray, sr: int) -> np.ndarray:
     elif timbre == "triangle-wave":
         wave = _additive(f, tt, sr, lambda k: (-1) ** ((k - 1) // 2) / k**2 if k % 2 else 0)
     elif timbre == "fm-bell":
-        wave = np.sin(2 * np.pi * f * tt + 3 * np.exp(-tt / 0.15) * np.sin(2 * np.pi * 1.4 * f * tt))
+        wave = pm.sin(2 * np.pi * f * tt + 3 * pm.exp(-tt / 0.15) * pm.sin_turns(1.4 * f * tt))
     else:  # sine
-        wave = np.sin(2 * np.pi * f * tt) + 0.1 * np.sin(4 * np.pi * f * tt)
-    envelope = (1 - np.exp(-tt / 0.004)) * np.exp(-tt / 0.12)
+        wave = pm.sin_turns(f * tt) + 0.1 * pm.sin_turns(2 * f * tt)
+    envelope = (1 - pm.exp(-tt / 0.004)) * pm.exp(-tt / 0.12)
     return wave / max(float(np.abs(wave).max()), 1e-9) * envelope
 
 
@@ -730,7 +762,7 @@ def render_audio(scene: Scene, config: SynthConfig) -> np.ndarray:
         i = round(onset * sr)
         seg = audio[i:i + len(note)]
         seg += rng.uniform(0.8, 1.0) * note[: len(seg)]
-    audio += scene.hiss_level * rng.standard_normal(n)
+    audio += scene.hiss_level * _white(rng, n)
     peak = float(np.abs(audio).max())
     return (audio * min(1.0, 0.95 / max(peak, 1e-9))).astype(np.float32)
 
@@ -801,7 +833,7 @@ def write_mp4(path: str | Path, frames: np.ndarray | None, audio: np.ndarray | N
     frames = None if frames is None else _check_frames(frames)
     audio = None if audio is None else np.asarray(audio, np.float32).reshape(-1)
     path = Path(path)
-    with av.open(str(path), "w", format="mp4", options={"fflags": "+bitexact"}) as container:
+    with portable_cpu_paths(), av.open(str(path), "w", format="mp4", options={"fflags": "+bitexact"}) as container:
         # every stream must exist before the first packet is muxed
         if frames is not None:
             video = container.add_stream("libx264", rate=fps, options=X264_OPTIONS)
