@@ -133,17 +133,24 @@ def data_pull(
     data: Annotated[Path, typer.Argument(help="Dataset directory tracked by DIR.dvc.")] = Path("data"),
     remote: Annotated[Optional[str], typer.Option(help="DVC remote name, or a URL/directory for this call (default: the project's default remote).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Generator processes if it must be regenerated (default: all cores).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse (exit 2) when DIR cannot be made to match DIR.dvc, "
+                                         "instead of going on with the data under its own version.")] = False,
 ) -> None:
-    """Make DIR match DIR.dvc: nothing if it does, else pull it, else regenerate it from its recipe, check and push."""
+    """Make DIR match DIR.dvc: nothing if it does, else pull it, else regenerate it from its recipe, check and push.
+
+    When DIR cannot match (a regeneration with other bytes, data changed after versioning), one warning
+    names the files that differ and DIR is used under its own version; --strict refuses instead."""
     from model.errors import OmniRetrieverError
     from model.versioning import pull_data
 
     try:
-        version = pull_data(data, remote, workers=workers)
+        version = pull_data(data, remote, workers=workers, strict=strict)
     except OmniRetrieverError as exc:
         _fail(str(exc))
     for note in version.notes:
         typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+    if version.warning:
+        typer.secho(f"warning: {version.warning}", fg=typer.colors.YELLOW, err=True)
     _echo_version(data, version)
 
 
@@ -151,7 +158,8 @@ def _echo_version(data: Path, version) -> None:
     pushed = f"; pushed {version.pushed} files" if version.pushed else ""
     typer.echo(f"{data}: {version.action}, {version.nfiles} files, {version.size / 1e6:.1f} MB "
                f"({version.dvc_file.name}){pushed}")
-    typer.echo(f"version: {version.md5}")
+    recorded = f" ({version.dvc_file.name} records {version.recorded})" if version.recorded else ""
+    typer.echo(f"version: {version.md5}{recorded}")
 
 
 @data_app.command("validate")

@@ -4,11 +4,20 @@ A dataset directory DIR inside a DVC project is tracked by the pointer file DIR.
 its version is the md5 of DVC's directory listing ("<hash>.dir"), so two directories with the same
 files (names and bytes) have the same version wherever they were made.
 
-    version_data(DIR)  dvc add DIR, record how to regenerate it, push it; returns the DataVersion
+    version_data(DIR)  dvc add DIR, record how to regenerate it and every file's md5, push it;
+                       returns the DataVersion
     pull_data(DIR)     make DIR match DIR.dvc: nothing to do if it already does, else pull it from
                        the remote, else (remote without it) regenerate it from the recipe recorded
                        in DIR.dvc, check the result against the recorded hash and push it
     read_version(F)    the md5 a .dvc file records, None if there is no such file
+
+When the data cannot be made to match (a regeneration whose bytes differ, data already in place that
+was changed after versioning), `pull_data` by default goes on with the data as it is, under its real
+version, and says in one warning how many files differ and which (it knows them from DIR.md5sums,
+the per-file listing `version_data` writes beside DIR.dvc, in `md5sum` format). It never overwrites
+data, never publishes data it could not check, and leaves DIR.dvc as it is: the pipeline versions the
+data after validation. With strict=True it refuses instead (VersioningError), as the tests of the
+recorded default dataset do.
 
 The recipe: when DIR is a dataset made by `omniretriever data synth` (its dataset.json says so),
 version_data writes the generator version and SynthConfig under `meta: synth:` in DIR.dvc (DVC keeps
@@ -22,6 +31,7 @@ DVC is imported inside the functions: it is slow to import.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -41,6 +51,8 @@ if TYPE_CHECKING:
 DEFAULT_REMOTE = "local"  # name of the default remote that init_project configures
 DEFAULT_REMOTE_DIR = ".dvc-storage"  # its directory, relative to the project root (git-ignored)
 ADHOC_REMOTE = "cli"  # name given to a remote passed as a URL or directory for one call
+LISTING_SUFFIX = ".md5sums"  # DIR.md5sums: "<md5>  <relative path>" per file, what DIR.dvc's version lists
+NAMED_DIFFERENCES = 10  # how many differing files a warning names
 
 
 @dataclass(frozen=True)
@@ -51,15 +63,23 @@ class DataVersion:
     nfiles: int
     size: int  # bytes, all files
     dvc_file: Path  # the pointer file, DIR.dvc
-    action: str = "versioned"  # versioned | up to date | pulled | regenerated
+    action: str = "versioned"  # versioned | up to date | pulled | regenerated | differs | regenerated, differs
     pushed: int = 0  # files uploaded to the remote by this call
     notes: tuple[str, ...] = ()  # things the caller should show the user (a push that failed, ...)
+    warning: str | None = None  # the data is not the version DIR.dvc records: which files differ, what happens
+    recorded: str | None = None  # the version DIR.dvc records, when it is not `md5`
 
 
 def dvc_file_for(data: str | Path) -> Path:
     """The pointer file DVC writes for a tracked directory: DIR.dvc, beside DIR."""
     data = Path(data).absolute()
     return data.parent / f"{data.name}.dvc"
+
+
+def listing_file_for(data: str | Path) -> Path:
+    """The per-file listing beside a tracked directory: DIR.md5sums."""
+    data = Path(data).absolute()
+    return data.parent / f"{data.name}{LISTING_SUFFIX}"
 
 
 def read_version(dvc_file: str | Path) -> str | None:
@@ -80,16 +100,20 @@ def version_data(data: str | Path, remote: str | None = None) -> DataVersion:
         _dvc(f"dvc add {data}", repo.add, [str(data)])
         dvc_file = dvc_file_for(data)
         _write_recipe(dvc_file, synth_recipe(data))
+        _write_listing(listing_file_for(data), file_listing(data))
         pushed = _dvc(f"dvc push {dvc_file.name}", repo.push, targets=[str(dvc_file)], remote=remote_name)
     return _version(dvc_file, "versioned", pushed)
 
 
-def pull_data(data: str | Path, remote: str | None = None, *, workers: int | None = None) -> DataVersion:
+def pull_data(data: str | Path, remote: str | None = None, *, workers: int | None = None,
+              strict: bool = False) -> DataVersion:
     """Make DIR hold exactly the version DIR.dvc records: no-op, pull, or regenerate + check + push.
 
-    A DIR that exists with other contents is never overwritten (VersioningError). A pull that fails
-    part-way leaves no DIR behind; a regeneration happens beside DIR and moves into place only once
-    its hash matches.
+    A DIR that exists with other contents is never overwritten: with `strict` that is a
+    VersioningError, else it is used as it is (action "differs", a warning naming the files that
+    differ). A pull that fails part-way leaves no DIR behind; a regeneration happens beside DIR and
+    moves into place only once checked: when its hash matches, or (not `strict`) with a warning when it
+    does not (action "regenerated, differs"; not pushed, DIR.dvc unchanged).
     """
     data = Path(data).absolute()
     dvc_file = dvc_file_for(data)
@@ -100,7 +124,7 @@ def pull_data(data: str | Path, remote: str | None = None, *, workers: int | Non
     if data.is_dir() and not any(data.iterdir()):
         data.rmdir()  # an empty directory holds nothing to lose; treat it as absent
     if data.exists():
-        return _check_present(data, dvc_file, expected)
+        return _check_present(data, dvc_file, expected, strict)
     root = project_root(data.parent)
     with _repo(root, remote) as (repo, remote_name):
         try:
@@ -111,7 +135,10 @@ def pull_data(data: str | Path, remote: str | None = None, *, workers: int | Non
             if recipe is None:
                 raise
             pull_failure = str(exc)
-        regenerate(data, recipe, expected, workers=workers)
+        got = regenerate(data, recipe, expected, workers=workers, strict=strict)
+        if got != expected:
+            return _differing(data, dvc_file, got, "regenerated, differs",
+                              f"the data regenerated from the recipe in {dvc_file.name}", notes=(pull_failure,))
         return _commit_and_push(repo, data, dvc_file, remote_name, pull_failure)
 
 
@@ -150,6 +177,44 @@ def init_project(root: str | Path, remote_dir: str | Path = DEFAULT_REMOTE_DIR) 
     finally:
         repo.close()
     return root / ".dvc"
+
+
+def file_listing(path: str | Path) -> dict[str, str]:
+    """relative path (posix) -> md5 of every file under `path`, in the order DVC lists a directory."""
+    path = Path(path)
+    files = sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).parts)
+    listing = {}
+    for p in files:
+        digest = hashlib.md5()
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        listing[p.relative_to(path).as_posix()] = digest.hexdigest()
+    return listing
+
+
+def listing_version(listing: dict[str, str]) -> str:
+    """The version ("<hash>.dir") DVC gives a directory with these files: the md5 of its JSON listing."""
+    entries = [{"md5": listing[rel], "relpath": rel} for rel in sorted(listing, key=lambda r: tuple(r.split("/")))]
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+
+
+def read_listing(listing_file: Path, version: str) -> dict[str, str] | None:
+    """The per-file md5s of `version` from DIR.md5sums; None when the file is absent, unreadable or
+    lists another version (written for an older DIR.dvc)."""
+    try:
+        lines = listing_file.read_text(encoding="utf-8").splitlines()
+        listing = dict(reversed(line.split("  ", 1)) for line in lines if line)
+    except (OSError, UnicodeDecodeError, ValueError, TypeError):
+        return None
+    return listing if listing_version(listing) == version else None
+
+
+def differing_files(recorded: dict[str, str] | None, present: dict[str, str]) -> list[str] | None:
+    """Sorted relative paths that are missing, extra or changed between two listings (None: unknown)."""
+    if recorded is None:
+        return None
+    return sorted(rel for rel in recorded.keys() | present.keys() if recorded.get(rel) != present.get(rel))
 
 
 def dir_hash(path: str | Path) -> str:
@@ -193,8 +258,11 @@ def read_recipe(dvc_file: Path) -> dict[str, Any] | None:
     return recipe if isinstance(recipe, dict) and "config" in recipe else None
 
 
-def regenerate(data: Path, recipe: dict[str, Any], expected: str, *, workers: int | None = None) -> None:
-    """Rebuild a synth dataset beside `data`, check its hash against `expected`, then move it into place."""
+def regenerate(data: Path, recipe: dict[str, Any], expected: str, *, workers: int | None = None,
+               strict: bool = True) -> str:
+    """Rebuild a synth dataset beside `data`, check its hash against `expected`, then move it into place
+    and return its version. A version other than `expected` is a VersioningError (nothing written) when
+    `strict`, else it moves into place all the same: the caller says so."""
     from model import synth
 
     if recipe.get("generator_version") != synth.GENERATOR_VERSION:
@@ -209,12 +277,45 @@ def regenerate(data: Path, recipe: dict[str, Any], expected: str, *, workers: in
     try:
         synth.synthesize(staging, config, workers=workers)
         got = dir_hash(staging)
-        if got != expected:
-            raise VersioningError(f"regenerated {data.name} has version {got}, but {data.name}.dvc records {expected} "
-                                  f"(different codec libraries?); nothing was written")
+        if got != expected and strict:
+            raise VersioningError(f"regenerated {data.name} has version {got}, but {data.name}.dvc records {expected}"
+                                  f"{_which_differ(data, staging, expected)} (different codec libraries?); "
+                                  "nothing was written")
         os.replace(staging, data)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return got
+
+
+def _write_listing(path: Path, listing: dict[str, str]) -> None:
+    """DIR.md5sums, written atomically ("<md5>  <relative path>" lines: `md5sum -c` reads it inside DIR)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{md5}  {rel}\n" for rel, md5 in listing.items()), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _which_differ(data: Path, present: Path, expected: str) -> str:
+    """", in N of M files (a, b, ...)" for a message, from DIR.md5sums; "" when that is unknown."""
+    recorded = read_listing(listing_file_for(data), expected)
+    differ = differing_files(recorded, file_listing(present))
+    if differ is None:
+        return ""
+    names = ", ".join(differ[:NAMED_DIFFERENCES]) + (f" and {len(differ) - NAMED_DIFFERENCES} more"
+                                                     if len(differ) > NAMED_DIFFERENCES else "")
+    return f", in {len(differ)} of {len(recorded)} files ({names})"
+
+
+def _differing(data: Path, dvc_file: Path, got: str, action: str, what: str,
+               notes: tuple[str, ...] = ()) -> DataVersion:
+    """The version of data that is not what DIR.dvc records, with the one warning that says so."""
+    expected = read_version(dvc_file)
+    warning = (f"{what} has version {got}, not the {expected} that {dvc_file.name} records"
+               f"{_which_differ(data, data, expected)}. Going on with it under its own version, {got}; "
+               f"{dvc_file.name} is left as it is (`omniretriever data version {data.name}` records this version, "
+               "the pipeline's version-data step does so after validation; `data pull --strict` refuses instead)")
+    files = [p for p in data.rglob("*") if p.is_file()]
+    return DataVersion(md5=got, nfiles=len(files), size=sum(p.stat().st_size for p in files), dvc_file=dvc_file,
+                       action=action, notes=notes, warning=warning, recorded=expected)
 
 
 def _write_recipe(dvc_file: Path, recipe: dict[str, Any] | None) -> None:
@@ -304,12 +405,15 @@ def _commit_and_push(repo: Repo, data: Path, dvc_file: Path, remote: str | None,
     return _version(dvc_file, "regenerated", pushed, tuple(notes))
 
 
-def _check_present(data: Path, dvc_file: Path, expected: str) -> DataVersion:
+def _check_present(data: Path, dvc_file: Path, expected: str, strict: bool) -> DataVersion:
     got = dir_hash(data)
-    if got != expected:
-        raise VersioningError(f"{data} holds version {got}, not the {expected} that {dvc_file.name} records; "
-                              "not overwriting it (move it away to pull, or record it with `omniretriever data version`)")
-    return _version(dvc_file, "up to date", 0)
+    if got == expected:
+        return _version(dvc_file, "up to date", 0)
+    if strict:
+        raise VersioningError(f"{data} holds version {got}, not the {expected} that {dvc_file.name} records"
+                              f"{_which_differ(data, data, expected)}; not overwriting it (move it away to pull, or "
+                              "record it with `omniretriever data version`)")
+    return _differing(data, dvc_file, got, "differs", f"{data} (already in place, not overwritten)")
 
 
 def _load(dvc_file: Path) -> dict[str, Any]:
