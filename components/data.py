@@ -1,9 +1,14 @@
-"""Data steps: version the dataset with DVC, then validate its triples with Great Expectations.
+"""Data steps: fetch the dataset (when asked), validate its triples with Great Expectations, then
+version what passed with DVC.
 
-Both run in the CPU image. Data travels as a path (a string parameter): the local dataset directory,
-or in a cluster a directory on the workspace volume that `version_data(pull=True)` fills from the DVC
-remote. A failed validation is an outcome, not an error: `validate_data` returns passed=False and the
-pipeline skips training.
+    pull-data ─► validate-data ─► [passed] version-data
+
+All three run in the CPU image. Data travels as a path (a string parameter): the local dataset
+directory, or in a cluster a directory on the workspace volume that `pull_data(pull=True)` fills from
+the DVC remote. Nothing reaches the remote before it has passed validation: `version_data` (dvc add +
+push) runs only on data that passed, and its version is the one the run's lineage records. A failed
+validation is an outcome, not an error: `validate_data` returns passed=False and the pipeline skips
+the rest.
 """
 
 from typing import NamedTuple
@@ -15,19 +20,28 @@ from components.images import CPU_BASE_IMAGE, CPU_TARGET_IMAGE
 
 
 @dsl.component(base_image=CPU_BASE_IMAGE, target_image=CPU_TARGET_IMAGE)
-def version_data(data: str, remote: str = "", pull: bool = False) -> NamedTuple(
-        "DataVersionOutputs", [("md5", str), ("nfiles", int), ("size", int), ("dvc_file", str)]):
-    """Version `data` with DVC (add + push to `remote`), or with pull=True fetch the version that its
-    .dvc file names from `remote`. Returns the content hash that identifies this dataset downstream."""
+def pull_data(data: str, remote: str = "", pull: bool = True) -> NamedTuple(
+        "PullOutputs", [("action", str), ("md5", str), ("warning", str)]):
+    """With `pull`, make `data` hold the version its .dvc file records: pull it from `remote`, or
+    regenerate it from its recipe (`omniretriever data pull`). Data that cannot be made to match (a
+    regeneration with other bytes, data changed after versioning) is used as it is, under its own version
+    `md5`, and `warning` names the files that differ. Without `pull`, only check the dataset is in place."""
     from collections import namedtuple
+    from pathlib import Path
 
     from model import versioning
 
-    remote_or_default = remote or None
-    version = (versioning.pull_data(data, remote=remote_or_default) if pull
-               else versioning.version_data(data, remote=remote_or_default))
-    outputs = namedtuple("DataVersionOutputs", ["md5", "nfiles", "size", "dvc_file"])
-    return outputs(str(version.md5), int(version.nfiles), int(version.size), str(version.dvc_file))
+    outputs = namedtuple("PullOutputs", ["action", "md5", "warning"])
+    if not pull:
+        if not (Path(data) / "manifests").is_dir():
+            raise FileNotFoundError(f"{data}: no dataset here (no manifests/ directory), and pull is off")
+        return outputs("in place", "", "")
+    version = versioning.pull_data(data, remote=remote or None)
+    for note in version.notes:
+        print(f"note: {note}")
+    if version.warning:
+        print(f"warning: {version.warning}")
+    return outputs(version.action, str(version.md5), version.warning or "")
 
 
 @dsl.component(base_image=CPU_BASE_IMAGE, target_image=CPU_TARGET_IMAGE)
@@ -49,3 +63,18 @@ def validate_data(data: str, report: Output[HTML], max_rejected: float = 0.0) ->
                            rejected=int(result.rejected), rejected_fraction=float(result.rejected_fraction),
                            failures=failures_line(result), details=str(details))
     return bool(result.passed)
+
+
+@dsl.component(base_image=CPU_BASE_IMAGE, target_image=CPU_TARGET_IMAGE)
+def version_data(data: str, remote: str = "") -> NamedTuple(
+        "DataVersionOutputs", [("md5", str), ("nfiles", int), ("size", int), ("dvc_file", str)]):
+    """Version `data` with DVC: dvc add (DATA.dvc and DATA.md5sums written beside it) and push to
+    `remote`. Runs after validation, so only data that passed is published. Returns the content hash that
+    identifies this dataset downstream (the training run's data_version)."""
+    from collections import namedtuple
+
+    from model import versioning
+
+    version = versioning.version_data(data, remote=remote or None)
+    outputs = namedtuple("DataVersionOutputs", ["md5", "nfiles", "size", "dvc_file"])
+    return outputs(str(version.md5), int(version.nfiles), int(version.size), str(version.dvc_file))

@@ -3,7 +3,8 @@ per GPU when GPUs are visible. Either way the work is `model.train.train`; under
 runs `python -m components.training SPEC` (this module's `main`), and rank 0 reports to MLflow.
 
 The spec is a small JSON file: {"train": TrainConfig keyword arguments, "tracking": bool,
-"tracking_uri": str, "pipeline_run_id": str}. The MLflow tracker (registry.tracking.MlflowTracker)
+"tracking_uri": str, "pipeline_run_id": str, "data_version": str (the lineage tag; "": computed from
+the data)}. The MLflow tracker (registry.tracking.MlflowTracker)
 records its run id in RUN/mlflow_run.json, which is how the launching process learns it.
 """
 
@@ -45,13 +46,14 @@ def torchrun_command(nproc: int, spec: Path) -> list[str]:
 
 
 def run_training(train_kwargs: dict[str, Any], *, nproc: int | None = None, tracking: bool = True,
-                 tracking_uri: str = "", pipeline_run_id: str = "") -> TrainResult:
+                 tracking_uri: str = "", pipeline_run_id: str = "", data_version: str = "") -> TrainResult:
     """Train into train_kwargs["out"]: torchrun with `nproc` ranks when nproc > 1 or GPUs are visible
     (nproc defaults to their number), in this process otherwise. Raises RuntimeError naming the exit
     status when a rank fails."""
     nproc = visible_gpus() if nproc is None else nproc
     spec = {"train": {k: str(v) if isinstance(v, Path) else v for k, v in train_kwargs.items()},
-            "tracking": tracking, "tracking_uri": tracking_uri, "pipeline_run_id": pipeline_run_id}
+            "tracking": tracking, "tracking_uri": tracking_uri, "pipeline_run_id": pipeline_run_id,
+            "data_version": data_version}
     run = Path(train_kwargs["out"])
     if nproc >= 1 and (nproc > 1 or visible_gpus() > 0):
         run.mkdir(parents=True, exist_ok=True)
@@ -84,7 +86,8 @@ def _mlflow_tracker(cfg: Any, spec: dict) -> Any:
     from registry.tracking import MlflowTracker
 
     return MlflowTracker(cfg, tracking_uri=spec.get("tracking_uri") or None,
-                         pipeline_run_id=spec.get("pipeline_run_id") or None)
+                         pipeline_run_id=spec.get("pipeline_run_id") or None,
+                         data_version=spec.get("data_version") or None)
 
 
 def _run_id(tracker: Any) -> str:

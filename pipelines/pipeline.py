@@ -1,8 +1,12 @@
-"""The omniretriever pipeline: data -> version (DVC) -> validate (GX) -> train -> evaluate -> register
+"""The omniretriever pipeline: data -> validate (GX) -> version (DVC) -> train -> evaluate -> register
 -> gate -> export + deploy, the last two only when the gate promotes the challenger.
 
-    version-data ─► validate-data ─► [passed] train-model ─► evaluate-model ─► register-model ─► gate-model
-                                                                                   [promoted] ─► export-model ─► deploy-model
+    pull-data ─► validate-data ─► [passed] version-data ─► train-model ─► evaluate-model ─► register-model ─► gate-model
+                                                                                      [promoted] ─► export-model ─► deploy-model
+
+Data is validated before it is published: pull-data fetches the recorded version (with pull_data; a
+local run uses the data in place), and only data that passed validation is versioned and pushed
+(version-data), under the version the training run's lineage then records.
 
 One DAG, two flavours of the same components (see `Steps`):
 - cluster: the containerized components (target images) plus the Kubernetes settings: training asks
@@ -40,8 +44,9 @@ DEFAULT_TOLERATIONS = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "No
 class Steps:
     """The pipeline's components, one per step."""
 
-    version_data: Any
+    pull_data: Any
     validate_data: Any
+    version_data: Any
     train_model: Any
     evaluate_model: Any
     register_model: Any
@@ -52,13 +57,13 @@ class Steps:
 
 def containerized_steps() -> Steps:
     """The components as declared in components/ (base and target images set): for a cluster."""
-    from components.data import validate_data, version_data
+    from components.data import pull_data, validate_data, version_data
     from components.evaluation import evaluate_model
     from components.gpu.train import train_model
     from components.registry_steps import gate_model, register_model
     from components.serving_steps import deploy_model, export_model
 
-    return Steps(version_data, validate_data, train_model, evaluate_model, register_model, gate_model,
+    return Steps(pull_data, validate_data, version_data, train_model, evaluate_model, register_model, gate_model,
                  export_model, deploy_model)
 
 
@@ -135,12 +140,13 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
         dvc_secret: str = "omniretriever-dvc",
         mlflow_secret: str = "omniretriever-mlflow",
     ) -> None:
-        version = s.version_data(data=data, remote=dvc_remote, pull=pull_data)
-        check = s.validate_data(data=data, max_rejected=max_rejected).after(version)
-        tasks = [version, check]
+        fetch = s.pull_data(data=data, remote=dvc_remote, pull=pull_data)
+        check = s.validate_data(data=data, max_rejected=max_rejected).after(fetch)
+        tasks = [fetch, check]
         # Conditions test the steps' single return value ("Output"): kfp.local resolves only those in a
         # condition (a NamedTuple field there silently reads as unset and skips the branch).
         with dsl.If(check.outputs["Output"] == True, name="validation-passed"):  # noqa: E712 (a pipeline condition)
+            version = s.version_data(data=data, remote=dvc_remote)
             train = s.train_model(data=data, config=config, objective=objective, steps=train_steps,
                                   batch_size=batch_size, seed=seed, data_md5=version.outputs["md5"],
                                   tracking_uri=mlflow_tracking_uri, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
@@ -150,7 +156,7 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
                                         tracking_uri=mlflow_tracking_uri).after(evaluation)
             gate = s.gate_model(name=model_name, min_gain=min_gain, max_drop=max_drop, floor=floor,
                                 tracking_uri=mlflow_tracking_uri).after(register)
-            tasks += [train, evaluation, register, gate]
+            tasks += [version, train, evaluation, register, gate]
             with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712
                 export = s.export_model(model=train.outputs["model"])
                 deploy = s.deploy_model(repository=export.outputs["repository"], target=deploy_target,
@@ -161,11 +167,12 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
         for task in tasks:
             task.set_caching_options(False)  # every step has side effects (DVC, MLflow, deployments)
         if cluster:
-            for task in (version, register, deploy):
+            for task in (fetch, version, register, deploy):
                 _retry(task)
-            for task in (version, check, train, evaluation):
+            for task in (fetch, check, version, train, evaluation):
                 _on_workspace(task, workspace_pvc)
-            _with_secret(version, dvc_secret, DVC_SECRET_KEYS)
+            for task in (fetch, version):
+                _with_secret(task, dvc_secret, DVC_SECRET_KEYS)
             for task in (train, evaluation, register, gate):
                 _with_secret(task, mlflow_secret, MLFLOW_SECRET_KEYS)
             _on_gpu_pool(train, gpus, gpu_node_selector, gpu_tolerations)

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from pipelines.local import LocalRun
 
-STEPS = ("version-data", "validate-data", "train-model", "evaluate-model", "register-model", "gate-model",
+STEPS = ("pull-data", "validate-data", "version-data", "train-model", "evaluate-model", "register-model", "gate-model",
          "export-model", "deploy-model")
 
 
@@ -112,6 +112,8 @@ def print_report(run: LocalRun, console: Console | None = None) -> Outcome:
 
     console = console or Console()
     console.print(steps_table(run))
+    if run.parameter("pull-data", "warning"):
+        console.print(f"[yellow]data: {run.parameter('pull-data', 'warning')}[/]", highlight=False)
     results = run.artifact("evaluate-model", "results")
     if results is not None and (Path(results["uri"]) / "results.json").is_file():
         print_results(json.loads((Path(results["uri"]) / "results.json").read_text()), console)

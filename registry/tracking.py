@@ -6,7 +6,8 @@ directory ($OMNIRETRIEVER_MLFLOW_DIR moves it). A sqlite store keeps its artifac
 so nothing lands in ./mlruns; a tracking server decides its own artifact root.
 
 A training run records its parameters (the TrainConfig, the encoder config, the objective, the seed),
-every step's loss terms as `train/<term>`, lineage tags (data_version from DATA.dvc, git_commit,
+every step's loss terms as `train/<term>`, lineage tags (data_version: the DVC version of the data as
+it is, given by the pipeline's version-data step or computed from the files; git_commit,
 pipeline_run_id), and at the end the pyfunc model (registry/pyfunc_model.py) logged as "model". The run
 id is kept in RUN/mlflow_run.json, so `train --resume` continues the same MLflow run and `evaluate`
 logs into it. An evaluation records `<split>.<direction>.<metric>` (R1, R5, R10, MdR, MnR, MRR, NDCG10,
@@ -165,11 +166,15 @@ def _safe_name(name: str) -> str:
 
 
 def data_version(data: str | Path) -> str:
-    """The version (md5) the .dvc file beside the data directory records (DATA.parent / "DATA.dvc"), else
-    "unversioned"; a malformed .dvc file is a VersioningError naming it."""
-    from model.versioning import dvc_file_for, read_version
+    """The DVC version ("<md5>.dir") of the data directory as it is now, when a DATA.dvc beside it
+    (DATA.parent / "DATA.dvc") versions it; else "unversioned". Computed from the files, never read
+    from DATA.dvc: data changed or regenerated with other bytes since it was versioned is recorded
+    under its own version. A malformed .dvc file is a VersioningError naming it."""
+    from model.versioning import dvc_file_for, file_listing, listing_version, read_version
 
-    return read_version(dvc_file_for(data)) or "unversioned"
+    if read_version(dvc_file_for(data)) is None:
+        return "unversioned"
+    return listing_version(file_listing(data))
 
 
 def git_commit(where: Path | None = None) -> str:
@@ -186,11 +191,20 @@ def git_commit(where: Path | None = None) -> str:
     return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
-def lineage_tags(data: str | Path, pipeline_run_id: str | None) -> dict[str, str]:
-    """data_version, git_commit, pipeline_run_id ("none" outside a pipeline)."""
+def lineage_tags(data: str | Path, pipeline_run_id: str | None, version: str | None = None) -> dict[str, str]:
+    """data_version (`version` when the caller knows it, e.g. the pipeline's version-data step, else
+    data_version(data)), git_commit, pipeline_run_id ("none" outside a pipeline), data_path; plus
+    recorded_data_version when DATA.dvc records another version than the data has."""
+    from model.versioning import dvc_file_for, read_version
+
     pipeline = pipeline_run_id or os.environ.get("OMNIRETRIEVER_PIPELINE_RUN_ID") or "none"
-    return {"data_version": data_version(data), "git_commit": git_commit(), "pipeline_run_id": pipeline,
+    version = version or data_version(data)
+    tags = {"data_version": version, "git_commit": git_commit(), "pipeline_run_id": pipeline,
             "data_path": str(Path(data).resolve())}
+    recorded = read_version(dvc_file_for(data))
+    if recorded is not None and recorded != version:
+        tags["recorded_data_version"] = recorded
+    return tags
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -370,7 +384,7 @@ class MlflowTracker:
     any that changed are listed in the tag "resume_changes"."""
 
     def __init__(self, cfg: "TrainConfig", tracking_uri: str | None = None, experiment: str | None = None,
-                 pipeline_run_id: str | None = None, flush_every: int = 10):
+                 pipeline_run_id: str | None = None, flush_every: int = 10, data_version: str | None = None):
         self.cfg = cfg
         self.run_dir = Path(cfg.out)
         self.uri = configure(tracking_uri)
@@ -381,7 +395,8 @@ class MlflowTracker:
         self.model_uri: str | None = None
         self._pending: dict[int, dict[str, float]] = {}
         self._client = client(self.uri)
-        self._lineage = lineage_tags(cfg.data, pipeline_run_id)  # read now: a bad data.dvc fails before training
+        # now: a bad data.dvc fails before training; `data_version` is the pipeline's version-data output
+        self._lineage = lineage_tags(cfg.data, pipeline_run_id, data_version)
 
     def on_train_start(self, params: dict) -> None:
         with store_errors(self.uri, "starting the training run"):

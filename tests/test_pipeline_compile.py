@@ -12,7 +12,7 @@ from components.images import CPU_BASE_IMAGE, CPU_TARGET_IMAGE, CUDA_BASE_IMAGE,
 from pipelines.compile import COMPILED, compile_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-CPU_STEPS = ("version-data", "validate-data", "evaluate-model", "register-model", "gate-model", "export-model",
+CPU_STEPS = ("pull-data", "validate-data", "version-data", "evaluate-model", "register-model", "gate-model", "export-model",
              "deploy-model")
 ALL_STEPS = CPU_STEPS + ("train-model",)
 
@@ -71,7 +71,7 @@ def test_glue_steps_run_in_the_cpu_image_without_gpus(compiled, step):
     assert container["command"] == ["python3", "-m", "kfp.dsl.executor_main"], "containerized: code comes from the image"
 
 
-@pytest.mark.parametrize("step", ["version-data", "validate-data", "train-model", "evaluate-model"])
+@pytest.mark.parametrize("step", ["pull-data", "validate-data", "version-data", "train-model", "evaluate-model"])
 def test_data_steps_mount_the_workspace_volume_with_the_feature_cache(compiled, step):
     _, spec, k8s = compiled
     (mount,) = k8s[f"exec-{step}"]["pvcMount"]
@@ -80,6 +80,7 @@ def test_data_steps_mount_the_workspace_volume_with_the_feature_cache(compiled, 
 
 
 @pytest.mark.parametrize("step, secret, env", [
+    ("pull-data", "dvc_secret", {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}),
     ("version-data", "dvc_secret", {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}),
     ("train-model", "mlflow_secret", {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}),
     ("evaluate-model", "mlflow_secret", {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}),
@@ -105,7 +106,7 @@ def test_flaky_steps_retry_and_nothing_is_cached(compiled):
     _, spec, _ = compiled
     tasks = _tasks(spec)
     retried = {name for name, t in tasks.items() if "retryPolicy" in t}
-    assert retried == {"version-data", "register-model", "deploy-model"}
+    assert retried == {"pull-data", "version-data", "register-model", "deploy-model"}
     assert all(tasks[s]["retryPolicy"]["maxRetryCount"] == 3 for s in retried)
     assert all(not tasks[s].get("cachingOptions", {}).get("enableCache", False) for s in ALL_STEPS)
 
@@ -118,6 +119,18 @@ def test_training_runs_only_after_validation_passes_and_deploy_only_when_promote
     assert any("validate-data-Output" in c for c in conditions.values())
     assert any("gate-model-Output" in c for c in conditions.values())
     assert set(tasks) >= set(ALL_STEPS)
+
+
+def test_data_is_validated_before_it_is_versioned_and_pushed(compiled):
+    """pull-data -> validate-data -> [passed] version-data -> train-model: nothing unvalidated is published."""
+    _, spec, _ = compiled
+    tasks = _tasks(spec)
+    assert tasks["validate-data"]["dependentTasks"] == ["pull-data"]
+    passed = next(comp for comp in spec["components"].values() if "version-data" in comp.get("dag", {}).get("tasks", {}))
+    assert "train-model" in passed["dag"]["tasks"], "version-data sits in the validation-passed branch"
+    assert "version-data" in tasks["train-model"]["dependentTasks"]
+    md5 = tasks["train-model"]["inputs"]["parameters"]["data_md5"]["taskOutputParameter"]
+    assert md5 == {"outputParameterKey": "md5", "producerTask": "version-data"}
 
 
 def test_local_flavour_is_lightweight_and_has_no_cluster_settings(tmp_path):

@@ -63,11 +63,12 @@ def test_a_failed_step_is_named_with_its_error(tmp_path):
 
 
 def test_the_real_pipeline_stops_at_the_first_failed_step(tmp_path):
-    """A dataset path that does not exist fails the first step; nothing after it runs."""
+    """A dataset path that does not exist fails the first step (pull-data: no dataset in place); nothing
+    after it runs."""
     run = run_local(local_arguments(tmp_path / "no-such-dataset", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
                     tmp_path / "root")
-    assert run.failed_step is not None and run.failed_step.name == "version-data"
-    assert [s.name for s in run.steps] == ["version-data"] and run.failed_step.error
+    assert run.failed_step is not None and run.failed_step.name == "pull-data"
+    assert [s.name for s in run.steps] == ["pull-data"] and "no dataset here" in run.failed_step.error
     assert outcome(run).code == 1
 
 

@@ -179,22 +179,30 @@ def test_store_resolution_and_nothing_in_mlruns(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("content,expected", [
     (None, "unversioned"),
-    ("outs:\n- md5: 3f2a9c.dir\n  size: 10\n  nfiles: 2\n  path: data\n", "3f2a9c.dir"),
+    ("outs:\n- md5: 3f2a9c.dir\n  size: 10\n  nfiles: 2\n  path: data\n", "computed"),
     ("outs: []\n", "data.dvc: expected exactly one entry under 'outs'"),
     ("{not: yaml: at all", "data.dvc: not a valid .dvc file"),
 ])
-def test_data_version_comes_from_the_dvc_file_beside_the_data(tmp_path, content, expected):
+def test_data_version_is_the_version_of_the_files_when_a_dvc_file_versions_them(tmp_path, content, expected):
     from model.errors import VersioningError
-    from registry.tracking import data_version
+    from model.versioning import dir_hash
+    from registry.tracking import data_version, lineage_tags
 
     (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("a\n")
     if content is not None:
         (tmp_path / "data.dvc").write_text(content)
     if expected.startswith("data.dvc"):
         with pytest.raises(VersioningError, match=re.escape(expected)):
             data_version(tmp_path / "data")
+    elif expected == "computed":  # data.dvc records 3f2a9c.dir, the files are another version: theirs is recorded
+        assert data_version(tmp_path / "data") == dir_hash(tmp_path / "data")
+        tags = lineage_tags(tmp_path / "data", None)
+        assert tags["data_version"] == dir_hash(tmp_path / "data") and tags["recorded_data_version"] == "3f2a9c.dir"
+        assert lineage_tags(tmp_path / "data", None, "given.dir")["data_version"] == "given.dir"
     else:
         assert data_version(tmp_path / "data") == expected
+        assert "recorded_data_version" not in lineage_tags(tmp_path / "data", None)
 
 
 def test_metric_names_are_legal_and_partial_results_are_refused(tmp_path):

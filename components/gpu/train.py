@@ -20,14 +20,15 @@ def train_model(data: str, model: Output[Model], config: str = "tiny", objective
     """Train the unified AVT encoder on data/manifests/train.jsonl into the `model` artifact (a run
     directory: model/ holds the saved model). With `track`, the run is logged to MLflow (with the
     dataset's DVC version and the pipeline run as lineage) and its run id returned for evaluation and
-    registration."""
+    registration. `data_md5` is the version-data step's output: the data_version the run records."""
     from collections import namedtuple
 
     from components.training import run_training
 
     kwargs = dict(data=data, out=model.path, config=config, objective=objective, steps=steps,
                   batch_size=batch_size, seed=seed)
-    result = run_training(kwargs, tracking=track, tracking_uri=tracking_uri, pipeline_run_id=pipeline_run_id)
+    result = run_training(kwargs, tracking=track, tracking_uri=tracking_uri, pipeline_run_id=pipeline_run_id,
+                          data_version=data_md5)
     final_loss = float(result.summary.get("final", {}).get("loss", float("nan")))
     model.metadata.update(config=config, objective=objective, steps=steps, world_size=result.world_size,
                           mlflow_run_id=result.run_id, data_md5=data_md5)
