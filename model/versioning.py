@@ -138,7 +138,8 @@ def pull_data(data: str | Path, remote: str | None = None, *, workers: int | Non
         got = regenerate(data, recipe, expected, workers=workers, strict=strict)
         if got != expected:
             return _differing(data, dvc_file, got, "regenerated, differs",
-                              f"the data regenerated from the recipe in {dvc_file.name}", notes=(pull_failure,))
+                              f"the data regenerated from the recipe in {dvc_file.name}{_generator_note(recipe)}",
+                              notes=(pull_failure,))
         return _commit_and_push(repo, data, dvc_file, remote_name, pull_failure)
 
 
@@ -262,10 +263,11 @@ def regenerate(data: Path, recipe: dict[str, Any], expected: str, *, workers: in
                strict: bool = True) -> str:
     """Rebuild a synth dataset beside `data`, check its hash against `expected`, then move it into place
     and return its version. A version other than `expected` is a VersioningError (nothing written) when
-    `strict`, else it moves into place all the same: the caller says so."""
+    `strict`, else it moves into place all the same: the caller says so. So is a recipe recorded by
+    another generator version: `strict` refuses at once, else this generator makes what it makes."""
     from model import synth
 
-    if recipe.get("generator_version") != synth.GENERATOR_VERSION:
+    if recipe.get("generator_version") != synth.GENERATOR_VERSION and strict:
         raise VersioningError(f"the recorded dataset was made by generator {recipe.get('generator_version')}, "
                               f"this is {synth.GENERATOR_VERSION}: regenerating cannot reproduce it")
     try:
@@ -285,6 +287,16 @@ def regenerate(data: Path, recipe: dict[str, Any], expected: str, *, workers: in
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return got
+
+
+def _generator_note(recipe: dict[str, Any]) -> str:
+    """" (recorded by generator X, this is Y)" when the recipe names another generator version, else ""."""
+    from model import synth
+
+    recorded = recipe.get("generator_version")
+    if recorded == synth.GENERATOR_VERSION:
+        return ""
+    return f" (recorded by generator {recorded}, this is {synth.GENERATOR_VERSION})"
 
 
 def _write_listing(path: Path, listing: dict[str, str]) -> None:

@@ -58,6 +58,20 @@ def test_evaluate_scores_twelve_directions_into_metrics_and_results(trained, tin
     assert results.metadata["n_items"] == 24
 
 
+def test_a_tracked_training_step_records_the_version_data_md5_as_its_data_version(tiny_data, tmp_path):
+    """The pipeline's lineage is version-data's output, not what a .dvc file beside the data says."""
+    from registry.tracking import client
+    from tests.mlflow_helpers import sqlite_uri
+
+    uri = sqlite_uri(tmp_path)
+    model = artifact(dsl.Model, tmp_path / "train-model", "model")
+    run_id, _, _ = train_model.python_func(data=str(tiny_data), model=model, steps=1, batch_size=8, seed=0,
+                                           data_md5="0123456789abcdef0123456789abcdef.dir", tracking_uri=uri,
+                                           pipeline_run_id="pipe-7")
+    tags = client(uri).get_run(run_id).data.tags
+    assert tags["data_version"] == "0123456789abcdef0123456789abcdef.dir" and tags["pipeline_run_id"] == "pipe-7"
+
+
 def test_train_on_a_missing_dataset_fails_naming_it(tmp_path):
     model = artifact(dsl.Model, tmp_path, "model")
     with pytest.raises(Exception, match="nowhere"):

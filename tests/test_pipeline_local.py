@@ -5,6 +5,7 @@ back and reported, and (once every step's library is present) the whole pipeline
 
 import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -155,6 +156,9 @@ def test_end_to_end_twice_then_a_validation_failure(tiny_data: Path, workdir: Pa
     assert second.exit_code == 0, second.output
     assert "omniretriever v2" in second.output and "gate:" in second.output
 
+    from model.versioning import read_version
+
+    published = read_version(workdir / "data.dvc")
     manifest = data / "manifests" / "test.jsonl"
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     rows[0]["video"] = rows[0]["audio"] = "videos/missing.mp4"
@@ -162,3 +166,5 @@ def test_end_to_end_twice_then_a_validation_failure(tiny_data: Path, workdir: Pa
     third = CliRunner().invoke(app, args)
     assert third.exit_code == 0, third.output
     assert "validation failed" in third.output and "train-model" in third.output and "skipped" in third.output
+    assert re.search(r"version-data\s*│\s*skipped", third.output), third.output
+    assert read_version(workdir / "data.dvc") == published, "data that failed validation is not versioned or pushed"

@@ -32,7 +32,7 @@ FF_SSE2 = 0x1 | 0x2 | 0x8 | 0x10 | 0x1000  # MMX, MMXEXT, SSE, SSE2, CMOV
 FF_SSE42 = FF_SSE2 | 0x40 | 0x80 | 0x100 | 0x200  # + SSE3, SSSE3, SSE4.1, SSE4.2
 FF_AVX2 = FF_SSE42 | 0x4000 | 0x8000 | 0x10000 | 0x20000 | 0x40000  # + AVX, AVX2, FMA3, BMI1, BMI2
 
-# name -> (environment, OpenBLAS core that needs the named numpy feature or None)
+# name -> the environment of a process at that level
 LEVELS: dict[str, dict[str, str]] = {
     "native": {},
     "avx2": {"NPY_DISABLE_CPU_FEATURES": AVX512, "GLIBC_TUNABLES": f"glibc.cpu.hwcaps={GLIBC_AVX512}",
@@ -82,7 +82,8 @@ def test_the_levels_were_really_forced(probes):
     native = set(probes["native"]["numpy"])
     for level, env in LEVELS.items():
         disabled = set(env.get("NPY_DISABLE_CPU_FEATURES", "").split())
-        assert not disabled & set(probes[level]["numpy"]), f"{level}: numpy still uses {disabled & set(probes[level]['numpy'])}"
+        still = disabled & set(probes[level]["numpy"])
+        assert not still, f"{level}: numpy still uses {still}"
         assert set(probes[level]["numpy"]) == native - disabled
         if "PROBE_FFMPEG_FLAGS" in env:
             assert probes[level]["ffmpeg"] == probes["native"]["ffmpeg"] & int(env["PROBE_FFMPEG_FLAGS"], 16)

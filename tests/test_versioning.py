@@ -161,6 +161,21 @@ def test_a_regeneration_that_does_not_match_goes_on_under_its_own_version(projec
     assert version.pushed == 0 and not (project / ".dvc-storage").exists()  # nothing unchecked is published
 
 
+def test_a_recipe_of_another_generator_version_is_regenerated_unless_strict(project):
+    versioning.version_data(project / "data")
+    dvc_file = project / "data.dvc"
+    dvc_file.write_text(dvc_file.read_text().replace(f"generator_version: {synth.GENERATOR_VERSION}",
+                                                     "generator_version: 0.9.0"))
+    record_other_bytes(project, "videos/test-000000.mp4")
+    wipe(project, remote=True)
+    with pytest.raises(VersioningError, match="made by generator 0.9.0"):
+        versioning.pull_data(project / "data", workers=1, strict=True)
+    assert not (project / "data").exists()
+    version = versioning.pull_data(project / "data", workers=1)
+    assert version.action == "regenerated, differs" and (project / "data" / "dataset.json").is_file()
+    assert f"(recorded by generator 0.9.0, this is {synth.GENERATOR_VERSION})" in version.warning
+
+
 def test_data_changed_after_versioning_is_used_as_it_is_and_named(project):
     version = versioning.version_data(project / "data")
     manifest = project / "data" / "manifests" / "test.jsonl"
