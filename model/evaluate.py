@@ -3,13 +3,18 @@
 results.json:
     {"directions": {"t2v": {"R@1", "R@5", "R@10", "R@1_ci95", "MdR", "MnR", "MRR", "NDCG@10", ...}, ...},
      "AVG-single": mean R@1 of the 6 single directions, "AVG-dual": of the 6 dual, "AVG-all": their mean,
-     "split", "n_items", "model", "data"}
+     "nonfinite_rows": {view: how many of its embeddings hold a NaN or inf}, "split", "n_items", "model", "data"}
 Beside it results.png (R@k heatmap and R@1 bars with 95% intervals), and a console table.
+
+A non-finite embedding (a diverged model) ranks last wherever it is the query or the gold, and never
+beats another item's gold (model/metrics.py), so it can only lower a score. Every view with such rows
+is counted in "nonfinite_rows" and named in a warning on stderr.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from model.data import ClipBank, load_bank, make_batch
-from model.metrics import direction_metrics
+from model.manifest import existing_split
+from model.metrics import direction_metrics, finite_rows
 from model.modalities import (BENCH_VIEWS, DIRECTION_NAMES, DIRECTIONS, DUAL_DIRECTIONS, MODALITIES, SINGLE_DIRECTIONS,
                               VIEWS)
 from model.store import LoadedModel, load_model
@@ -40,13 +46,28 @@ def embed_views(model: LoadedModel, bank: ClipBank, views: tuple[str, ...] = BEN
     return {v: torch.cat(chunks) for v, chunks in out.items()}
 
 
+def nonfinite_rows(emb: dict[str, torch.Tensor]) -> dict[str, int]:
+    """view -> how many of its embeddings hold a NaN or inf (they rank last, see model/metrics.py)."""
+    return {view: int((~finite_rows(z)).sum()) for view, z in emb.items()}
+
+
+def warn_nonfinite(counts: dict[str, int], n_items: int) -> None:
+    """One warning on stderr per view with non-finite rows."""
+    for view, bad in counts.items():
+        if bad:
+            print(f"warning: {bad} of {n_items} rows of view {view!r} are not finite (NaN or inf): they rank last",
+                  file=sys.stderr)
+
+
 def score_embeddings(emb: dict[str, torch.Tensor], n_boot: int = 1000, seed: int = 0) -> dict:
-    """All 12 directions plus AVG-single, AVG-dual, AVG-all from per-view embeddings."""
+    """All 12 directions plus AVG-single, AVG-dual, AVG-all from per-view embeddings, and how many
+    rows of each view are not finite."""
     directions = {name: direction_metrics(emb[DIRECTIONS[name].query], emb[DIRECTIONS[name].gallery],
                                           n_boot=n_boot, seed=seed) for name in DIRECTION_NAMES}
     single = float(np.mean([directions[d]["R@1"] for d in SINGLE_DIRECTIONS]))
     dual = float(np.mean([directions[d]["R@1"] for d in DUAL_DIRECTIONS]))
-    return {"directions": directions, "AVG-single": single, "AVG-dual": dual, "AVG-all": (single + dual) / 2}
+    return {"directions": directions, "AVG-single": single, "AVG-dual": dual, "AVG-all": (single + dual) / 2,
+            "nonfinite_rows": nonfinite_rows(emb)}
 
 
 def print_results(results: dict, console: Console | None = None, title: str = "OmniRetriever-Bench") -> None:
@@ -111,12 +132,18 @@ def write_json(path: str | Path, data: dict) -> Path:
 def evaluate(model_path: str | Path, data: str | Path, split: str = "test", out: str | Path | None = None, *,
              cache_dir: Path | None = None, workers: int | None = None, limit: int | None = None,
              progress: bool = True, n_boot: int = 1000) -> dict:
-    """Score a saved model on a split; writes results.json and results.png when `out` is given."""
+    """Score a saved model on a split; writes results.json and results.png when `out` is given.
+
+    The model and the split's manifest are checked before anything is decoded. Views with non-finite
+    embeddings are counted in results["nonfinite_rows"] and warned about on stderr; those rows rank
+    last, so they never raise a score."""
     model = load_model(model_path)
+    existing_split(data, split)
     bank = load_bank(data, split, model.config.decode, cache_dir=cache_dir, workers=workers, limit=limit,
                      progress=progress)
     results = score_embeddings(embed_views(model, bank), n_boot=n_boot)
     results.update(split=split, n_items=len(bank), model=str(model.path), data=str(data))
+    warn_nonfinite(results["nonfinite_rows"], len(bank))
     if out is not None:
         out = write_json(out, results)
         results["plot"] = str(plot_results(results, out.with_suffix(".png")))

@@ -69,6 +69,20 @@ def manifest_path(data_root: str | Path, split: str) -> Path:
     return Path(data_root) / "manifests" / f"{split}.jsonl"
 
 
+def existing_split(data_root: str | Path, split: str) -> Path:
+    """The manifest of `split`, checked to exist (a cheap check before any decoding); else
+    FileNotFoundError naming the missing directory or file and the splits the data root does hold."""
+    root = Path(data_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such dataset directory (expected a root holding manifests/{split}.jsonl)")
+    path = manifest_path(root, split)
+    if not path.is_file():
+        have = sorted(p.stem for p in (root / "manifests").glob("*.jsonl"))
+        held = f"its splits are {', '.join(have)}" if have else "it has no manifests/*.jsonl at all"
+        raise FileNotFoundError(f"{root} has no {split!r} split: {path} does not exist ({held})")
+    return path
+
+
 def parse_line(raw: str, *, source: str | Path = "<manifest>", line: int | None = None) -> Record:
     """Parse one JSON line into a Record, or raise ManifestError naming the source and line."""
     try:

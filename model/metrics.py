@@ -11,6 +11,16 @@ is its expectation over that, so ties never flatter a model (a constant embeddin
     NDCG@10 = sum_{r=g+1}^{min(g+e+1, 10)} 1/log2(r + 1) / (e + 1)
 eps absorbs float32 rounding between differently-shaped matrix products (scores lie in [-1, 1]).
 
+Non-finite numbers never flatter either: a non-finite score is the lowest possible score. An
+embedding (a row) holding a NaN or an inf is non-finite, and
+  - a query whose own embedding, or whose gold gallery item's embedding, is non-finite (or whose gold
+    score is) gets its gold ranked last: g = n - 1, e = 0, so R@k = 0 for k < n, below chance;
+  - a non-finite gallery item j never beats or ties anyone else's gold: its scores sit below every
+    finite score.
+So a diverged model whose embeddings are all NaN scores R@1 = 0, not 100 (a NaN compares neither
+greater than nor equal to anything, which would otherwise rank every gold first). Scores between
+finite embeddings are used as computed.
+
 `rank_counts` never holds more than query_block x gallery_block scores, so galleries of 10^6 items
 fit in bounded memory; `rank_counts_reference` is the brute-force N x N version the tests compare with.
 """
@@ -26,31 +36,53 @@ TIE_EPS = 1e-5
 EULER_GAMMA = 0.5772156649015329
 
 
+def finite_rows(x: torch.Tensor) -> torch.Tensor:
+    """bool (N,): which rows of an (N, E) embedding hold no NaN or inf."""
+    return torch.isfinite(x).all(-1)
+
+
+def _gold_last(greater: torch.Tensor, ties: torch.Tensor, broken: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The counts with the gold of every `broken` query ranked last (g = n - 1, e = 0)."""
+    n = len(greater)
+    return greater.masked_fill(broken, n - 1), ties.masked_fill(broken, 0)
+
+
 def rank_counts(query: torch.Tensor, gallery: torch.Tensor, *, max_elements: int = 1 << 24,
                 eps: float = TIE_EPS) -> tuple[torch.Tensor, torch.Tensor]:
-    """(g, e) int64 (N,) for row-aligned query/gallery (N, E), scored in blocks of <= max_elements."""
+    """(g, e) int64 (N,) for row-aligned query/gallery (N, E), scored in blocks of <= max_elements.
+    Non-finite rows rank as the module docstring says; their finiteness is found once, per row."""
     n = query.shape[0]
     if gallery.shape[0] != n:
         raise ValueError(f"query and gallery must have the same number of items, got {n} and {gallery.shape[0]}")
     qb = max(1, min(n, max_elements // min(n, 4096)))
     gb = max(1, min(n, max_elements // qb))
+    gallery_ok = finite_rows(gallery)
+    mask_gallery = not bool(gallery_ok.all())  # only then does a block need its broken columns masked
     greater = torch.zeros(n, dtype=torch.long)
     ties = torch.zeros(n, dtype=torch.long)
+    gold_ok = torch.zeros(n, dtype=torch.bool)
     for q0 in range(0, n, qb):
         q = query[q0: q0 + qb]  # (b, E)
         gold = (q * gallery[q0: q0 + qb]).sum(-1, keepdim=True)  # (b, 1)
+        gold_ok[q0: q0 + qb] = torch.isfinite(gold[:, 0])
         for g0 in range(0, n, gb):
             s = q @ gallery[g0: g0 + gb].T  # (b, gb)
+            if mask_gallery:
+                s.masked_fill_(~gallery_ok[None, g0: g0 + gb], -math.inf)
             greater[q0: q0 + qb] += (s > gold + eps).sum(1)
             ties[q0: q0 + qb] += ((s - gold).abs() <= eps).sum(1)
-    return greater, ties - 1  # the gold ties with itself
+    broken = ~(gold_ok & finite_rows(query) & gallery_ok)
+    return _gold_last(greater, ties - 1, broken)  # ties - 1: the gold ties with itself
 
 
 def rank_counts_reference(query: torch.Tensor, gallery: torch.Tensor, eps: float = TIE_EPS) -> tuple[torch.Tensor, torch.Tensor]:
     """The same counts from the full N x N score matrix (for tests and benchmarks only)."""
-    s = query @ gallery.T  # (N, N)
-    gold = s.diagonal()[:, None]
-    return (s > gold + eps).sum(1), ((s - gold).abs() <= eps).sum(1) - 1
+    gallery_ok = finite_rows(gallery)
+    raw = query @ gallery.T  # (N, N)
+    gold = raw.diagonal()[:, None]
+    s = raw.masked_fill(~gallery_ok[None, :], -math.inf)
+    counts = (s > gold + eps).sum(1), ((s - gold).abs() <= eps).sum(1) - 1
+    return _gold_last(*counts, ~(torch.isfinite(gold[:, 0]) & finite_rows(query) & gallery_ok))
 
 
 def _harmonic(n: torch.Tensor) -> torch.Tensor:

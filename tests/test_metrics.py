@@ -72,3 +72,60 @@ def test_score_embeddings_reports_all_twelve_and_the_averages():
 def test_mismatched_sizes_are_refused():
     with pytest.raises(ValueError, match="same number of items"):
         rank_counts(normed(5), normed(6))
+
+
+# ---------------------------------------------------------------------------------------------------
+# non-finite embeddings: a non-finite score is the lowest possible score
+
+
+def test_a_diverged_model_scores_zero_not_perfect():
+    nan = torch.full((24, 8), float("nan"))
+    m = direction_metrics(nan, nan, n_boot=20)
+    assert m["R@1"] == 0.0 and m["R@10"] == 0.0 and m["MdR"] == 24.0 and m["MnR"] == 24.0
+    res = score_embeddings({v: nan for v in BENCH_VIEWS}, n_boot=20)
+    assert res["AVG-all"] == 0.0 and res["nonfinite_rows"] == {v: 24 for v in BENCH_VIEWS}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_query_row_ranks_its_gold_last(bad):
+    z = normed(50, seed=5)
+    q = z.clone()
+    q[7, 3] = bad
+    g, e = rank_counts(q, z)
+    assert (g[7], e[7]) == (49, 0)
+    assert torch.equal(g[torch.arange(50) != 7], torch.zeros(49, dtype=torch.long))  # the others still rank first
+    g, e = rank_counts(z, q)  # the same row broken in the gallery: its own query's gold ranks last
+    assert (g[7], e[7]) == (49, 0)
+
+
+def test_an_inf_gallery_row_never_beats_or_ties_another_gold():
+    q = normed(40, seed=6)
+    g = F.normalize(q + 0.8 * normed(40, seed=7), dim=-1)
+    before = rank_counts(q, g)
+    broken = g.clone()
+    broken[11] = float("inf")  # q . inf would be +inf (or nan): the best score of every query if left alone
+    greater, ties = rank_counts(q, broken)
+    others = torch.arange(40) != 11
+    assert torch.equal(greater[others], before[0][others]) and torch.equal(ties[others], before[1][others])
+    assert (greater[11], ties[11]) == (39, 0)
+
+
+@pytest.mark.parametrize("max_elements", [1, 37, 1000, 1 << 24])
+@pytest.mark.parametrize("where", ["query", "gallery", "both"])
+def test_blockwise_counts_equal_brute_force_with_non_finite_rows(max_elements, where):
+    q, g = normed(301, seed=8), normed(301, seed=9)
+    g[10:20] = g[0]  # ties, as in the finite case
+    if where in ("query", "both"):
+        q[[3, 150, 300]] = float("nan")
+        q[44, 0] = float("inf")
+    if where in ("gallery", "both"):
+        g[[5, 150]] = float("inf")
+        g[12, 2] = float("nan")  # one of the tied duplicates
+        g[299, 1] = -float("inf")
+    got, ref = rank_counts(q, g, max_elements=max_elements), rank_counts_reference(q, g)
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+    q_ok, g_ok = torch.isfinite(q).all(1), torch.isfinite(g).all(1)
+    broken = ~(q_ok & g_ok)
+    assert (got[0][broken] == 300).all() and (got[1][broken] == 0).all()
+    per = per_query(*got)
+    assert (per["R@1"][broken] == 0).all()
