@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 SPEC_FILE = "train_spec.json"
+FAILURE_FILE = "train_failure.json"  # written by torchrun's rank 0 when its training raised: {"error": "Type: message"}
 RUN_RECORD = "mlflow_run.json"  # written by registry.tracking.MlflowTracker: {"tracking_uri", "run_id", ...}
 
 
@@ -59,9 +60,11 @@ def run_training(train_kwargs: dict[str, Any], *, nproc: int | None = None, trac
         run.mkdir(parents=True, exist_ok=True)
         spec_path = run / SPEC_FILE
         spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+        (run / FAILURE_FILE).unlink(missing_ok=True)
         proc = subprocess.run(torchrun_command(nproc, spec_path), env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if proc.returncode != 0:
-            raise RuntimeError(f"torchrun with {nproc} process(es) failed with exit status {proc.returncode}")
+            raise RuntimeError(f"torchrun with {nproc} process(es) failed with exit status {proc.returncode}"
+                               f"{_failure(run)}")
         summary = json.loads((run / "train_summary.json").read_text())
         run_id = json.loads((run / RUN_RECORD).read_text())["run_id"] if tracking else ""
         return TrainResult(summary, run_id, nproc)
@@ -70,7 +73,9 @@ def run_training(train_kwargs: dict[str, Any], *, nproc: int | None = None, trac
 
 
 def _train(spec: dict) -> tuple[dict, str]:
-    """Run model.train.train from a spec, with an MLflow tracker on rank 0 when spec["tracking"]."""
+    """Run model.train.train from a spec, with an MLflow tracker on rank 0 when spec["tracking"]. A run
+    that fails (an error, divergence, Ctrl-C) reaches the tracker's on_train_abort from the trainer
+    itself, so its MLflow run ends FAILED or KILLED as on the command line."""
     from model.train import TrainConfig, train
 
     kwargs = dict(spec["train"])
@@ -97,12 +102,28 @@ def _run_id(tracker: Any) -> str:
     return str(run_id)
 
 
+def _failure(run: Path) -> str:
+    """": <error>" from the failure rank 0 recorded, "" when there is none."""
+    try:
+        return f": {json.loads((run / FAILURE_FILE).read_text())['error']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """torchrun worker: python -m components.training SPEC.json"""
+    """torchrun worker: python -m components.training SPEC.json. Rank 0 records why its training raised
+    in RUN/train_failure.json, so the launching process can say it (a divergence names its step)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         raise SystemExit("usage: python -m components.training SPEC.json")
-    _train(json.loads(Path(args[0]).read_text()))
+    spec = json.loads(Path(args[0]).read_text())
+    try:
+        _train(spec)
+    except BaseException as exc:
+        if int(os.environ.get("RANK", "0")) == 0:
+            path = Path(spec["train"]["out"]) / FAILURE_FILE
+            path.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
+        raise
 
 
 if __name__ == "__main__":

@@ -52,19 +52,6 @@ def _trackers(ctx: typer.Context):
     return current_trackers(ctx)
 
 
-def _train_tracked(cfg, resume: bool, trackers: list) -> dict:
-    """train(), telling each tracker when the run ends in an error or Ctrl-C (so it can mark the run failed)."""
-    from model.train import train
-
-    try:
-        return train(cfg, resume=resume, callbacks=trackers)
-    except BaseException as exc:
-        for tracker in trackers:
-            if hasattr(tracker, "on_train_abort"):
-                tracker.on_train_abort(exc)
-        raise
-
-
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option("--out", help="Dataset root to create (manifests/, videos/, scenes/).")] = Path("data"),
@@ -239,9 +226,12 @@ def train_cmd(
     pipeline_run_id: PipelineRunIdOption = None,
     no_track: NoTrackOption = False,
 ) -> None:
-    """Train the unified AVT encoder; Ctrl-C or a crash loses at most --checkpoint-every steps (use --resume)."""
-    from model.errors import OmniRetrieverError
-    from model.train import TrainConfig
+    """Train the unified AVT encoder; Ctrl-C or a crash loses at most --checkpoint-every steps (use --resume).
+
+    Exit 2 on a bad option or input (checked before decoding), 1 when training diverges (a non-finite
+    loss or gradient norm: no model is written, the checkpoints before it stay)."""
+    from model.errors import OmniRetrieverError, TrainingDiverged
+    from model.train import TrainConfig, train
 
     options = _tracking_options(tracking_uri, experiment, None, pipeline_run_id)
     try:
@@ -251,7 +241,9 @@ def train_cmd(
                           checkpoint_every=checkpoint_every, workers=workers, token_keep=token_keep,
                           unmasked_steps=unmasked_steps, alt_texts=alt_texts)
         trackers = [] if no_track else [factory(cfg, options) for factory in _trackers(ctx).train]
-        summary = _train_tracked(cfg, resume, trackers)
+        summary = train(cfg, resume=resume, callbacks=trackers)  # trackers hear of a failure via on_train_abort
+    except TrainingDiverged as exc:
+        _fail(str(exc), code=1)
     except (OmniRetrieverError, ValueError, FileExistsError, FileNotFoundError) as exc:
         _fail(str(exc))
     if summary["resumed_from"] >= summary["steps"]:
@@ -330,19 +322,30 @@ def ablation_cmd(
     report: Annotated[Path, typer.Option(help="Markdown report to write.")] = Path("docs/RESULTS.md"),
     workers: WorkersOption = None,
 ) -> None:
-    """Train and score pairwise, distill and full objectives over several seeds; write the table."""
+    """Train and score pairwise, distill and full objectives over several seeds; write the table.
+
+    A run that diverges is reported as failed (RUN/failed.json, listed in the report), the others go on;
+    the exit status is then 1, after the report is written."""
     from model.ablation import run_ablation
     from model.errors import OmniRetrieverError
 
     command = f"omniretriever ablation --data {data} {' '.join(f'--seed {s}' for s in seeds)} --steps {steps} --config {config}"
     try:
         summary = run_ablation(data, out_dir, report, list(seeds), steps, config, workers=workers, command=command)
-    except (OmniRetrieverError, ValueError, FileNotFoundError) as exc:
+    except (OmniRetrieverError, ValueError, FileExistsError, FileNotFoundError) as exc:
         _fail(str(exc))
     for objective, avgs in summary.items():
-        m, h = avgs["AVG-all"]
-        typer.echo(f"{objective:9s} AVG-all {m:.2f} ± {h:.2f}")
+        runs = f"{avgs['finished']} of {avgs['runs']} runs"
+        if avgs["AVG-all"] is None:
+            typer.echo(f"{objective:9s} all {avgs['runs']} runs failed")
+        else:
+            m, h = avgs["AVG-all"]
+            typer.echo(f"{objective:9s} AVG-all {m:.2f} ± {h:.2f} ({runs})")
     typer.echo(f"report: {report}")
+    failures = sum(avgs["runs"] - avgs["finished"] for avgs in summary.values())
+    if failures:
+        _fail(f"{failures} of {sum(a['runs'] for a in summary.values())} runs failed: listed in {report}, "
+              f"each with its reason in RUN/failed.json under {out_dir}", code=1)
 
 
 def main(argv: list[str] | None = None) -> None:

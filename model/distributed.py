@@ -7,6 +7,9 @@ same `model.train.train` runs alone on a laptop and as N ranks on a GPU node. Wh
 - negatives: `model.losses.gather_features` gathers every rank's features, with gradient;
 - gradients: averaged over ranks after each backward (`World.average_gradients`), so every rank takes
   the same optimizer step and the replicas stay identical (checked at the end, `World.check_in_sync`);
+- divergence: each step every rank says whether its loss or gradient norm is non-finite
+  (`World.flagged_rank`, one all-reduce), so all ranks stop at the same step instead of one leaving
+  the others waiting in a collective;
 - files: only rank 0 writes the tokenizer, checkpoints, the log and the model, and calls trackers.
 """
 
@@ -50,6 +53,16 @@ class World:
         for g in grads:
             g.copy_(flat[offset: offset + g.numel()].view_as(g))
             offset += g.numel()
+
+    def flagged_rank(self, flag: bool) -> int | None:
+        """The highest rank whose `flag` is true (None when no rank's is), the same answer on every rank:
+        one all-reduce (MAX) of one number. Every rank must call it; a world of one does no collective."""
+        if self.size == 1:
+            return self.rank if flag else None
+        mark = torch.tensor([self.rank + 1 if flag else 0], dtype=torch.int32, device=self.device)
+        dist.all_reduce(mark, op=dist.ReduceOp.MAX)
+        highest = int(mark.item())
+        return highest - 1 if highest else None
 
     def check_in_sync(self, modules: Iterable[torch.nn.Module], rtol: float = 1e-5) -> None:
         """Raise if the replicas' parameters differ across ranks (a checksum per rank, compared)."""

@@ -74,3 +74,20 @@ class VersioningError(OmniRetrieverError):
 
 class ExportError(OmniRetrieverError, RuntimeError):
     """An ONNX export that cannot be trusted: its outputs differ from the PyTorch model's."""
+
+
+class TrainingDiverged(OmniRetrieverError, RuntimeError):
+    """Training met a non-finite loss term or gradient norm and stopped before stepping the optimizer on it.
+
+    `step` is the 1-based step (as in train_log.jsonl), `reason` what was not finite, `checkpoint` the
+    last checkpoint written before it (None when there is none); that checkpoint and the run's log stay."""
+
+    def __init__(self, step: int, reason: str, checkpoint: str | Path | None = None):
+        self.step = step
+        self.reason = reason
+        self.checkpoint = None if checkpoint is None else str(checkpoint)
+        last = f"the last good checkpoint is {self.checkpoint}" if self.checkpoint else "no checkpoint was written"
+        super().__init__(f"training diverged at step {step}: {reason}; {last}")
+
+    def __reduce__(self):
+        return (type(self), (self.step, self.reason, self.checkpoint))

@@ -4,11 +4,22 @@ Determinism: every source of randomness in step s is seeded from (seed, s): the 
 permutation), the augmentations and dropout. So a run killed at any point and resumed from its last
 checkpoint ends with the same weights as an uninterrupted run (on the same machine and thread count).
 
-Trackers subscribe through the `Callback` protocol; model/ never imports one.
+Trackers subscribe through the `Callback` protocol; model/ never imports one. Whatever ends a run
+early (bad input, divergence, a crash, Ctrl-C), from setup to the final model, reaches every
+callback's `on_train_abort` once, in `Trainer.fit`.
+
+Non-finite numbers stop training: a step whose loss terms or gradient norm are not finite raises
+`TrainingDiverged` (naming the step, the term and the last checkpoint) before the optimizer steps,
+so no bad weights are stepped or saved; the checkpoints written before it stay, and no final model
+or train_summary.json is written.
+
+Every option is checked before anything is decoded: TrainConfig's values when it is built, then
+the architecture config, the training manifest, and the batch size against its number of records.
 
 Under torchrun (one process per GPU) each rank trains on its own slice of a global batch of
 batch_size x world clips, gradients are averaged across ranks and only rank 0 writes files and calls
-trackers (see model/distributed.py). A world of one is exactly the single-process run.
+trackers (see model/distributed.py); a non-finite loss on any rank stops every rank at that step. A
+world of one is exactly the single-process run.
 """
 
 from __future__ import annotations
@@ -31,7 +42,9 @@ from model.data import ClipBank, concat_tokens, load_bank, make_batch, swap_slot
 from model.defaults import BATCH_SIZE, TOKEN_KEEP, TRAIN_STEPS, UNMASKED_STEPS
 from model.distributed import World, process_group
 from model.encoder import OmniEncoder
-from model.losses import Objective, hard_negative_partner, hard_negative_slot
+from model.errors import TrainingDiverged
+from model.losses import OBJECTIVES, Objective, hard_negative_partner, hard_negative_slot
+from model.manifest import existing_split, read_manifest
 from model.modalities import A, T, V
 from model.store import checkpoint_step, latest_checkpoint, load_checkpoint, save_checkpoint, save_model
 from model.text import TextTokenizer
@@ -62,26 +75,46 @@ class TrainConfig:
     alt_texts: bool = True  # draw each step's caption from a clip's text and alt_texts (False: text alone)
 
     def __post_init__(self) -> None:
-        rules = {"steps": self.steps >= 1, "batch_size": self.batch_size >= 2, "lr": self.lr > 0,
-                 "warmup_steps": self.warmup_steps >= 0, "checkpoint_every": self.checkpoint_every >= 1,
-                 "grad_clip": self.grad_clip > 0, "token_keep": 0 < self.token_keep <= 1,
-                 "unmasked_steps": 0 <= self.unmasked_steps <= 1}
-        bad = [f"--{k.replace('_', '-')}={getattr(self, k)!r}" for k, ok in rules.items() if not ok]
+        """Refuse bad values at once, naming each bad option, its value and what it must be."""
+        positive, non_negative = "a finite number > 0", "a finite number >= 0"
+        rules = {"objective": (self.objective in OBJECTIVES, f"one of {', '.join(OBJECTIVES)}"),
+                 "steps": (self.steps >= 1, ">= 1"), "batch_size": (self.batch_size >= 2, ">= 2"),
+                 "lr": (0 < self.lr < math.inf, positive),
+                 "weight_decay": (0 <= self.weight_decay < math.inf, non_negative),
+                 "warmup_steps": (self.warmup_steps >= 0, ">= 0"),
+                 "grad_clip": (0 < self.grad_clip < math.inf, positive),
+                 "temperature": (0 < self.temperature < math.inf, positive), "seed": (self.seed >= 0, ">= 0"),
+                 "checkpoint_every": (self.checkpoint_every >= 1, ">= 1"),
+                 "workers": (self.workers is None or self.workers >= 1, ">= 1, or unset for all cores"),
+                 "token_keep": (0 < self.token_keep <= 1, "in (0, 1]"),
+                 "unmasked_steps": (0 <= self.unmasked_steps <= 1, "in [0, 1]")}
+        bad = [f"--{k.replace('_', '-')}={getattr(self, k)!r} (must be {rule})"
+               for k, (ok, rule) in rules.items() if not ok]
         if bad:
-            raise ValueError(f"invalid training option(s): {', '.join(bad)} (steps, checkpoint-every >= 1; batch-size >= 2;"
-                             " lr, grad-clip > 0; warmup-steps >= 0; 0 < token-keep <= 1; 0 <= unmasked-steps <= 1)")
+            raise ValueError(f"invalid training option(s): {'; '.join(bad)}")
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self), default=str))
 
 
 class Callback(Protocol):
-    """What a tracker implements to follow training; every method is optional in practice."""
+    """What a tracker implements to follow training; every method is optional in practice.
+
+    on_train_start(params)     once, after setup (split decoded, tokenizer ready), before the first step
+    on_step(step, metrics)     after each finished step (1-based): its loss terms, logit_scale, lr, grad_norm
+    on_checkpoint(step, path)  after each checkpoint is written
+    on_train_end(summary)      once, after the final model and train_summary.json are written
+    on_train_abort(exc)        once, when training ends in an error or Ctrl-C (`exc`, re-raised after the
+                               hooks) anywhere: in setup (so on_train_start may not have run), in a step
+                               (TrainingDiverged included), in another callback, or at the end. A hook
+                               that raises is noted on `exc`, never raised in its place.
+    """
 
     def on_train_start(self, params: dict) -> None: ...
     def on_step(self, step: int, metrics: dict[str, float]) -> None: ...
     def on_checkpoint(self, step: int, path: Path) -> None: ...
     def on_train_end(self, summary: dict) -> None: ...
+    def on_train_abort(self, exc: BaseException) -> None: ...
 
 
 class JsonlLog:
@@ -103,6 +136,19 @@ def _call(callbacks: Sequence[object], name: str, *args) -> None:
         fn = getattr(cb, name, None)
         if fn is not None:
             fn(*args)
+
+
+def _abort(callbacks: Sequence[object], exc: BaseException) -> None:
+    """Tell every callback that training ended in `exc`. A hook that fails is noted on `exc` and the
+    others are still told: the error that ended training is the one the caller sees."""
+    for cb in callbacks:
+        fn = getattr(cb, "on_train_abort", None)
+        if fn is None:
+            continue
+        try:
+            fn(exc)
+        except Exception as err:  # noqa: BLE001 - must not take the place of the original error
+            exc.add_note(f"{type(cb).__name__}.on_train_abort failed as well: {type(err).__name__}: {err}")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -224,12 +270,9 @@ class Trainer:
         checkpoint = latest_checkpoint(self.run) if resume else None
         if not resume and (self.run / "checkpoints").exists():
             raise FileExistsError(f"{self.run} already holds a training run: pass --resume to continue it, or choose a new --out")
-        enc_cfg = load_config(cfg.config)
+        enc_cfg = load_config(cfg.config)  # an unknown name or a bad JSON file fails here, before decoding
+        self._check_train_split()
         bank = self._load_train_split(enc_cfg)
-        needed = cfg.batch_size * self.world.size
-        if len(bank) < needed:
-            raise ValueError(f"--batch-size={cfg.batch_size} x {self.world.size} process(es) is larger than the "
-                             f"training split ({len(bank)} clips)")
         tok_path = self.run / "tokenizer.json"
         tokenizer = None
         if checkpoint is not None and tok_path.exists():
@@ -242,6 +285,16 @@ class Trainer:
         if tokenizer is None:
             tokenizer = TextTokenizer.load(tok_path, enc_cfg.max_text_len)
         return replace(enc_cfg, vocab_size=tokenizer.vocab_size), bank, tokenizer, checkpoint
+
+    def _check_train_split(self) -> None:
+        """The data directory, its training manifest and a batch that fits in it, checked by reading the
+        manifest (cheap; decoding is not)."""
+        cfg = self.cfg
+        manifest = existing_split(cfg.data, "train")
+        records = len(read_manifest(manifest))
+        if records < cfg.batch_size * self.world.size:
+            raise ValueError(f"--batch-size={cfg.batch_size} x {self.world.size} process(es) is larger than the "
+                             f"training split ({records} clips in {manifest})")
 
     def _load_train_split(self, enc_cfg: EncoderConfig) -> ClipBank:
         """Rank 0 decodes into the feature cache first; the other ranks then read the cache."""
@@ -266,6 +319,15 @@ class Trainer:
         return {**json.loads(done.read_text()), "resumed_from": step} if step >= self.cfg.steps else None
 
     def fit(self, resume: bool = False) -> dict:
+        """Train (or resume) the run; rank 0's summary. Whatever ends it early, from setup to the final
+        model, reaches each callback's on_train_abort once, then propagates unchanged."""
+        try:
+            return self._fit(resume)
+        except BaseException as exc:
+            _abort(self.callbacks, exc)
+            raise
+
+    def _fit(self, resume: bool) -> dict:
         cfg = self.cfg
         finished = self._finished(resume)
         if finished is not None:
@@ -283,17 +345,20 @@ class Trainer:
         _call(self.callbacks, "on_train_start", params)
         encoder.train()
         t0, last = time.perf_counter(), {}
-        bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {cfg.objective}",
-                   disable=not self.progress, dynamic_ncols=True)
-        for step in bar:
-            last = train_step(step, cfg, encoder, objective, optimizer, bank, tokenizer, self.world)
-            if log is not None:
-                log.on_step(step + 1, last)
-            _call(self.callbacks, "on_step", step + 1, last)
-            bar.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in last.items() if k.endswith("loss")})
-            if self.world.is_main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
-                path = save_checkpoint(self.run, step + 1, modules, optimizer, {"train_config": cfg.to_dict()})
-                _call(self.callbacks, "on_checkpoint", step + 1, path)
+        with tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {cfg.objective}",
+                  disable=not self.progress, dynamic_ncols=True) as bar:
+            for step in bar:
+                try:
+                    last = train_step(step, cfg, encoder, objective, optimizer, bank, tokenizer, self.world)
+                except TrainingDiverged as exc:  # say where the run can be picked up again
+                    raise TrainingDiverged(exc.step, exc.reason, latest_checkpoint(self.run)) from None
+                if log is not None:
+                    log.on_step(step + 1, last)
+                _call(self.callbacks, "on_step", step + 1, last)
+                bar.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in last.items() if k.endswith("loss")})
+                if self.world.is_main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+                    path = save_checkpoint(self.run, step + 1, modules, optimizer, {"train_config": cfg.to_dict()})
+                    _call(self.callbacks, "on_checkpoint", step + 1, path)
         elapsed = time.perf_counter() - t0
         self.world.check_in_sync([encoder, objective])
         if not self.world.is_main:
@@ -311,7 +376,11 @@ class Trainer:
 def train_step(step: int, cfg: TrainConfig, encoder: OmniEncoder, objective: Objective, optimizer: torch.optim.Optimizer,
                bank: ClipBank, tokenizer: TextTokenizer, world: World = World()) -> dict[str, float]:
     """One optimizer step; all of its randomness is seeded from (cfg.seed, step, rank). Each rank takes
-    its slice of the step's global batch; gradients are averaged over ranks before clipping."""
+    its slice of the step's global batch; gradients are averaged over ranks before clipping.
+
+    Before the optimizer steps, the loss terms and the gradient norm are read to the host (the step's
+    one device sync) and checked: if any is not finite on any rank, every rank raises TrainingDiverged
+    here, with its parameters and optimizer state as the previous step left them."""
     seed = step_seed(cfg.seed, step, world.rank)
     torch.manual_seed(seed)  # dropout
     gen = torch.Generator().manual_seed(seed)  # augmentations
@@ -328,10 +397,46 @@ def train_step(step: int, cfg: TrainConfig, encoder: OmniEncoder, objective: Obj
     params = list(encoder.parameters()) + list(objective.parameters())
     world.average_gradients(params)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    values = host_values({**out, "grad_norm": grad_norm})
+    stop_if_diverged(step, values, world)
     optimizer.step()
-    metrics = {k: float(v.detach()) for k, v in out.items()}
-    metrics.update(lr=optimizer.param_groups[0]["lr"], grad_norm=float(grad_norm))
+    metrics = {k: v for k, v in values.items() if k != "grad_norm"}
+    metrics.update(lr=optimizer.param_groups[0]["lr"], grad_norm=values["grad_norm"])
     return metrics
+
+
+def host_values(tensors: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Scalar tensors as Python floats, copied from the device in one transfer."""
+    stacked = torch.stack([t.detach().float().reshape(()) for t in tensors.values()])
+    return dict(zip(tensors, stacked.tolist()))
+
+
+def nonfinite_reason(values: Mapping[str, float]) -> str | None:
+    """What is not finite among a step's numbers, or None: the first such loss term (the terms before
+    their total), else the gradient norm, with every other value beside it."""
+    # stable sort: the terms, then the total and the rest, the gradient norm last
+    order = sorted(values, key=lambda k: (not k.endswith("_loss"), k == "grad_norm"))
+    bad = next((k for k in order if not math.isfinite(values[k])), None)
+    if bad is None:
+        return None
+    what = f"the gradient norm is {values[bad]}" if bad == "grad_norm" else f"{bad} is {values[bad]}"
+    others = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if k != bad)
+    return f"{what} ({others})"
+
+
+def stop_if_diverged(step: int, values: Mapping[str, float], world: World = World()) -> None:
+    """Raise TrainingDiverged (1-based step) on every rank when any rank's values are not finite; every
+    rank must call it each step (one all-reduce of one number when there are several ranks)."""
+    reason = nonfinite_reason(values)
+    flagged = world.flagged_rank(reason is not None)
+    if flagged is None:
+        return
+    if reason is None:  # finite here: another rank diverged, and this one stops with it
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+        reason = f"rank {flagged} of {world.size} has a non-finite loss or gradient norm (rank {world.rank}: {shown})"
+    elif world.size > 1:
+        reason = f"on rank {world.rank} of {world.size}, {reason}"
+    raise TrainingDiverged(step + 1, reason)
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, callbacks: Sequence[object] = (), progress: bool = True) -> dict:

@@ -71,3 +71,44 @@ def test_gathered_negatives_match_one_big_batch(tmp_path):
 def test_single_process_gather_is_identity():
     z = torch.randn(3, 4)
     assert gather_features(z) is z
+
+
+def _diverging_worker(rank: int, port: int, data: str, out: str) -> None:
+    """Trains as one of two ranks; at step 2 rank 1's loss value (not its gradient) turns NaN, so only the
+    shared flag can tell rank 0, whose own numbers stay finite."""
+    from pathlib import Path
+
+    from model.errors import TrainingDiverged
+    from model.losses import Objective
+    from model.train import TrainConfig, train
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(WORLD))
+    forward = Objective.forward
+
+    def nan_on_rank1_at_step2(self, z, step):
+        terms = forward(self, z, step)
+        if rank == 1 and step == 1:  # 0-based: the second step
+            terms["loss"] = terms["loss"] + float("nan")
+        return terms
+
+    Objective.forward = nan_on_rank1_at_step2
+    try:
+        train(TrainConfig(data=Path(data), out=Path(out) / "run", steps=4, batch_size=8, warmup_steps=1,
+                          checkpoint_every=1, workers=1), progress=False)
+        outcome = "finished"
+    except TrainingDiverged as exc:
+        outcome = str(exc)
+    (Path(out) / f"rank{rank}.txt").write_text(outcome)
+
+
+@pytest.mark.timeout(180)
+def test_divergence_on_one_rank_stops_every_rank_at_that_step(tiny_data, tmp_path):
+    mp.spawn(_diverging_worker, args=(free_port(), str(tiny_data), str(tmp_path)), nprocs=WORLD, join=True)
+    rank0, rank1 = ((tmp_path / f"rank{r}.txt").read_text() for r in range(WORLD))
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-000001"
+    assert rank0.startswith("training diverged at step 2: rank 1 of 2 has a non-finite loss or gradient norm (rank 0: ")
+    assert rank1.startswith("training diverged at step 2: on rank 1 of 2, loss is nan (")
+    assert all(r.endswith(f"the last good checkpoint is {checkpoint}") for r in (rank0, rank1))
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["step-000001"]
+    assert not (tmp_path / "run" / "model").exists()

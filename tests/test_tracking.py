@@ -128,7 +128,6 @@ def test_evaluate_into_an_unknown_run_is_a_clear_error(tracked_run, tiny_data, s
 
 
 def test_interrupted_training_resumes_into_the_same_run(tiny_data, store, tmp_path):
-    from model.cli import _train_tracked
     from model.train import TrainConfig, train
     from registry.tracking import MlflowTracker
 
@@ -141,7 +140,7 @@ def test_interrupted_training_resumes_into_the_same_run(tiny_data, store, tmp_pa
 
     first = MlflowTracker(cfg, store)
     with pytest.raises(KeyboardInterrupt):
-        _train_tracked(cfg, False, [first, CtrlCAfterStep1()])
+        train(cfg, callbacks=[first, CtrlCAfterStep1()], progress=False)  # as `omniretriever train` calls it
     client = mlflow_client(store)
     assert client.get_run(first.run_id).info.status == "KILLED"
     second = MlflowTracker(cfg, store)
@@ -150,6 +149,38 @@ def test_interrupted_training_resumes_into_the_same_run(tiny_data, store, tmp_pa
     run = client.get_run(first.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["resumed_from"] == "1"
     assert [m.step for m in client.get_metric_history(first.run_id, "train/loss")] == [1, 2]
+
+
+def test_a_diverged_training_run_is_marked_failed_without_a_model(tiny_data, tmp_path):
+    """`omniretriever train` with a learning rate that turns the loss NaN: exit 1, the MLflow run FAILED,
+    its steps up to the divergence logged, no model logged."""
+    uri = sqlite_uri(tmp_path)
+    res = runner.invoke(app, train_args(tiny_data, tmp_path / "run", "--lr", "1e6", "--tracking-uri", uri, steps=6))
+    assert res.exit_code == 1 and "training diverged at step" in res.output, res.output
+    run_id = json.loads((tmp_path / "run" / "mlflow_run.json").read_text())["run_id"]
+    client = mlflow_client(uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert "model_uri" not in run.data.tags and not client.search_logged_models([run.info.experiment_id])
+    diverged = int(re.search(r"diverged at step (\d+)", res.output).group(1))
+    assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == list(range(1, diverged))
+
+
+def test_a_failure_inside_the_pipeline_training_step_marks_its_run_failed(tiny_data, tmp_path, monkeypatch):
+    """components.training (the pipeline's route, in this process) gets the same abort handling as the
+    command line, from the trainer itself: a training step that raises leaves its MLflow run FAILED,
+    not RUNNING."""
+    from components import training
+    from model.errors import TrainingDiverged
+
+    monkeypatch.setattr(training, "visible_gpus", lambda: 0)  # the in-process route, also on a GPU machine
+    uri, out = sqlite_uri(tmp_path), tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="training diverged at step"):
+        training.run_training(dict(data=tiny_data, out=out, steps=4, batch_size=8, warmup_steps=1, lr=1e6, workers=1),
+                              nproc=1, tracking=True, tracking_uri=uri)
+    run = mlflow_client(uri).get_run(json.loads((out / "mlflow_run.json").read_text())["run_id"])
+    assert run.info.status == "FAILED" and "model_uri" not in run.data.tags
+    assert not (out / "model").exists() and not (out / "train_summary.json").exists()
 
 
 # ---------------------------------------------------------------------------------------------------

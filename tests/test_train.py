@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -78,13 +79,55 @@ def test_existing_run_needs_resume(trained_run, tiny_data):
     assert res.exit_code == 2 and "pass --resume" in res.output
 
 
-@pytest.mark.parametrize("args,message", [(["--steps", "0"], "--steps=0"), (["--objective", "triple"], "objective must be one of"),
-                                          (["--config", "huge"], "unknown config 'huge'"),
-                                          (["--token-keep", "0"], "--token-keep=0.0"),
-                                          (["--unmasked-steps", "1.5"], "--unmasked-steps=1.5")])
-def test_bad_training_options(tiny_data, tmp_path, args, message):
+@pytest.mark.parametrize("args,message", [
+    (["--steps", "0"], "--steps=0 (must be >= 1)"),
+    (["--objective", "triple"], "--objective='triple' (must be one of pairwise, distill, full)"),
+    (["--temperature", "0"], "--temperature=0.0 (must be a finite number > 0)"),
+    (["--lr", "nan"], "--lr=nan (must be a finite number > 0)"),
+    (["--seed", "-1"], "--seed=-1 (must be >= 0)"),
+    (["--workers", "0"], "--workers=0 (must be >= 1"),
+    (["--token-keep", "0"], "--token-keep=0.0 (must be in (0, 1])"),
+    (["--unmasked-steps", "1.5"], "--unmasked-steps=1.5"),
+    (["--config", "huge"], "unknown config 'huge'"),
+    (["--config", "{tmp}/broken.json"], "cannot read encoder config {tmp}/broken.json"),
+    (["--data", "{tmp}/nowhere"], "{tmp}/nowhere: no such dataset directory"),
+    (["--data", "{tmp}/test-only"], "{tmp}/test-only has no 'train' split: {tmp}/test-only/manifests/train.jsonl does not "
+                                    "exist (its splits are test)"),
+    (["--batch-size", "49"], "--batch-size=49 x 1 process(es) is larger than the training split (48 clips in"),
+], ids=lambda v: " ".join(v).replace("{tmp}/", "") if isinstance(v, list) else "")
+def test_bad_training_options(tiny_data, tmp_path, monkeypatch, args, message):
+    """Every option is checked before anything is decoded: each of these fails at once, naming the option."""
+    import model.train
+
+    def no_decoding(*a, **kw):
+        raise AssertionError("the training split was decoded before the options were checked")
+
+    monkeypatch.setattr(model.train, "load_bank", no_decoding)
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "test-only" / "manifests").mkdir(parents=True)
+    (tmp_path / "test-only" / "manifests" / "test.jsonl").write_text("")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    started = time.perf_counter()
     res = runner.invoke(app, train_args(tiny_data, tmp_path / "bad") + args)
-    assert res.exit_code == 2 and message in res.output
+    assert res.exit_code == 2, res.output
+    assert message.replace("{tmp}", str(tmp_path)) in " ".join(res.output.split())  # rich may wrap long lines
+    assert time.perf_counter() - started < 5
+    assert not (tmp_path / "bad").exists()  # nothing written either
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("weight_decay", -0.1, "--weight-decay=-0.1 (must be a finite number >= 0)"),
+    ("grad_clip", float("inf"), "--grad-clip=inf (must be a finite number > 0)"),
+    ("batch_size", 1, "--batch-size=1 (must be >= 2)"),
+])
+def test_bad_training_config_values(field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(data=Path("."), out=Path("."), **{field: value})
+
+
+def test_several_bad_options_are_named_together():
+    with pytest.raises(ValueError, match=re.escape("--objective='x' (must be one of pairwise, distill, full); --seed=-3")):
+        TrainConfig(data=Path("."), out=Path("."), objective="x", seed=-3)
 
 
 def test_schedule_and_batches():
@@ -264,3 +307,162 @@ def test_ablation_reuses_a_run_only_when_its_recipe_matches(tiny_data, tmp_path,
     run_config.write_text(json.dumps({**saved, "tubelet_frames": 2, "decode": {**saved["decode"], "num_frames": 8}}))
     with pytest.raises(FileExistsError, match=r"architecture decode, architecture tubelet_frames differ"):
         ablation.run_one(tiny_data, tmp_path, "pairwise", 0, 2, "tiny", 1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# divergence: a non-finite loss or gradient stops training loudly
+
+
+def test_a_diverging_run_stops_at_the_first_non_finite_loss(tiny_data, tmp_path):
+    """lr 1e6 turns the weights to NaN within a couple of steps: exit 1 naming the step and the term,
+    the checkpoints before it kept, no model and no summary."""
+    out = tmp_path / "run"
+    res = runner.invoke(app, train_args(tiny_data, out, "--lr", "1e6", "--checkpoint-every", "1", steps=6))
+    assert res.exit_code == 1, res.output
+    message = " ".join(res.output.split())
+    found = re.search(r"error: training diverged at step (\d+): (\w+_loss) is (nan|inf) \(", message)
+    assert found, message
+    step = int(found.group(1))
+    kept = [f"step-{s:06d}" for s in range(1, step)]
+    assert kept, "diverged at the first step: nothing to check about the checkpoints"
+    assert f"the last good checkpoint is {out / 'checkpoints' / kept[-1]}" in message
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == kept
+    assert not (out / "model").exists() and not (out / "train_summary.json").exists()
+    log = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert log == list(range(1, step))  # the diverged step is not logged as if it had trained
+
+
+def test_the_reason_names_the_first_non_finite_term_or_the_gradient():
+    from model.train import nonfinite_reason
+
+    assert nonfinite_reason({"pairwise_loss": 2.0, "loss": 2.0, "grad_norm": 1.0}) is None
+    assert nonfinite_reason({"pairwise_loss": 4.1, "tuple_loss": float("nan"), "loss": float("nan"), "grad_norm": 3.0}) == (
+        "tuple_loss is nan (pairwise_loss 4.1, loss nan, grad_norm 3)")
+    assert nonfinite_reason({"pairwise_loss": 4.1, "loss": 4.1, "grad_norm": float("inf")}) == (
+        "the gradient norm is inf (pairwise_loss 4.1, loss 4.1)")
+
+
+def test_divergence_before_any_checkpoint_says_so(tiny_data, tmp_path):
+    from model.errors import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="no checkpoint was written") as err:
+        train(TrainConfig(data=tiny_data, out=tmp_path / "run", steps=4, batch_size=8, warmup_steps=1, lr=1e6,
+                          checkpoint_every=4, workers=1), progress=False)
+    assert err.value.checkpoint is None and err.value.step >= 2
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+class AbortRecorder:
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def on_train_start(self, params):
+        self.seen.append("start")
+
+    def on_train_abort(self, exc):
+        self.seen.append(f"abort {type(exc).__name__}")
+
+
+def test_an_error_in_setup_reaches_the_abort_hook(tmp_path):
+    recorder = AbortRecorder()
+    with pytest.raises(FileNotFoundError, match="no such dataset directory"):
+        train(TrainConfig(data=tmp_path / "nowhere", out=tmp_path / "run", workers=1), callbacks=[recorder], progress=False)
+    assert recorder.seen == ["abort FileNotFoundError"]  # once, without a start
+
+
+def test_an_abort_hook_that_fails_does_not_hide_the_error(tiny_data, tmp_path):
+    class Crash(Exception):
+        pass
+
+    class CrashOnStep:
+        def on_step(self, step, metrics):
+            raise Crash("the step callback crashed")
+
+    class BrokenAbort:
+        def on_train_abort(self, exc):
+            raise OSError("store unreachable")
+
+    recorder = AbortRecorder()
+    with pytest.raises(Crash, match="the step callback crashed") as err:
+        train(TrainConfig(data=tiny_data, out=tmp_path / "run", steps=2, batch_size=8, warmup_steps=1, workers=1),
+              callbacks=[BrokenAbort(), CrashOnStep(), recorder], progress=False)
+    assert recorder.seen == ["start", "abort Crash"]  # told once, although another hook failed first
+    assert err.value.__notes__ == ["BrokenAbort.on_train_abort failed as well: OSError: store unreachable"]
+
+
+def test_the_ablation_reports_diverged_runs_as_failed(tiny_data, tmp_path, monkeypatch):
+    """Runs that diverge are listed with their reason, never scored; the means are over the runs that
+    finished; the command exits 1 after writing the report."""
+    from model import ablation
+
+    def recipe(**kw):  # every run but pairwise seed 0 diverges
+        lr = 2e-3 if (kw["objective"], kw["seed"]) == ("pairwise", 0) else 1e6
+        return TrainConfig(**kw, batch_size=8, warmup_steps=1, lr=lr)
+
+    monkeypatch.setattr(ablation, "TrainConfig", recipe)
+    report, runs = tmp_path / "RESULTS.md", tmp_path / "runs"
+    summary = ablation.run_ablation(tiny_data, runs, report, [0, 1], 3, objectives=("pairwise", "distill"), workers=1)
+    assert (summary["pairwise"]["finished"], summary["pairwise"]["runs"]) == (1, 2)
+    assert summary["distill"] == {"runs": 2, "finished": 0, "AVG-single": None, "AVG-dual": None, "AVG-all": None}
+    failure = json.loads((runs / "distill-seed1" / "failed.json").read_text())
+    assert failure["failed"].startswith("training diverged at step") and failure["seed"] == 1
+    text = report.read_text()
+    assert "| pairwise | 1 of 2 |" in text and "| distill | 0 of 2 | all 2 runs failed | – |" in text
+    assert "Failed runs (not in the means above)" in text and "| distill | 1 | training diverged at step" in text
+    assert len(json.loads((runs / "ablation.json").read_text())["failed"]) == 3
+
+    def only_new_runs(cfg, **kw):  # finished and failed runs are reused; only full's two are new
+        assert cfg.objective == "full", f"{cfg.out} was trained again"
+        return train(cfg, **kw)
+
+    monkeypatch.setattr(ablation, "train", only_new_runs)
+    res = runner.invoke(app, ["ablation", "--data", str(tiny_data), "--seed", "0", "--seed", "1", "--steps", "3",
+                              "--out-dir", str(runs), "--report", str(report), "--workers", "1"])
+    assert res.exit_code == 1, res.output
+    assert "distill   all 2 runs failed" in res.output and "(1 of 2 runs)" in res.output
+    assert "5 of 6 runs failed" in " ".join(res.output.split())
+    assert "| full | 0 of 2 | all 2 runs failed |" in report.read_text()
+
+
+def test_evaluating_a_model_with_nan_weights_scores_zero_and_warns(trained_run, tiny_data, tmp_path):
+    """A diverged model's NaN embeddings rank last: R@1 0 in every direction (not 100), with the
+    non-finite rows counted in results.json and named on stderr."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    model = tmp_path / "run" / "model"
+    shutil.copytree(trained_run / "model", model)
+    weights = load_file(model / "model.safetensors")
+    save_file({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in weights.items()},
+              model / "model.safetensors")
+    out = tmp_path / "results.json"
+    res = runner.invoke(app, ["evaluate", "--model", str(model.parent), "--data", str(tiny_data), "--out", str(out),
+                              "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    results = json.loads(out.read_text())
+    assert results["nonfinite_rows"] == {"t": 24, "v": 24, "a": 24, "tv": 24, "av": 24, "at": 24}
+    assert all(m["R@1"] == 0.0 for m in results["directions"].values()) and results["AVG-all"] == 0.0
+    assert "warning: 24 of 24 rows of view 't' are not finite (NaN or inf): they rank last" in res.stderr
+    assert res.stderr.count("warning:") == 6
+
+
+def test_evaluating_a_missing_split_fails_before_decoding(trained_run, tiny_data, monkeypatch):
+    import model.evaluate
+
+    def no_decoding(*a, **kw):
+        raise AssertionError("the split was decoded before its manifest was checked")
+
+    monkeypatch.setattr(model.evaluate, "load_bank", no_decoding)
+    res = runner.invoke(app, ["evaluate", "--model", str(trained_run), "--data", str(tiny_data), "--split", "dev"])
+    assert res.exit_code == 2
+    assert (f"{tiny_data} has no 'dev' split: {tiny_data / 'manifests' / 'dev.jsonl'} does not exist "
+            "(its splits are test, train, val)") in " ".join(res.output.split())
+
+
+def test_the_ablation_counts_non_finite_embeddings_as_a_failure():
+    from model.ablation import _nonfinite_views
+
+    assert _nonfinite_views({"nonfinite_rows": {"t": 0, "v": 0}, "n_items": 24}) is None
+    assert _nonfinite_views({"nonfinite_rows": {"t": 3, "v": 0, "av": 24}, "n_items": 24}) == (
+        "the trained model's test embeddings are not finite (view 't' 3 of 24 rows, view 'av' 24 of 24 rows)")

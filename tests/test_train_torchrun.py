@@ -28,6 +28,15 @@ def test_two_ranks_train_one_run(tiny_data: Path, tmp_path: Path):
     assert (out / "model" / "model.safetensors").is_file()
 
 
+def test_a_diverging_torchrun_run_fails_naming_the_step(tiny_data: Path, tmp_path: Path):
+    """Both ranks stop at the same step, and the launcher's error says why, not just the exit status."""
+    out = tmp_path / "diverged"
+    with pytest.raises(RuntimeError, match=r"exit status 1: TrainingDiverged: training diverged at step \d+: "):
+        run_training(dict(data=tiny_data, out=out, steps=6, batch_size=8, warmup_steps=1, checkpoint_every=1,
+                          lr=1e6, workers=1), nproc=2, tracking=False)
+    assert not (out / "model").exists() and not (out / "train_summary.json").exists()
+
+
 def test_torchrun_command_runs_one_process_per_gpu(tmp_path):
     cmd = torchrun_command(4, tmp_path / "spec.json")
     assert "--nproc_per_node=4" in cmd and "--standalone" in cmd
