@@ -37,7 +37,8 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 def prepare(root: Path) -> tuple[Path, Path, dict]:
     """A small dataset, a model trained for 2 steps on it, and its evaluation on the test split."""
     from model.evaluate import evaluate
-    from model.synth import SynthConfig, synthesize
+    from dataset.config import SynthConfig
+    from dataset.synth import synthesize
     from model.train import TrainConfig, train
 
     data = root / "data"

@@ -60,7 +60,8 @@ def queries(data: Path, n: int, work: Path) -> list[tuple[str, bytes]]:
     from model.manifest import read_split, resolve_media
 
     if not (data / "manifests").is_dir():
-        from model.synth import SynthConfig, synthesize
+        from dataset.config import SynthConfig
+        from dataset.synth import synthesize
 
         data = work / "data"
         synthesize(data, SynthConfig(train=0, val=0, test=n), progress=False)

@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--token-keep", type=float, default=TOKEN_KEEP)
     args = ap.parse_args(argv)
     if not (args.data / "manifests").is_dir():
-        from model.synth import SynthConfig, synthesize
+        from dataset.config import SynthConfig
+        from dataset.synth import synthesize
 
         args.data = Path(tempfile.mkdtemp(prefix="bench-data-")) / "data"
         synthesize(args.data, SynthConfig(train=4 * args.batch_size, val=0, test=0))

@@ -29,7 +29,7 @@ def pull_data(data: str, remote: str = "", pull: bool = True) -> NamedTuple(
     from collections import namedtuple
     from pathlib import Path
 
-    from model import versioning
+    from dataset import versioning
 
     outputs = namedtuple("PullOutputs", ["action", "md5", "warning"])
     if not pull:
@@ -54,7 +54,7 @@ def validate_data(data: str, report: Output[HTML], max_rejected: float = 0.0) ->
     from pathlib import Path
 
     from components.reports import failures_line, validation_html
-    from model.validation import validate
+    from dataset.validation import validate
 
     details = Path(report.path).parent / "validation"
     result = validate(data, details, max_rejected=max_rejected)
@@ -73,7 +73,7 @@ def version_data(data: str, remote: str = "") -> NamedTuple(
     identifies this dataset downstream (the training run's data_version)."""
     from collections import namedtuple
 
-    from model import versioning
+    from dataset import versioning
 
     version = versioning.version_data(data, remote=remote or None)
     outputs = namedtuple("DataVersionOutputs", ["md5", "nfiles", "size", "dvc_file"])

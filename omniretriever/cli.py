@@ -1,14 +1,16 @@
 """The `omniretriever` console script: the model's commands plus the command groups of the layers above it.
 
-model/ must not import mlflow, kserve or kfp, so its commands (`data`, `train`, `evaluate`, ...) live in
-model/cli.py and the groups that need those libraries live beside the code they drive. This module only
-mounts them on one root; every group imports its heavy libraries inside its commands, so `--help` is fast.
+model/ must not import mlflow, kserve or kfp, so its commands (`train`, `evaluate`, `ablation`) live in
+model/cli.py, the data commands (`data ...`, `attributes`) in dataset/cli.py, and the groups that need
+those libraries beside the code they drive. This module only mounts them on one root; every group
+imports its heavy libraries inside its commands, so `--help` is fast.
 """
 
 from __future__ import annotations
 
 import typer
 
+from dataset import cli as dataset_cli
 from model import cli as model_cli
 from serving import cli as serving_cli
 from registry import cli as registry_cli
@@ -23,8 +25,9 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_show_locals=False,
     )
-    root.registered_commands.extend(model_cli.app.registered_commands)
-    root.registered_groups.extend(model_cli.app.registered_groups)
+    train, evaluate, ablation = model_cli.app.registered_commands
+    root.registered_commands.extend([train, evaluate, *dataset_cli.attributes_app.registered_commands, ablation])
+    root.add_typer(dataset_cli.app, name="data")
     root.registered_commands.extend(serving_cli.app.registered_commands)  # export, serve, query, manifest
     root.registered_groups.extend(serving_cli.app.registered_groups)  # index
     root.callback()(_install_trackers)

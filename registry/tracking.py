@@ -170,7 +170,7 @@ def data_version(data: str | Path) -> str:
     (DATA.parent / "DATA.dvc") versions it; else "unversioned". Computed from the files, never read
     from DATA.dvc: data changed or regenerated with other bytes since it was versioned is recorded
     under its own version. A malformed .dvc file is a VersioningError naming it."""
-    from model.versioning import dvc_file_for, file_listing, listing_version, read_version
+    from dataset.versioning import dvc_file_for, file_listing, listing_version, read_version
 
     if read_version(dvc_file_for(data)) is None:
         return "unversioned"
@@ -195,7 +195,7 @@ def lineage_tags(data: str | Path, pipeline_run_id: str | None, version: str | N
     """data_version (`version` when the caller knows it, e.g. the pipeline's version-data step, else
     data_version(data)), git_commit, pipeline_run_id ("none" outside a pipeline), data_path; plus
     recorded_data_version when DATA.dvc records another version than the data has."""
-    from model.versioning import dvc_file_for, read_version
+    from dataset.versioning import dvc_file_for, read_version
 
     pipeline = pipeline_run_id or os.environ.get("OMNIRETRIEVER_PIPELINE_RUN_ID") or "none"
     version = version or data_version(data)

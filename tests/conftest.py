@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.synth import write_mp4
+from dataset.mp4 import write_mp4
 
 FPS = 12
 SAMPLE_RATE = 16_000
@@ -68,7 +68,8 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> MediaFiles:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated dataset in the OmniRetriever-Bench layout: 48 train, 4 val, 24 test clips."""
-    from model.synth import SynthConfig, synthesize
+    from dataset.config import SynthConfig
+    from dataset.synth import synthesize
 
     root = tmp_path_factory.mktemp("tiny") / "data"
     synthesize(root, SynthConfig(train=48, val=4, test=24, seed=11), workers=2, progress=False)

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from model import ffmpeg_cpu, synth
+from dataset import config, ffmpeg_cpu, mp4, scenes, synth
 
-CONFIG = synth.SynthConfig(train=12, val=4, test=14, seed=5, train_captions=2)
+CONFIG = config.SynthConfig(train=12, val=4, test=14, seed=5, train_captions=2)
 CONTROL_CLIPS = 8
 
 
@@ -57,17 +57,17 @@ def _ufunc_controls() -> dict[str, str]:
 def _unpinned_encoding(out: Path) -> str:
     """md5 of the first clips encoded with the CPU's own code paths (the generator without its pins)."""
     asm = os.environ.get("PROBE_X264_ASM", "auto")
-    options = {k: v for k, v in synth.X264_OPTIONS.items() if k != "x264-params"} | {"x264-params": f"asm={asm}"}
-    pinned_options, pin = synth.X264_OPTIONS, synth.portable_cpu_paths
-    synth.X264_OPTIONS, synth.portable_cpu_paths = options, contextlib.nullcontext
+    options = {k: v for k, v in mp4.X264_OPTIONS.items() if k != "x264-params"} | {"x264-params": f"asm={asm}"}
+    pinned_options, pin = mp4.X264_OPTIONS, mp4.portable_cpu_paths
+    mp4.X264_OPTIONS, mp4.portable_cpu_paths = options, contextlib.nullcontext
     try:
         digests = []
         for i in range(CONTROL_CLIPS):
-            frames, audio = synth.render_clip(synth.sample_scene("test", i, CONFIG), CONFIG)
-            path = synth.write_mp4(out / f"unpinned-{i}.mp4", frames, audio, CONFIG.fps, CONFIG.sample_rate)
+            frames, audio = synth.render_clip(scenes.sample_scene("test", i, CONFIG), CONFIG)
+            path = mp4.write_mp4(out / f"unpinned-{i}.mp4", frames, audio, CONFIG.fps, CONFIG.sample_rate)
             digests.append(_md5(path.read_bytes()))
     finally:
-        synth.X264_OPTIONS, synth.portable_cpu_paths = pinned_options, pin
+        mp4.X264_OPTIONS, mp4.portable_cpu_paths = pinned_options, pin
     return _md5(" ".join(digests).encode())
 
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     data = out / "data"
     synth.synthesize(data, CONFIG, workers=1, progress=False)
     files = {p.relative_to(data).as_posix(): _md5(p.read_bytes()) for p in sorted(data.rglob("*")) if p.is_file()}
-    scenes = [json.loads(line) for split in synth.SPLITS
+    scenes = [json.loads(line) for split in config.SPLITS
               for line in (data / "scenes" / f"{split}.jsonl").read_text().splitlines()]
     controls = {**_ufunc_controls(), "unpinned encoding": _unpinned_encoding(out)}
     print(json.dumps({"files": files, "numpy": numpy_features(), "ffmpeg": ffmpeg_flags, "controls": controls,

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from model.attributes import attribute_agreement, chance_agreement, read_scene_attributes, top1
+from dataset.attributes import attribute_agreement, chance_agreement, read_scene_attributes, top1
 from model.errors import OmniRetrieverError
 from model.modalities import BENCH_VIEWS, DIRECTION_NAMES
-from model.synth import ATTRIBUTES
+from dataset.vocabulary import ATTRIBUTES
 from omniretriever.cli import app
 
 runner = CliRunner()

@@ -5,7 +5,7 @@ import pytest
 
 from model.cache import FeatureCache
 from model.media import DecodeConfig, decode_clip
-from model.synth import write_mp4
+from dataset.mp4 import write_mp4
 from tests.conftest import FPS, SAMPLE_RATE, ramp_frames, tone
 
 

@@ -119,3 +119,6 @@ def test_transformer_dockerfile_is_pinned_and_runs_the_transformer():
     for source in re.findall(r"^COPY\s+(.+?)\s+\S+$", text, flags=re.M):
         for path in source.split():
             assert (ROOT / path).exists(), f"Dockerfile copies {path}, which the repository lacks"
+    packages = re.findall(r'"(\w+)\*"', (ROOT / "pyproject.toml").read_text())
+    assert "model" in packages and not [p for p in packages if f"COPY {p} ./{p}" not in text], \
+        "the image must copy every package the distribution installs"

@@ -17,7 +17,7 @@ from omniretriever.cli import app
 from pipelines.local import LocalRun, StepRecord, local_arguments, run_local
 from pipelines.report import outcome, print_report
 
-STEP_LIBRARIES = ("model.versioning", "model.validation", "registry.tracking", "registry.registry", "model.export",
+STEP_LIBRARIES = ("dataset.versioning", "dataset.validation", "registry.tracking", "registry.registry", "model.export",
                   "serving.repository", "serving.launcher", "serving.client")
 
 
@@ -127,7 +127,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     and the pipeline root land here."""
     import subprocess
 
-    from model.versioning import init_project
+    from dataset.versioning import init_project
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -156,7 +156,7 @@ def test_end_to_end_twice_then_a_validation_failure(tiny_data: Path, workdir: Pa
     assert second.exit_code == 0, second.output
     assert "omniretriever v2" in second.output and "gate:" in second.output
 
-    from model.versioning import read_version
+    from dataset.versioning import read_version
 
     published = read_version(workdir / "data.dvc")
     manifest = data / "manifests" / "test.jsonl"

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from model.export import random_inputs
 from model.inference import Embedder
 from model.manifest import read_split, resolve_media
-from model.synth import write_mp4
+from dataset.mp4 import write_mp4
 from omniretriever.cli import app
 from serving.client import encoder_inputs, query, split_url
 from serving.index import build_index, load_index

@@ -1,4 +1,4 @@
-"""Tests of the synthetic benchmark generator (model/synth.py): layout, determinism, media, captions, safety."""
+"""Tests of the synthetic benchmark generator (dataset/): layout, determinism, media, captions, safety."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from model import synth
+from dataset import captions, config, mp4, synth, vocabulary
+from dataset.audio import render_audio
+from dataset.scenes import Scene, sample_scene
+from dataset.summary import near_duplicate_stats, print_summary, summarize
 from model.manifest import read_split, resolve_media
 
-TINY = synth.SynthConfig(train=6, val=2, test=6, seed=3)
+TINY = config.SynthConfig(train=6, val=2, test=6, seed=3)
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
@@ -24,7 +27,7 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def generate(out: Path, config: synth.SynthConfig = TINY, **kwargs) -> Path:
+def generate(out: Path, config: config.SynthConfig = TINY, **kwargs) -> Path:
     synth.synthesize(out, config, progress=False, **kwargs)
     return out
 
@@ -37,7 +40,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def scenes(tiny: Path) -> dict[str, list[dict]]:
-    return {s: [json.loads(x) for x in (tiny / "scenes" / f"{s}.jsonl").read_text().splitlines()] for s in synth.SPLITS}
+    return {s: [json.loads(x) for x in (tiny / "scenes" / f"{s}.jsonl").read_text().splitlines()] for s in config.SPLITS}
 
 
 # --- determinism ---------------------------------------------------------------------------------
@@ -64,7 +67,7 @@ def test_another_seed_gives_other_files(tiny: Path, tmp_path: Path) -> None:
 # --- layout and media ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("split", synth.SPLITS)
+@pytest.mark.parametrize("split", config.SPLITS)
 def test_manifests_are_readable_and_paths_resolve(tiny: Path, split: str) -> None:
     records = read_split(tiny, split)
     assert len(records) == TINY.split_sizes()[split]
@@ -76,14 +79,14 @@ def test_manifests_are_readable_and_paths_resolve(tiny: Path, split: str) -> Non
 
 
 def test_training_clips_have_several_captions_and_the_others_one(tiny: Path, scenes: dict[str, list[dict]]) -> None:
-    for split in synth.SPLITS:
+    for split in config.SPLITS:
         for rec, scene in zip(read_split(tiny, split), scenes[split]):
             want = TINY.train_captions if split == "train" else 1
             assert len(rec.captions) == want and rec.captions[0] == rec.text == scene["caption"]
             assert list(rec.alt_texts) == scene["alt_captions"]
             assert len(set(rec.captions)) == want  # different descriptions, not copies
             for alt in rec.alt_texts:  # each names the kind, in a template the training split may use
-                assert any(noun in alt.lower() for noun in synth.NOUNS[scene["kind"]]) and alt.endswith(".")
+                assert any(noun in alt.lower() for noun in vocabulary.NOUNS[scene["kind"]]) and alt.endswith(".")
     plain = [json.loads(x) for x in (tiny / "manifests" / "test.jsonl").read_text().splitlines()]
     assert all(set(obj) == {"id", "text", "video", "audio"} for obj in plain)  # the released format, unchanged
 
@@ -130,22 +133,22 @@ def test_scenes_hold_valid_attributes(scenes: dict[str, list[dict]]) -> None:
     for split, rows in scenes.items():
         assert [s["id"] for s in rows] == [f"{split}-{i:06d}" for i in range(TINY.split_sizes()[split])]
         for s in rows:
-            assert all(s[a] in synth.VOCAB[a] for a in synth.ATTRIBUTES)
+            assert all(s[a] in vocabulary.VOCAB[a] for a in vocabulary.ATTRIBUTES)
             assert len(s["event_times"]) == s["n_events"]
-            assert all(0 < t and t + synth.EVENT_SECONDS <= s["duration"] for t in s["event_times"])
-            assert np.all(np.diff(s["event_times"]) >= synth.EVENT_GAP - 1e-3)
+            assert all(0 < t and t + vocabulary.EVENT_SECONDS <= s["duration"] for t in s["event_times"])
+            assert np.all(np.diff(s["event_times"]) >= vocabulary.EVENT_GAP - 1e-3)
 
 
 # --- rendering -----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module", params=range(5), ids=lambda i: f"clip{i}")
-def rendered(request: pytest.FixtureRequest) -> tuple[synth.Scene, np.ndarray, np.ndarray]:
-    scene = synth.sample_scene("train", request.param, synth.SynthConfig())
-    return (scene, *synth.render_clip(scene, synth.SynthConfig()))
+def rendered(request: pytest.FixtureRequest) -> tuple[Scene, np.ndarray, np.ndarray]:
+    scene = sample_scene("train", request.param, config.SynthConfig())
+    return (scene, *synth.render_clip(scene, config.SynthConfig()))
 
 
-def test_render_clip_shapes(rendered: tuple[synth.Scene, np.ndarray, np.ndarray]) -> None:
+def test_render_clip_shapes(rendered: tuple[Scene, np.ndarray, np.ndarray]) -> None:
     scene, frames, audio = rendered
     assert frames.shape == (scene.n_frames, 96, 96, 3) and frames.dtype == np.uint8
     assert audio.dtype == np.float32 and audio.ndim == 1
@@ -157,15 +160,15 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
 
 
-def test_sound_events_line_up_with_visible_events(rendered: tuple[synth.Scene, np.ndarray, np.ndarray]) -> None:
+def test_sound_events_line_up_with_visible_events(rendered: tuple[Scene, np.ndarray, np.ndarray]) -> None:
     """The notes are what the clip adds to its sound bed, and they sit at the visible events' onsets."""
     scene, frames, audio = rendered
     sr, fps = 16000, 12
     assert _rms(audio[: int(0.1 * sr)]) > 0.01  # before any onset: the ambient bed alone, audible
-    bed = synth.render_audio(replace(scene, event_times=()), synth.SynthConfig())
+    bed = render_audio(replace(scene, event_times=()), config.SynthConfig())
     in_note = np.zeros(len(audio), bool)
     for onset in scene.event_times:
-        in_note[round(onset * sr): round((onset + synth.NOTE_SECONDS) * sr)] = True
+        in_note[round(onset * sr): round((onset + vocabulary.NOTE_SECONDS) * sr)] = True
     scale = float(audio[~in_note] @ bed[~in_note] / (bed[~in_note] @ bed[~in_note]))  # the peak normalisation
     notes = audio - scale * bed  # outside the notes: only the hiss, drawn after them, differs
     still = frames[0].astype(float)
@@ -180,40 +183,40 @@ def test_sound_events_line_up_with_visible_events(rendered: tuple[synth.Scene, n
 
 
 def test_enough_templates_and_held_out_ones() -> None:
-    assert len(synth.TEMPLATES) - len(synth.TEST_ONLY_TEMPLATES) >= 20
-    assert len(synth.TEST_ONLY_TEMPLATES) >= 4
-    assert set(synth.templates_for("test")) == set(range(len(synth.TEMPLATES)))
+    assert len(vocabulary.TEMPLATES) - len(vocabulary.TEST_ONLY_TEMPLATES) >= 20
+    assert len(vocabulary.TEST_ONLY_TEMPLATES) >= 4
+    assert set(captions.templates_for("test")) == set(range(len(vocabulary.TEMPLATES)))
 
 
-@pytest.mark.parametrize("split", synth.SPLITS)
+@pytest.mark.parametrize("split", config.SPLITS)
 def test_held_out_templates_appear_only_in_test(split: str) -> None:
-    cfg = synth.SynthConfig()
-    used = {synth.sample_scene(split, i, cfg).template for i in range(400)}
-    held_out = used & set(synth.TEST_ONLY_TEMPLATES)
-    assert held_out == (set(synth.TEST_ONLY_TEMPLATES) if split == "test" else set())
+    cfg = config.SynthConfig()
+    used = {sample_scene(split, i, cfg).template for i in range(400)}
+    held_out = used & set(vocabulary.TEST_ONLY_TEMPLATES)
+    assert held_out == (set(vocabulary.TEST_ONLY_TEMPLATES) if split == "test" else set())
 
 
 def test_tiny_dataset_train_val_use_no_held_out_template(scenes: dict[str, list[dict]]) -> None:
-    assert not {s["template"] for sp in ("train", "val") for s in scenes[sp]} & set(synth.TEST_ONLY_TEMPLATES)
+    assert not {s["template"] for sp in ("train", "val") for s in scenes[sp]} & set(vocabulary.TEST_ONLY_TEMPLATES)
 
 
 def test_captions_name_the_object_and_what_they_mention() -> None:
-    cfg = synth.SynthConfig()
+    cfg = config.SynthConfig()
     for i in range(300):
-        s = synth.sample_scene("test", i, cfg)
+        s = sample_scene("test", i, cfg)
         text = s.caption.lower()
-        assert any(re.search(rf"\b{noun}\b", text) for noun in synth.NOUNS[s.kind]), s.caption
+        assert any(re.search(rf"\b{noun}\b", text) for noun in vocabulary.NOUNS[s.kind]), s.caption
         assert 2 <= len(s.mentioned) <= 5
         if "n_events" in s.mentioned:
-            assert any(w in text for w in synth.COUNT_WORDS[s.n_events]), s.caption
+            assert any(w in text for w in vocabulary.COUNT_WORDS[s.n_events]), s.caption
         if "ambient" in s.mentioned:
-            assert any(w in text for w in synth.AMBIENT_WORDS[s.ambient]), s.caption
+            assert any(w in text for w in vocabulary.AMBIENT_WORDS[s.ambient]), s.caption
         assert "  " not in s.caption and "{" not in s.caption and "[" not in s.caption
 
 
 def test_fill_template_drops_groups_with_empty_slots() -> None:
     slots = {"s": "a ball", "vp": "moves", "bg": "", "amb": "rain"}
-    assert synth.fill_template("[{bg}, ]{s} {vp}[ over {amb}].", slots) == "A ball moves over rain."
+    assert captions.fill_template("[{bg}, ]{s} {vp}[ over {amb}].", slots) == "A ball moves over rain."
 
 
 # --- config validation and safety ----------------------------------------------------------------
@@ -270,7 +273,7 @@ def test_a_failure_leaves_no_partial_output(tmp_path: Path, monkeypatch: pytest.
     if existing:
         out.mkdir()
         (out / "keep.txt").write_text("old")
-    real_writer, calls = synth.write_mp4, []
+    real_writer, calls = mp4.write_mp4, []
 
     def failing_writer(*args, **kwargs):  # writes the first clip, fails on the second
         calls.append(args)
@@ -296,7 +299,7 @@ def test_is_up_to_date(tiny: Path, tmp_path: Path) -> None:
 
 
 def test_summary_counts_and_prints(tiny: Path) -> None:
-    summary = synth.summarize(tiny)
+    summary = summarize(tiny)
     assert summary["splits"] == TINY.split_sizes() and summary["total"] == 14
     assert summary["attribute_combinations"] > 10**4
     assert sum(summary["attributes"]["kind"].values()) == 14
@@ -304,7 +307,7 @@ def test_summary_counts_and_prints(tiny: Path) -> None:
     gallery = summary["test_gallery"]
     assert gallery["n"] == 6 and 1 <= gallery["mean_clips_matching_caption"] <= 6
     buffer = io.StringIO()
-    synth.print_summary(summary, Console(file=buffer, width=120))
+    print_summary(summary, Console(file=buffer, width=120))
     assert "test gallery" in buffer.getvalue() and "train" in buffer.getvalue()
 
 
@@ -312,7 +315,7 @@ def test_near_duplicate_stats_on_a_hand_made_gallery() -> None:
     base = {"kind": "ball", "size": "small", "n_events": 1, "bg_colour": "navy", "pattern": "plain",
             "obj_colour": "red", "motion": "upward", "ambient": "rain", "mentioned": ["size"]}
     gallery = [base, {**base, "ambient": "wind"}, {**base, "kind": "box", "size": "large", "motion": "downward"}]
-    stats = synth.near_duplicate_stats(gallery)
+    stats = near_duplicate_stats(gallery)
     assert stats["mean_sharing_kind_size_count"] == round(2 / 3, 4)
     assert stats["frac_with_one_attribute_neighbour"] == round(2 / 3, 4)
     assert stats["frac_exact_attribute_duplicate"] == 0
@@ -321,15 +324,15 @@ def test_near_duplicate_stats_on_a_hand_made_gallery() -> None:
 
 @pytest.mark.parametrize("kind", ["video", "audio", "both"])
 def test_write_mp4_with_one_or_both_streams(tmp_path: Path, kind: str) -> None:
-    scene = synth.sample_scene("val", 0, TINY)
+    scene = sample_scene("val", 0, TINY)
     frames, audio = synth.render_clip(scene, TINY)
     path = tmp_path / f"{kind}.mp4"
     if kind == "video":
-        synth.write_video_only(path, frames)
+        mp4.write_video_only(path, frames)
     elif kind == "audio":
-        synth.write_audio_only(path, audio)
+        mp4.write_audio_only(path, audio)
     else:
-        synth.write_mp4(path, frames, audio)
+        mp4.write_mp4(path, frames, audio)
     with av.open(str(path)) as container:
         types = [s.type for s in container.streams]
     assert types == {"video": ["video"], "audio": ["audio"], "both": ["video", "audio"]}[kind]
@@ -337,6 +340,6 @@ def test_write_mp4_with_one_or_both_streams(tmp_path: Path, kind: str) -> None:
 
 def test_write_mp4_refuses_nothing_and_odd_sizes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="neither"):
-        synth.write_mp4(tmp_path / "x.mp4", None, None)
+        mp4.write_mp4(tmp_path / "x.mp4", None, None)
     with pytest.raises(ValueError, match="even"):
-        synth.write_mp4(tmp_path / "x.mp4", np.zeros((2, 33, 32, 3), np.uint8), None)
+        mp4.write_mp4(tmp_path / "x.mp4", np.zeros((2, 33, 32, 3), np.uint8), None)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from model import synth
+from dataset import vocabulary
 
 REPO = Path(__file__).resolve().parent.parent
 AVX512 = "AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR"
@@ -65,9 +65,9 @@ def probes(tmp_path_factory) -> dict[str, dict]:
 
 def test_the_probe_dataset_covers_every_kind_sound_and_pattern(probes):
     covers = probes["native"]["covers"]
-    assert covers["kind"] == sorted(synth.KINDS)
-    assert covers["ambient"] == sorted(synth.AMBIENTS)
-    assert covers["pattern"] == sorted(synth.PATTERNS)
+    assert covers["kind"] == sorted(vocabulary.KINDS)
+    assert covers["ambient"] == sorted(vocabulary.AMBIENTS)
+    assert covers["pattern"] == sorted(vocabulary.PATTERNS)
 
 
 @pytest.mark.parametrize("level", [lv for lv in LEVELS if lv != "native"])

@@ -216,7 +216,7 @@ def test_store_resolution_and_nothing_in_mlruns(monkeypatch, tmp_path):
 ])
 def test_data_version_is_the_version_of_the_files_when_a_dvc_file_versions_them(tmp_path, content, expected):
     from model.errors import VersioningError
-    from model.versioning import dir_hash
+    from dataset.versioning import dir_hash
     from registry.tracking import data_version, lineage_tags
 
     (tmp_path / "data").mkdir()

@@ -1,4 +1,4 @@
-"""Triple validation (model/validation.py + model/expectations.py): every corrupt input caught with its reason."""
+"""Triple validation (dataset/probe.py, dataset/expectations.py, dataset/validation.py): every corrupt input caught with its reason."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from model import validation
+from dataset import probe, rules, validation
 from model.errors import ManifestError
-from model.synth import write_mp4
+from dataset.mp4 import write_mp4
 from omniretriever.cli import app
 from tests.conftest import FPS, SAMPLE_RATE, loaded_by_import, ramp_frames, tone
 
@@ -114,9 +114,9 @@ def test_each_corrupt_input_is_rejected_for_its_reason(corrupt_report, case):
 
 
 def _checks():
-    from model.expectations import build_checks
+    from dataset.expectations import build_checks
 
-    return build_checks(validation.Thresholds())
+    return build_checks(rules.Thresholds())
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if not c.check], ids=lambda c: c.name)
@@ -190,7 +190,7 @@ def test_all_splits_are_validated_and_ids_are_unique_across_them(tiny_data, tmp_
 def test_an_expectation_that_errors_fails_the_validation(tiny_data, tmp_path, monkeypatch):
     import great_expectations.expectations as gxe
 
-    from model import expectations
+    from dataset import expectations
 
     original = expectations.build_checks
 
@@ -214,7 +214,9 @@ def test_a_failed_run_leaves_the_previous_report_and_no_partial_one(tiny_data, t
     def explode(*args, **kwargs):
         raise RuntimeError("suite crashed")
 
-    monkeypatch.setattr(validation, "_gx_run", explode)
+    from dataset import expectations
+
+    monkeypatch.setattr(expectations, "_gx_run", explode)
     with pytest.raises(RuntimeError, match="suite crashed"):
         validation.validate(tiny_data, report, split=GOOD_SPLIT, workers=1, progress=False)
     assert (report / "summary.json").read_text() == "previous"
@@ -248,8 +250,10 @@ def test_probe_never_raises_on_an_unexpected_decoder_error(media, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("decoder blew up")
 
-    monkeypatch.setattr(validation, "probe", boom)
-    row = validation.probe_record(media.root, {"video": "good.mp4", "audio": "good.mp4"})
+    import model.media
+
+    monkeypatch.setattr(model.media, "probe", boom)
+    row = probe.probe_record(media.root, {"video": "good.mp4", "audio": "good.mp4"})
     assert row["probe_error"] == "RuntimeError: decoder blew up"
 
 
@@ -257,7 +261,7 @@ def test_probe_never_raises_on_an_unexpected_decoder_error(media, monkeypatch):
                                     {"min_audio_rms": -1.0}])
 def test_bad_thresholds_are_refused(kwargs):
     with pytest.raises(ValueError, match="Thresholds"):
-        validation.Thresholds(**kwargs)
+        rules.Thresholds(**kwargs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -272,7 +276,7 @@ def test_the_data_commands_have_help(cmd):
 
 
 def test_dvc_and_great_expectations_are_imported_only_when_used():
-    assert loaded_by_import(("omniretriever.cli", "model.versioning", "model.validation"), ("dvc", "great_expectations")) == []
+    assert loaded_by_import(("omniretriever.cli", "dataset.versioning", "dataset.validation"), ("dvc", "great_expectations")) == []
 
 
 def test_cli_exit_1_when_too_many_records_are_rejected_and_0_under_the_threshold(corrupt, tmp_path):

@@ -1,4 +1,4 @@
-"""Dataset versions with DVC (model/versioning.py), in throwaway git + DVC projects under tmp_path.
+"""Dataset versions with DVC (dataset/versioning.py), in throwaway git + DVC projects under tmp_path.
 
 The repository's own .dvc/, data/ and .dvc-storage/ are only read (the committed configuration and
 data.dvc), never written.
@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from model import synth, versioning
+from dataset import config, synth, versioning
 from model.errors import VersioningError
 from omniretriever.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = synth.SynthConfig(train=3, val=1, test=2, seed=4)
+TINY = config.SynthConfig(train=3, val=1, test=2, seed=4)
 runner = CliRunner()
 
 
@@ -309,7 +309,7 @@ def test_the_repository_is_an_offline_dvc_project_with_a_git_ignored_local_remot
 def test_data_dvc_records_the_default_dataset_and_its_recipe():
     assert versioning.read_version(REPO / "data.dvc").endswith(".dir")
     assert versioning.read_recipe(REPO / "data.dvc") == {"generator_version": synth.GENERATOR_VERSION,
-                                                         "config": asdict(synth.SynthConfig())}
+                                                         "config": asdict(config.SynthConfig())}
     listing = versioning.read_listing(REPO / "data.md5sums", versioning.read_version(REPO / "data.dvc"))
     assert listing is not None and len(listing) == 4307  # data.md5sums lists exactly data.dvc's version
 

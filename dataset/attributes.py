@@ -25,7 +25,7 @@ from rich.table import Table
 
 from model.errors import OmniRetrieverError
 from model.modalities import DIRECTION_NAMES, DIRECTIONS
-from model.synth import ATTRIBUTES
+from dataset.vocabulary import ATTRIBUTES
 
 
 def read_scene_attributes(data: Path, split: str, ids: Sequence[str]) -> dict[str, list]:

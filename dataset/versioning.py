@@ -240,11 +240,12 @@ def dir_hash(path: str | Path) -> str:
 
 def synth_recipe(data: Path) -> dict[str, Any] | None:
     """{"generator_version", "config"} when `data` is a complete `data synth` dataset, else None."""
-    from model import synth
+    from dataset import synth
+    from dataset.config import SynthConfig
 
     try:
         meta = json.loads((data / "dataset.json").read_text(encoding="utf-8"))
-        config = synth.SynthConfig(**meta["config"])
+        config = SynthConfig(**meta["config"])
     except (OSError, ValueError, TypeError, KeyError):
         return None
     if meta.get("name") != "omniretriever-synth" or not synth.is_up_to_date(data, config):
@@ -265,13 +266,14 @@ def regenerate(data: Path, recipe: dict[str, Any], expected: str, *, workers: in
     and return its version. A version other than `expected` is a VersioningError (nothing written) when
     `strict`, else it moves into place all the same: the caller says so. So is a recipe recorded by
     another generator version: `strict` refuses at once, else this generator makes what it makes."""
-    from model import synth
+    from dataset import synth
+    from dataset.config import SynthConfig
 
     if recipe.get("generator_version") != synth.GENERATOR_VERSION and strict:
         raise VersioningError(f"the recorded dataset was made by generator {recipe.get('generator_version')}, "
                               f"this is {synth.GENERATOR_VERSION}: regenerating cannot reproduce it")
     try:
-        config = synth.SynthConfig(**recipe["config"])
+        config = SynthConfig(**recipe["config"])
     except TypeError as exc:
         raise VersioningError(f"the recorded synth recipe is not a SynthConfig: {exc}") from None
     staging = data.parent / f".{data.name}.regen-{os.getpid()}"
@@ -291,7 +293,7 @@ def regenerate(data: Path, recipe: dict[str, Any], expected: str, *, workers: in
 
 def _generator_note(recipe: dict[str, Any]) -> str:
     """" (recorded by generator X, this is Y)" when the recipe names another generator version, else ""."""
-    from model import synth
+    from dataset import synth
 
     recorded = recipe.get("generator_version")
     if recorded == synth.GENERATOR_VERSION:

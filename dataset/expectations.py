@@ -1,6 +1,6 @@
 """The Great Expectations suite for manifest triples, as code versioned with the project.
 
-The probe (model/validation.py) turns every manifest line into one row of a table: a column for
+The probe (dataset/probe.py) turns every manifest line into one row of a table: a column for
 each stage a record must pass (path inside the root, file present, container opens, streams
 present, first and last frame decode, audio decodes) that reads "ok" or says what went wrong,
 and the measured values (size, duration, fps, resolution, sample rate, audio RMS, caption).
@@ -14,19 +14,23 @@ Each expectation carries meta {"check": name, "reason": text}: the name keys sum
 reason (with the failing row's value) goes into that record's "reasons" in rejected.jsonl.
 
 Importing this module imports great_expectations (several seconds): import it inside functions.
+`run_suite` runs the suite over the probe table in an ephemeral GX context.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any
 
 import great_expectations.expectations as gxe
 
-from model.validation import BAD_CAPTION_CHARS, OK
+from dataset.probe import MESSAGE_COLUMNS
+from dataset.rules import BAD_CAPTION_CHARS, OK, Thresholds
 
-if TYPE_CHECKING:
-    from model.validation import Thresholds
+ROW_KEYS = ["where", "id"]  # unexpected_index_column_names: "<split>:<line>" names every row, id when known
+SUITE_NAME = "omniretriever_triples"
+SITE_NAME = "report"
 
 
 class ExpectCheckToPass(gxe.ExpectColumnValuesToBeInSet):
@@ -117,3 +121,105 @@ def build_checks(t: Thresholds) -> list[Check]:
         Check("audio_silent", f"audio is silent (RMS below {t.min_audio_rms:g})",
               ExpectAudioNotSilent(column="audio_rms", min_value=t.min_audio_rms)),
     ]
+
+
+# Running the suite
+
+
+@dataclass
+class SuiteOutcome:
+    """Per-row reasons and per-check failures of one suite run over the probe table."""
+
+    table: Any  # the probe DataFrame
+    reasons: dict[str, list[str]]  # where -> reasons, in suite order
+    failed: dict[str, dict[str, Any]]  # check -> {expectation, reason, count, ids, rows[, error]}
+    errors: dict[str, str]  # check -> exception message
+    expectations: int
+
+
+def run_suite(table, thresholds: Thresholds, docs_dir: Path, *, progress: bool = True) -> SuiteOutcome:
+    """Run the suite over the probe table in an ephemeral GX context; Data Docs go to docs_dir."""
+    checks = build_checks(thresholds)
+    results = _gx_run(table, [c.expectation for c in checks], docs_dir, progress)
+    by_name = {c.name: c for c in checks}
+    reasons: dict[str, dict[str, str]] = {}
+    failed: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    for res in results:
+        check = by_name[res.expectation_config.meta["check"]]
+        error = exception_message(res.exception_info)
+        if res.success and error is None:
+            continue
+        entry: dict[str, Any] = {"expectation": res.expectation_config.type, "reason": check.reason,
+                                 "count": 0, "ids": [], "rows": []}
+        failed[check.name] = entry
+        if error is not None or "unexpected_index_list" not in res.result:
+            errors[check.name] = entry["error"] = error or "failed without naming the failing rows"
+            continue
+        column = res.expectation_config.kwargs.get("column")
+        for hit in res.result["unexpected_index_list"]:
+            where = hit["where"]
+            entry["rows"].append(where)
+            if isinstance(hit.get("id"), str):
+                entry["ids"].append(hit["id"])
+            reasons.setdefault(where, {})[check.name] = _reason(check.reason, column, hit.get(column))
+        entry["count"] = len(entry["rows"])
+    order = list(by_name)
+    ordered = {w: [r[k] for k in sorted(r, key=order.index)] for w, r in reasons.items()}
+    return SuiteOutcome(table, ordered, failed, errors, len(checks))
+
+
+def _reason(reason: str, column: str | None, value: Any) -> str:
+    """The check's reason with what this row held: the stage's message, or the measured value."""
+    if column in MESSAGE_COLUMNS and isinstance(value, str):
+        return f"{reason}: {value}"
+    if isinstance(value, float):
+        value = round(value, 6)
+    if isinstance(value, str) and len(value) > 80:
+        return f"{reason} (got {len(value)} characters)"
+    return f"{reason} (got {value!r})"
+
+
+def exception_message(info: Any) -> str | None:
+    """The message of an expectation that raised, from GX's exception_info (flat or keyed by metric)."""
+    if not isinstance(info, dict) or not info:
+        return None
+    if "raised_exception" in info:
+        return (info.get("exception_message") or "expectation raised") if info["raised_exception"] else None
+    messages = [m for m in (exception_message(v) for v in info.values()) if m]
+    return "; ".join(dict.fromkeys(messages)) or None
+
+
+def _gx_run(table, expectations: list, docs_dir: Path, progress: bool) -> list:
+    """Validate `table` against the expectations with a checkpoint that also builds the Data Docs."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from rich.console import Console
+
+    context = _context(docs_dir)
+    batch = (context.data_sources.add_pandas("probe").add_dataframe_asset("triples")
+             .add_batch_definition_whole_dataframe("all records"))
+    suite = context.suites.add(gx.ExpectationSuite(name=SUITE_NAME, expectations=expectations))
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name="triples", data=batch, suite=suite))
+    checkpoint = context.checkpoints.add(gx.Checkpoint(
+        name="validate", validation_definitions=[definition],
+        actions=[UpdateDataDocsAction(name="data_docs", site_names=[SITE_NAME])],
+        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ROW_KEYS}))
+    status = f"running {len(expectations)} expectations over {len(table)} rows"
+    with Console(stderr=True, quiet=not progress).status(status):
+        outcome = checkpoint.run(batch_parameters={"dataframe": table})
+    return [r for run in outcome.run_results.values() for r in run.results]
+
+
+def _context(docs_dir: Path):
+    """An in-memory GX context, no analytics or progress bars, whose one Data Docs site is docs_dir."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import DataContextConfig, InMemoryStoreBackendDefaults, \
+        ProgressBarsConfig
+
+    site = {"class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.absolute())}}
+    config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+                               analytics_enabled=False, progress_bars=ProgressBarsConfig(globally=False),
+                               data_docs_sites={SITE_NAME: site})
+    return gx.get_context(mode="ephemeral", project_config=config)

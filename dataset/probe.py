@@ -1,0 +1,310 @@
+"""The probe: every manifest line becomes one row of media facts, filled in a process pool.
+
+Each record's row says, stage by stage, whether its paths stay inside the data root, its files exist,
+its containers open, it has video and audio streams, its first and last frames and its audio decode,
+and what its duration, fps, resolution, sample rate and audio RMS are. A stage column reads OK or says
+what failed; null means an earlier stage failed (and that one says why), so each problem is reported
+once. Lines that are not records carry why in `manifest_error`.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from dataset.rules import BAD_CAPTION_CHARS, MAX_DECODE_SECONDS, OK, Thresholds
+from model.errors import ManifestError, MediaError, PathEscapeError
+from model.manifest import FIELDS, manifest_path, parse_alt_texts, resolve_media, scan_manifest
+from model import media
+from model.media import DecodeConfig, MediaLimits, decode_audio
+
+# The probe's columns, in stage order. A stage column reads OK or says what failed; null means an
+# earlier stage failed (and that one says why), so each problem is reported once.
+MEDIA_COLUMNS: tuple[str, ...] = (
+    "probe_error", "paths_inside_root", "files_exist", "file_bytes", "containers_open", "has_video_stream",
+    "has_audio_stream", "first_frame_decodes", "last_frame_decodes", "audio_decodes", "duration", "fps",
+    "width", "height", "sample_rate", "audio_rms",
+)
+# columns whose failing value is itself the explanation
+MESSAGE_COLUMNS = frozenset({"manifest_error", "probe_error", "paths_inside_root", "files_exist", "containers_open",
+                             "has_video_stream", "has_audio_stream", "first_frame_decodes", "last_frame_decodes",
+                             "audio_decodes"})
+
+_BAD_CAPTION = re.compile(BAD_CAPTION_CHARS)
+
+
+@dataclass
+class Line:
+    """One manifest line as the table sees it."""
+
+    split: str
+    line: int
+    raw: str
+    fields: dict[str, Any] | None  # the JSON object when the line is a record (four string fields), else None
+    manifest_error: str | None  # why the line is not a record (None: it is one, maybe with bad content)
+
+    @property
+    def where(self) -> str:
+        return f"{self.split}:{self.line}"
+
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading the manifests: every line, good or bad
+# ----------------------------------------------------------------------------------------------
+
+
+def splits_of(data: Path, split: str | None) -> list[str]:
+    """The split named, or every manifests/*.jsonl (train, val, test first). Raises ManifestError if none."""
+    if split is not None:
+        manifest_path(data, split)  # refuses names that are not plain
+        return [split]
+    found = sorted(p.stem for p in (data / "manifests").glob("*.jsonl") if p.is_file())
+    if not found:
+        raise ManifestError(data / "manifests", None, "no manifests/*.jsonl to validate (is this a dataset root?)")
+    order = {name: i for i, name in enumerate(("train", "val", "test"))}
+    return sorted(found, key=lambda s: (order.get(s, len(order)), s))
+
+
+def read_lines(data: Path, split: str | None) -> list[Line]:
+    """Every non-blank line of the chosen manifests. ManifestError if a manifest cannot be read or none has a line."""
+    lines: list[Line] = []
+    for name in splits_of(data, split):
+        for scanned in scan_manifest(manifest_path(data, name)):
+            fields = _fields(scanned.raw)
+            error = _manifest_error(scanned, fields)
+            lines.append(Line(name, scanned.line, scanned.raw, None if error else fields, error))
+    if not lines:
+        raise ManifestError(data / "manifests", None, f"no records in {', '.join(splits_of(data, split))}")
+    return lines
+
+
+def _fields(raw: str) -> dict[str, Any] | None:
+    """The line's JSON object if it holds the four fields as strings (content is the suite's business)."""
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or not all(isinstance(obj.get(f), str) for f in FIELDS):
+        return None
+    return obj
+
+
+def _manifest_error(scanned, fields: dict[str, Any] | None) -> str | None:
+    """Why a line is not a record. Content errors (empty caption, id or path) are left to the expectations,
+    which name them; an undecodable line (U+FFFD from non-UTF-8 bytes) or a malformed one keeps its error."""
+    if scanned.error is None:
+        return None
+    if fields is None or "\ufffd" in scanned.raw:
+        return scanned.error.reason
+    return None
+
+
+def raw_bytes(path: Path, wanted: set[int]) -> dict[int, bytes]:
+    """The exact bytes of some lines (numbered as scan_manifest numbers them), without the newline."""
+    found: dict[int, bytes] = {}
+    with open(path, "rb") as fh:
+        for lineno, rawb in enumerate(fh, start=1):
+            if lineno in wanted:
+                found[lineno] = rawb.rstrip(b"\r\n")
+    return found
+
+
+# ----------------------------------------------------------------------------------------------
+# The probe: one row of media facts per record, in a process pool
+# ----------------------------------------------------------------------------------------------
+
+
+def probe_table(data: Path, lines: list[Line], thresholds: Thresholds, *, workers: int | None = None,
+                progress: bool = True):
+    """A pandas DataFrame, one row per line: where, split, line, id, text, video, audio, manifest_error
+    and the MEDIA_COLUMNS (all null for a line that is not a record)."""
+    import pandas as pd
+
+    jobs = [(str(data.resolve()), ln.fields, thresholds) for ln in lines if ln.fields is not None]
+    media = iter(_run_probes(jobs, workers, progress))
+    rows = []
+    for ln in lines:
+        row: dict[str, Any] = {"where": ln.where, "split": ln.split, "line": ln.line}
+        row.update({f: (ln.fields or {}).get(f) for f in FIELDS})
+        row["manifest_error"] = ln.manifest_error
+        row["alt_texts_issue"] = alt_texts_issue(ln.fields, thresholds) if ln.fields is not None else None
+        row.update(next(media) if ln.fields is not None else dict.fromkeys(MEDIA_COLUMNS))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def alt_texts_issue(fields: dict[str, Any], thresholds: Thresholds) -> str | None:
+    """What is wrong with a record's optional alt_texts (its further captions), or None when nothing is:
+    the same rules as the main caption (content, length, characters), naming the caption by index."""
+    try:
+        alts = parse_alt_texts(fields)
+    except ManifestError as exc:
+        return exc.reason
+    for i, alt in enumerate(alts):
+        if len(alt) > thresholds.max_caption_chars:
+            return f"alt_texts[{i}] is {len(alt)} characters, over {thresholds.max_caption_chars}"
+        if _BAD_CAPTION.search(alt):
+            return f"alt_texts[{i}] has control or invalid characters"
+    return None
+
+
+def _run_probes(jobs: list[tuple], workers: int | None, progress: bool) -> list[dict[str, Any]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
+    columns = (TextColumn("probe"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    out: list[dict[str, Any]] = []
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("records", total=len(jobs))
+        for row in _map(probe_job, jobs, workers):
+            out.append(row)
+            bar.advance(task)
+    return out
+
+
+def _map(fn: Callable, jobs: list, workers: int) -> Iterator:
+    if workers <= 1:
+        yield from map(fn, jobs)
+        return
+    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
+        yield from pool.imap(fn, jobs, chunksize=max(1, min(16, len(jobs) // (workers * 8))))
+
+
+def probe_job(job: tuple[str, dict[str, Any], Thresholds]) -> dict[str, Any]:
+    """probe_record for a pool: (root, fields, thresholds)."""
+    root, fields, thresholds = job
+    return probe_record(Path(root), fields, thresholds)
+
+
+def probe_record(root: Path, fields: dict[str, Any], thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
+    """The MEDIA_COLUMNS of one record. Never raises: an unexpected failure is reported in `probe_error`."""
+    row: dict[str, Any] = dict.fromkeys(MEDIA_COLUMNS)
+    try:
+        _probe_stages(root, fields, thresholds.media_limits(), row)
+    except Exception as exc:  # noqa: BLE001 - a record must be reported, whatever the decoder raised
+        row["probe_error"] = f"{type(exc).__name__}: {exc}"
+    return row
+
+
+def _probe_stages(root: Path, fields: dict[str, Any], limits: MediaLimits, row: dict[str, Any]) -> None:
+    """Fill row stage by stage: a stage column reads OK or says what failed; after a failure, stop."""
+    paths = _resolve(root, fields, row)
+    if paths is None:
+        return
+    rel = {p: fields[role] for role, p in reversed(paths.items())}  # file -> its manifest path
+    if not _files_present(rel, limits, row):
+        return
+    infos = _open_all(rel, limits, row)
+    if infos is None:
+        return
+    video, audio = infos[paths["video"]], infos[paths["audio"]]
+    row["duration"] = video.get("duration")
+    row["has_video_stream"] = _has_stream(video, "video", fields["video"])
+    row["has_audio_stream"] = _has_stream(audio, "audio", fields["audio"])
+    if row["has_video_stream"] == OK:
+        _probe_video(paths["video"], fields["video"], video, row)
+    if row["has_audio_stream"] == OK:
+        _probe_audio(paths["audio"], fields["audio"], audio, limits, row)
+
+
+def _resolve(root: Path, fields: dict[str, Any], row: dict[str, Any]) -> dict[str, Path] | None:
+    paths: dict[str, Path] = {}
+    for role in ("video", "audio"):
+        try:
+            paths[role] = resolve_media(root, fields[role])
+        except PathEscapeError as exc:
+            row["paths_inside_root"] = f"{role}: {exc}"
+            return None
+    row["paths_inside_root"] = OK
+    return paths
+
+
+def _files_present(rel: dict[Path, str], limits: MediaLimits, row: dict[str, Any]) -> bool:
+    """Every file exists and is a regular file; file_bytes is the smallest size (the suite checks the range)."""
+    for path, name in rel.items():
+        if not path.is_file():
+            row["files_exist"] = f"{name}: {'not a regular file' if path.exists() else 'file not found'}"
+            return False
+    row["files_exist"] = OK
+    sizes = [path.stat().st_size for path in rel]
+    bad = [size for size in sizes if not 0 < size <= limits.max_file_bytes]
+    row["file_bytes"] = bad[0] if bad else min(sizes)
+    return not bad
+
+
+def _open_all(rel: dict[Path, str], limits: MediaLimits, row: dict[str, Any]) -> dict[Path, dict] | None:
+    infos: dict[Path, dict] = {}
+    for path, name in rel.items():
+        try:
+            infos[path] = media.probe(path, limits)
+        except MediaError as exc:
+            row["containers_open"] = f"{name}: {exc.reason}"
+            return None
+    row["containers_open"] = OK
+    return infos
+
+
+def _has_stream(info: dict, kind: str, name: str) -> str:
+    if kind in info["streams"]:
+        return OK
+    return f"{name} has no {kind} stream (streams: {', '.join(info['streams']) or 'none'})"
+
+
+def _probe_video(path: Path, name: str, info: dict, row: dict[str, Any]) -> None:
+    row.update(width=info.get("width"), height=info.get("height"), fps=info.get("fps") or 0.0)
+    first, last, end, declared = _edge_frames(path)
+    row["first_frame_decodes"] = OK if first is None else f"{name}: {first}"
+    if first is None:
+        row["last_frame_decodes"] = OK if last is None else f"{name}: {last}"
+    if row["duration"] is None:
+        row["duration"] = declared or end
+
+
+def _edge_frames(path: Path) -> tuple[str | None, str | None, float, float | None]:
+    """(why the first frame fails or None, why the last fails or None, decoded end time, declared duration)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate) if stream.average_rate else 0.0
+        step = 1.0 / fps if fps else 0.0
+        declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+        try:
+            if next(container.decode(stream), None) is None:
+                return "no frame decodes", None, 0.0, declared
+        except av.error.FFmpegError as exc:
+            return f"does not decode: {exc}", None, 0.0, declared
+        end = 0.0
+        try:
+            if declared and declared > 1.0:  # jump to the keyframe before the last second
+                start = stream.start_time or 0
+                container.seek(start + int((declared - 1.0) / stream.time_base), stream=stream, backward=True)
+            for frame in container.decode(stream):
+                if frame.time is not None:
+                    end = max(end, float(frame.time) + step)
+        except av.error.FFmpegError as exc:
+            return None, f"decoding stops at {end:.2f} s: {exc}", end, declared
+    if declared and end < declared - 2 * step - 0.1:
+        return None, f"the last decodable frame ends at {end:.2f} s of a declared {declared:.2f} s", end, declared
+    return None, None, end, declared
+
+
+def _probe_audio(path: Path, name: str, info: dict, limits: MediaLimits, row: dict[str, Any]) -> None:
+    row["sample_rate"] = info.get("sample_rate")
+    seconds = min(max(row["duration"] or 1.0, 0.1), MAX_DECODE_SECONDS)
+    try:
+        wave, _ = decode_audio(path, DecodeConfig(audio_seconds=seconds), limits)
+    except MediaError as exc:
+        row["audio_decodes"] = f"{name}: {exc.reason}"
+        return
+    row["audio_decodes"] = OK
+    row["audio_rms"] = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) if wave.size else 0.0
