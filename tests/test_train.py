@@ -208,6 +208,7 @@ def test_token_dropping_trains_and_resumes_exactly(tiny_data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # about 10 s: two trainings, one killed with SIGKILL
 def test_killed_run_resumes_to_identical_weights(tiny_data, tmp_path):
     """kill -9 mid-run, rerun with --resume: same final weights as an uninterrupted run."""
     straight, killed = tmp_path / "straight", tmp_path / "killed"
