@@ -10,10 +10,8 @@ once. Lines that are not records carry why in `manifest_error`.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import re
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from model.errors import ManifestError, MediaError, PathEscapeError
 from model.manifest import FIELDS, manifest_path, parse_alt_texts, resolve_media, scan_manifest
 from model import media
 from model.media import DecodeConfig, MediaLimits, decode_audio
+from model.parallel import map_with_progress
 
 # The probe's columns, in stage order. A stage column reads OK or says what failed; null means an
 # earlier stage failed (and that one says why), so each problem is reported once.
@@ -159,26 +158,8 @@ def alt_texts_issue(fields: dict[str, Any], thresholds: Thresholds) -> str | Non
 
 
 def _run_probes(jobs: list[tuple], workers: int | None, progress: bool) -> list[dict[str, Any]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
-    columns = (TextColumn("probe"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    out: list[dict[str, Any]] = []
-    with Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task("records", total=len(jobs))
-        for row in _map(probe_job, jobs, workers):
-            out.append(row)
-            bar.advance(task)
-    return out
-
-
-def _map(fn: Callable, jobs: list, workers: int) -> Iterator:
-    if workers <= 1:
-        yield from map(fn, jobs)
-        return
-    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
-        yield from pool.imap(fn, jobs, chunksize=max(1, min(16, len(jobs) // (workers * 8))))
+    return list(map_with_progress(probe_job, jobs, workers=workers, label="probe", progress=progress))
 
 
 def probe_job(job: tuple[str, dict[str, Any], Thresholds]) -> dict[str, Any]:

@@ -27,10 +27,8 @@ docs/DATASET.md says why.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -45,6 +43,8 @@ from dataset.scenes import Scene, sample_scene
 from dataset.summary import summarize
 from dataset.vocabulary import AUDIBLE_ONLY, SHARED, TEMPLATES, TEST_ONLY_TEMPLATES, VISIBLE_ONLY
 from model.manifest import Record, manifest_path, write_manifest
+from model.parallel import map_with_progress
+from model.store import replace_dir
 
 GENERATOR_VERSION = "1.3.0"
 
@@ -69,26 +69,7 @@ def _jobs(config: SynthConfig, videos_dir: Path) -> list[tuple[str, int, SynthCo
 
 
 def _run_jobs(jobs: list[Any], workers: int, progress: bool) -> list[str]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
-    columns = (TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    results: list[str] = []
-    with Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task("clips", total=len(jobs))
-        for line in _map(jobs, workers):
-            results.append(line)
-            bar.advance(task)
-    return results
-
-
-def _map(jobs: list[Any], workers: int) -> Iterator[str]:
-    if workers <= 1:
-        yield from map(_make_clip, jobs)
-        return
-    ctx = multiprocessing.get_context("forkserver")
-    with ctx.Pool(workers) as pool:
-        yield from pool.imap(_make_clip, jobs, chunksize=max(1, min(16, len(jobs) // (workers * 8))))
+    return list(map_with_progress(_make_clip, jobs, workers=workers, label="synth", progress=progress))
 
 
 def dataset_metadata(config: SynthConfig) -> dict[str, Any]:
@@ -132,21 +113,6 @@ def _check_target(out: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{out} already exists and is not empty; pass overwrite=True (--overwrite) to replace it")
 
 
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Swap the finished staging directory in for `out`; the old contents go only after the swap."""
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    os.replace(out, old)
-    try:
-        os.replace(staging, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def synthesize(out: str | Path, config: SynthConfig = SynthConfig(), *, workers: int | None = None,
                progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Generate the benchmark under `out` and return summarize(out).
@@ -165,7 +131,7 @@ def synthesize(out: str | Path, config: SynthConfig = SynthConfig(), *, workers:
         jobs = _jobs(config, staging / "videos")
         workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
         _write_tables(staging, config, _run_jobs(jobs, workers, progress))
-        _move_into_place(staging, out)
+        replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -9,7 +9,6 @@ Batches are dicts with the keys the encoder reads: text_ids, text_mask, video, a
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
 
 from model.cache import FeatureCache
 from model.manifest import Record, read_split, resolve_media
 from model.media import DecodeConfig, MediaLimits
+from model.parallel import map_with_progress
 from model.text import TextTokenizer
 
 
@@ -85,14 +84,13 @@ def load_bank(data_root: str | Path, split: str, config: DecodeConfig, *, cache_
     paths = [(str(resolve_media(data_root, r.video)), str(resolve_media(data_root, r.audio))) for r in records]
     workers = workers or min(os.cpu_count() or 1, 8)
     frames, mels, flags = [], [], []
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(str(cache_dir), config, limits)) as pool, \
-            Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"decoding {split} ({len(paths)} clips)", total=len(paths))
-        for f, m, h in pool.map(_decode_one, paths, chunksize=16):
-            frames.append(f)
-            mels.append(m)
-            flags.append(h)
-            bar.advance(task)
+    decoded = map_with_progress(_decode_one, paths, workers=workers, label=f"decoding {split}", progress=progress,
+                                transient=True, context=None, initializer=_init_worker,
+                                initargs=(str(cache_dir), config, limits))
+    for f, m, h in decoded:
+        frames.append(f)
+        mels.append(m)
+        flags.append(h)
     captions = [r.captions for r in records] if any(r.alt_texts for r in records) else None
     return ClipBank(ids=[r.id for r in records], texts=[r.text for r in records],
                     frames=torch.from_numpy(np.stack(frames)), mel=torch.from_numpy(np.stack(mels)),

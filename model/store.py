@@ -62,11 +62,18 @@ def save_model(path: str | Path, encoder: OmniEncoder, tokenizer: TextTokenizer,
 
 
 def replace_dir(tmp: Path, dest: Path) -> None:
-    """Swap the finished directory `tmp` in for `dest`; the old contents are removed only after the swap."""
+    """Swap the finished directory `tmp` in for `dest`; the old contents are removed only after the swap,
+    and come back if the swap itself fails."""
+    if not dest.exists():
+        os.replace(tmp, dest)
+        return
     old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(tmp, dest)
+    os.replace(dest, old)
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        os.replace(old, dest)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 
