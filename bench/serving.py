@@ -101,12 +101,12 @@ class Paths:
         import onnxruntime as ort
         import tritonclient.grpc as grpcclient
 
-        from serving.client import request_inputs, split_url
+        from serving.client import query_inputs, split_url
 
         self.session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         self.prep = prep
         self.grpc = grpcclient
-        self.request_inputs = request_inputs
+        self.query_inputs = query_inputs
         self.triton = [grpcclient.InferenceServerClient(split_url(endpoint.triton_grpc_url)[1]) for _ in range(concurrency)]
         self.transformer = [grpcclient.InferenceServerClient(split_url(endpoint.grpc_url)[1]) for _ in range(concurrency)]
         self.items = items
@@ -120,15 +120,17 @@ class Paths:
         triton_inputs = [self._triton_inputs(a) for a in arrays]
         n = len(rows)
 
+        from serving.tensors import EMBEDDING, EMBEDDING_MODEL, ENCODER_MODEL
+
         def transformer(w: int, i: int) -> None:
             row = rows[i % n]
-            inputs = self.request_inputs(self.grpc, row.get("text"), row.get("video"), row.get("audio"))
-            self.transformer[w].infer("omniretriever", inputs)
+            inputs = self.query_inputs(self.grpc, row.get("text"), row.get("video"), row.get("audio"))
+            self.transformer[w].infer(EMBEDDING_MODEL, inputs)
 
         return {
-            "in-process ORT": lambda w, i: self.session.run(["EMBEDDING"], arrays[i % n]),
-            "in-process prep + ORT": lambda w, i: self.session.run(["EMBEDDING"], self.prep([rows[i % n]])),
-            "Triton direct": lambda w, i: self.triton[w].infer("omniretriever-encoder", triton_inputs[i % n]),
+            "in-process ORT": lambda w, i: self.session.run([EMBEDDING], arrays[i % n]),
+            "in-process prep + ORT": lambda w, i: self.session.run([EMBEDDING], self.prep([rows[i % n]])),
+            "Triton direct": lambda w, i: self.triton[w].infer(ENCODER_MODEL, triton_inputs[i % n]),
             "transformer": transformer,
         }
 
@@ -143,12 +145,13 @@ def measure(model: Path, items: list, work: Path, concurrencies: list[int], seco
     from rich.progress import Progress
 
     from serving.launcher import LocalEndpoint
-    from serving.repository import build_repository
+    from serving.repository import VERSION, build_repository, production_dir
+    from serving.tensors import ENCODER_MODEL
 
     repo = build_repository(model, work / "repo")
     rows: list[dict] = []
     with LocalEndpoint(repo, startup_timeout=300) as endpoint:
-        paths = Paths(repo / "production" / "omniretriever-encoder" / "1" / "model.onnx",
+        paths = Paths(production_dir(repo) / ENCODER_MODEL / VERSION / "model.onnx",
                       Preprocessor.from_model(load_model(model)), endpoint, items, max(concurrencies))
         with Progress(transient=True) as bar:
             task = bar.add_task("benchmarking", total=len(WORKLOADS) * len(concurrencies) * len(PATHS))

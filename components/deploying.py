@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 SMOKE_TOP_K = 3
@@ -33,20 +32,12 @@ def deploy_kserve(repository_uri: str, *, name: str, namespace: str, storage_uri
     return f"{namespace}/{name}", f"InferenceService {name} applied: storage {storage}, canary {canary_percent}%"
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def deploy_local(repository: str | Path, smoke_text: str) -> tuple[str, str]:
     """Start the local endpoint (Triton + transformer on loopback), run one text query, stop it."""
     from serving.client import query
     from serving.launcher import LocalEndpoint
 
-    with LocalEndpoint(Path(repository), index=None, host="127.0.0.1", http_port=free_port(),
-                       grpc_port=free_port()) as endpoint:
+    with LocalEndpoint(Path(repository), index=None, host="127.0.0.1") as endpoint:  # every port a free one
         url = endpoint.http_url
         answer = query(url, text=smoke_text, top_k=SMOKE_TOP_K)
     dim = len(answer.embedding)

@@ -1,6 +1,7 @@
 """Serving: the Triton model repository (repository.py, tensors.py, triton_model.py), the KServe transformer
-and search model (transformer.py, requests.py, index.py), the local launcher (launcher.py), the client
-(client.py), InferenceService manifests and deployment (manifests.py, deploy.py) and the CLI (cli.py).
+and search model (transformer.py, requests.py, index.py) on kserve's model server as patched in
+model_server.py, the local launcher (launcher.py), the client (client.py), InferenceService manifests and
+deployment (manifests.py, deploy.py) and the CLI (cli.py).
 
-Only transformer.py imports kserve, and only the transformer's own process imports it (kserve and
-tritonclient.grpc cannot share a process)."""
+Only transformer.py and model_server.py import kserve, and only the transformer's own process imports them
+(kserve and tritonclient.grpc cannot share a process)."""

@@ -14,6 +14,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from serving.limits import MAX_BATCH_SIZE, ServingLimits  # light: the defaults of `serve`
+
+DEFAULT_LIMITS = ServingLimits()
 app = typer.Typer(help="Export, serve and query OmniRetriever.", no_args_is_help=True)
 index_app = typer.Typer(help="Gallery indexes for the search model.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
@@ -47,8 +50,6 @@ def export_cmd(
 
 
 def _limits(max_request_bytes: int, max_media_bytes: int, max_media_seconds: float, max_rows: int):
-    from serving.limits import ServingLimits
-
     try:
         return ServingLimits(max_request_bytes=max_request_bytes, max_media_bytes=max_media_bytes,
                              max_media_seconds=max_media_seconds, max_rows=max_rows)
@@ -65,10 +66,10 @@ def serve_cmd(
     grpc_port: Annotated[int, typer.Option(help="The transformer's gRPC port.")] = 8081,
     triton_http_port: Annotated[Optional[int], typer.Option(help="Triton's HTTP port (default: a free one).")] = None,
     triton_grpc_port: Annotated[Optional[int], typer.Option(help="Triton's gRPC port (default: a free one).")] = None,
-    max_request_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 64 * 1024 * 1024,
-    max_media_bytes: Annotated[int, typer.Option(help="Largest VIDEO or AUDIO element.")] = 16 * 1024 * 1024,
-    max_media_seconds: Annotated[float, typer.Option(help="Longest clip.")] = 30.0,
-    max_rows: Annotated[int, typer.Option(help="Most rows per request (at most 64).")] = 64,
+    max_request_bytes: Annotated[int, typer.Option(help="Largest request body.")] = DEFAULT_LIMITS.max_request_bytes,
+    max_media_bytes: Annotated[int, typer.Option(help="Largest VIDEO or AUDIO element.")] = DEFAULT_LIMITS.max_media_bytes,
+    max_media_seconds: Annotated[float, typer.Option(help="Longest clip.")] = DEFAULT_LIMITS.max_media_seconds,
+    max_rows: Annotated[int, typer.Option(help=f"Most rows per request (at most {MAX_BATCH_SIZE}).")] = DEFAULT_LIMITS.max_rows,
     log_dir: Annotated[Optional[Path], typer.Option(help="Keep the servers' logs here (default: a temp dir).")] = None,
 ) -> None:
     """Start tritonserver and the KServe transformer; serve until Ctrl-C, then stop both."""

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from serving.tensors import EMBEDDING, EMBEDDING_MODEL, IDS, REQUEST_FIELDS, SCORES, SEARCH_MODEL, v2_datatype
+from serving.tensors import (AUDIO, EMBEDDING, EMBEDDING_MODEL, IDS, SCORES, SEARCH_MODEL, TEXT, VIDEO, request_inputs,
+                             v2_datatype)
 
 Media = str | os.PathLike | bytes | None
 
@@ -69,18 +70,18 @@ def encoder_inputs(module: Any, arrays: dict[str, np.ndarray]) -> list[Any]:
     return inputs
 
 
-def request_inputs(module: Any, text: str | None, video: Media, audio: Media) -> list[Any]:
-    """One row: the given fields as BYTES tensors of shape [1]."""
-    values = {"TEXT": text.encode("utf-8") if text is not None else None,
-              "VIDEO": _read_media(video, "VIDEO") if video is not None else None,
-              "AUDIO": _read_media(audio, "AUDIO") if audio is not None else None}
+def query_inputs(module: Any, text: str | None, video: Media, audio: Media) -> list[Any]:
+    """One row: the given fields as the transformer's request inputs (serving.tensors.request_inputs), batch 1."""
+    values = {TEXT: text.encode("utf-8") if text is not None else None,
+              VIDEO: _read_media(video, VIDEO) if video is not None else None,
+              AUDIO: _read_media(audio, AUDIO) if audio is not None else None}
     if all(v is None for v in values.values()):
         raise ValueError("give at least one of text, video, audio")
     inputs = []
-    for name in REQUEST_FIELDS:
-        if values[name] is not None:
-            tensor = module.InferInput(name, [1], "BYTES")
-            tensor.set_data_from_numpy(np.array([values[name]], dtype=object))
+    for spec in request_inputs():
+        if values[spec.name] is not None:
+            tensor = module.InferInput(spec.name, spec.batch_shape(1), spec.datatype)
+            tensor.set_data_from_numpy(np.array([values[spec.name]], dtype=spec.numpy_dtype))
             inputs.append(tensor)
     return inputs
 
@@ -93,7 +94,7 @@ def query(url: str, text: str | None = None, video: Media = None, audio: Media =
     client = module.InferenceServerClient(address, network_timeout=timeout) if protocol == "http" \
         else module.InferenceServerClient(address)
     try:
-        inputs = request_inputs(module, text, video, audio)
+        inputs = query_inputs(module, text, video, audio)
         if client.is_model_ready(SEARCH_MODEL):
             params = {"top_k": int(top_k), **({"gallery": gallery} if gallery else {})}
             result = client.infer(SEARCH_MODEL, inputs, parameters=params)

@@ -1,13 +1,19 @@
-"""What the transformer refuses, in one place: request size, rows, media size and duration, top-k."""
+"""What the transformer refuses, in one place: request size, rows, media size and duration, top-k.
+
+The defaults here are also the `serve` command's, so this module imports nothing heavy (the decoder's
+MediaLimits only when asked for).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
 
-from model.media import MediaLimits
-from serving.tensors import MAX_BATCH_SIZE
+if TYPE_CHECKING:
+    from model.media import MediaLimits
 
 MiB = 1024 * 1024
+MAX_BATCH_SIZE = 64  # rows per Triton request (config.pbtxt max_batch_size) and per transformer request
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,8 @@ class ServingLimits:
 
     def media(self) -> MediaLimits:
         """The decoder's limits for request media."""
+        from model.media import MediaLimits  # torch and PyAV: only where media is decoded
+
         return MediaLimits(max_file_bytes=self.max_media_bytes, max_seconds=self.max_media_seconds)
 
     def to_args(self) -> list[str]:

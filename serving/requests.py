@@ -17,7 +17,9 @@ import numpy as np
 
 from model.errors import OmniRetrieverError
 from model.modalities import canonical_view
-from serving.tensors import REQUEST_FIELDS
+from serving.tensors import REQUEST_FIELDS, TEXT, request_inputs
+
+_SPECS = {spec.name: spec for spec in request_inputs()}  # TEXT, VIDEO, AUDIO
 
 
 class RequestError(OmniRetrieverError, ValueError):
@@ -37,8 +39,8 @@ class Tensor:
 def _rows_of(tensor: Tensor, max_rows: int) -> int:
     if tensor.name not in REQUEST_FIELDS:
         raise RequestError(f"unknown input {tensor.name!r}: expected any of {', '.join(REQUEST_FIELDS)}")
-    if tensor.datatype != "BYTES":
-        raise RequestError(f"input {tensor.name}: datatype {tensor.datatype}, expected BYTES")
+    if tensor.datatype != _SPECS[tensor.name].datatype:
+        raise RequestError(f"input {tensor.name}: datatype {tensor.datatype}, expected {_SPECS[tensor.name].datatype}")
     shape = tuple(tensor.shape)
     if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
         raise RequestError(f"input {tensor.name}: shape {list(shape)}, expected [B] or [B, 1] (one element per row)")
@@ -58,7 +60,7 @@ def _element(tensor: Tensor, row: int) -> str | bytes | None:
         raise RequestError(f"input {tensor.name}, row {row}: expected bytes, got {type(value).__name__}")
     if len(value) == 0:
         return None
-    if tensor.name == "TEXT":
+    if tensor.name == TEXT:
         if isinstance(value, bytes):
             try:
                 return value.decode("utf-8")

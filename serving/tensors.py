@@ -11,8 +11,9 @@
         and EMBEDDING.
 
 repository.py renders config.pbtxt from `encoder_inputs` / `encoder_outputs`, the transformer builds
-its Triton requests from them, and a test parses both config.pbtxt files against them. Shapes here
-leave out the batch dimension, as config.pbtxt does when max_batch_size > 0.
+its Triton requests from them and writes its answers by `embedding_outputs` / `search_outputs`, the
+client (and requests.py's checks) follow `request_inputs`, and a test parses both config.pbtxt files
+against them. Shapes here leave out the batch dimension, as config.pbtxt does when max_batch_size > 0.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ import numpy as np
 from model.config import EncoderConfig
 from model.export import OUTPUT
 from model.inference import INPUTS, input_shapes
+from serving.limits import MAX_BATCH_SIZE  # noqa: F401  config.pbtxt max_batch_size, defined with the limits
 
 ENCODER_MODEL = "omniretriever-encoder"  # the Triton model (predictor)
 EMBEDDING_MODEL = "omniretriever"  # the transformer's embedding model
 SEARCH_MODEL = "omniretriever-search"  # the transformer's search model
-MAX_BATCH_SIZE = 64  # rows per Triton request (config.pbtxt max_batch_size) and per transformer request
 
 EMBEDDING = OUTPUT  # "EMBEDDING"
-REQUEST_FIELDS = {"TEXT": "text", "VIDEO": "video", "AUDIO": "audio"}  # transformer input -> Preprocessor field
+TEXT, VIDEO, AUDIO = "TEXT", "VIDEO", "AUDIO"  # the transformer's inputs
+REQUEST_FIELDS = {TEXT: "text", VIDEO: "video", AUDIO: "audio"}  # transformer input -> Preprocessor field
 IDS, SCORES = "IDS", "SCORES"  # search outputs
 
 _V2_NUMPY = {"BOOL": np.bool_, "UINT8": np.uint8, "INT32": np.int32, "INT64": np.int64, "FP32": np.float32,
@@ -81,5 +83,11 @@ def request_inputs() -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(name, "BYTES", ()) for name in REQUEST_FIELDS)
 
 
+def embedding_outputs(cfg: EncoderConfig) -> tuple[TensorSpec, ...]:
+    """The embedding model's outputs: the encoder's EMBEDDING, as Triton returns it."""
+    return encoder_outputs(cfg)
+
+
 def search_outputs(cfg: EncoderConfig, top_k: int) -> tuple[TensorSpec, ...]:
-    return (TensorSpec(IDS, "BYTES", (top_k,)), TensorSpec(SCORES, "FP32", (top_k,)), *encoder_outputs(cfg))
+    """The search model's outputs for `top_k` results per row: IDS, SCORES, then the embedding outputs."""
+    return (TensorSpec(IDS, "BYTES", (top_k,)), TensorSpec(SCORES, "FP32", (top_k,)), *embedding_outputs(cfg))

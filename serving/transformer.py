@@ -12,9 +12,10 @@ from its answer by name. Nothing about a request is kept on the model objects, s
 cannot see each other's data.
 
 Run it as a process (`python -m serving.transformer --model_dir REPO/production --predictor_host H:P ...`;
-the local launcher and the container image do). The server binds --host (127.0.0.1 unless told otherwise)
-for both HTTP and gRPC, refuses bodies over --max_request_bytes with a 413 (gRPC: RESOURCE_EXHAUSTED),
-and decodes binary tensor data itself so media bytes that are not UTF-8 reach the model intact.
+the local launcher and the container image do). The server (serving/model_server.py) binds --host
+(127.0.0.1 unless told otherwise) for both HTTP and gRPC, refuses bodies over --max_request_bytes with a
+413 (gRPC: RESOURCE_EXHAUSTED), and decodes binary tensor data itself so media bytes that are not UTF-8
+reach the model intact.
 
 `import kserve` parses sys.argv at import time; the flags here use kserve's own names where they mean the
 same thing (--http_port, --grpc_port, --model_name, --predictor_host, --predictor_protocol) and
@@ -28,7 +29,6 @@ import asyncio
 import json
 import logging
 import uuid
-from concurrent import futures
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -36,18 +36,9 @@ from typing import Any
 import grpc
 import kserve
 import numpy as np
-import orjson
-from fastapi.responses import JSONResponse
 from kserve.errors import InferenceError, InvalidInput
 from kserve.predictor_config import PredictorConfig
-from kserve.protocol.dataplane import DataPlane
-from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
-from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
-from kserve.protocol.grpc.server import GRPCServer
-from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
-from kserve.protocol.rest.server import RESTServer
-from starlette.exceptions import HTTPException
 
 from model.config import EncoderConfig
 from model.errors import InputError
@@ -55,8 +46,10 @@ from model.inference import Preprocessor
 from model.text import TextTokenizer
 from serving.index import GalleryIndex, load_index
 from serving.limits import ServingLimits
+from serving.model_server import TransformerServer
 from serving.requests import RequestError, SearchOptions, Tensor, rows_from_tensors, search_options
-from serving.tensors import EMBEDDING, EMBEDDING_MODEL, ENCODER_MODEL, IDS, SCORES, encoder_inputs
+from serving.tensors import (EMBEDDING_MODEL, ENCODER_MODEL, TensorSpec, embedding_outputs, encoder_inputs,
+                             encoder_outputs, search_outputs)
 
 log = logging.getLogger("omniretriever.transformer")
 DEFAULT_TOP_K = 10
@@ -81,6 +74,11 @@ def _output(response: InferResponse, name: str) -> np.ndarray:
     if out is None:
         raise InferenceError(f"the predictor's response has no output {name!r}")
     return out.as_numpy()
+
+
+def _infer_output(spec: TensorSpec, data: np.ndarray) -> InferOutput:
+    """`data` ([B, ...]) as the output `spec`: its name and V2 datatype."""
+    return InferOutput(spec.name, list(data.shape), spec.datatype, data=data)
 
 
 def _bad_input(exc: Exception) -> InvalidInput:
@@ -130,8 +128,14 @@ class EmbeddingModel(kserve.Model):
             tensor.set_data_from_numpy(np.ascontiguousarray(arrays[spec.name]), binary_data=True)
             inputs.append(tensor)
         request_id = getattr(payload, "id", None) or uuid.uuid4().hex
+        outputs = [RequestedOutput(spec.name) for spec in encoder_outputs(self.preprocessor.config)]
         return InferRequest(model_name=ENCODER_MODEL, infer_inputs=inputs, request_id=request_id,
-                            request_outputs=[RequestedOutput(EMBEDDING)])
+                            request_outputs=outputs)
+
+    def read_embedding(self, response: InferResponse) -> np.ndarray:
+        """The (B, D) embedding of Triton's answer, by the embedding output's spec."""
+        (spec,) = embedding_outputs(self.preprocessor.config)
+        return _output(response, spec.name).astype(spec.numpy_dtype, copy=False)
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> InferRequest:
         return await self.encoder_request(payload)
@@ -149,8 +153,8 @@ class EmbeddingModel(kserve.Model):
 
     async def postprocess(self, result: InferResponse, headers: dict[str, str] | None = None,
                           response_headers: dict[str, str] | None = None) -> InferResponse:
-        embedding = _output(result, EMBEDDING).astype(np.float32, copy=False)  # (B, D)
-        out = InferOutput(EMBEDDING, list(embedding.shape), "FP32", data=embedding)
+        (spec,) = embedding_outputs(self.preprocessor.config)
+        out = _infer_output(spec, self.read_embedding(result))
         return InferResponse(response_id=result.id or "", model_name=self.name, infer_outputs=[out])
 
 
@@ -194,13 +198,11 @@ class SearchModel(EmbeddingModel):
     async def predict(self, payload: _SearchCall, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> InferResponse:
         response = await super().predict(payload.request, headers)
-        embedding = _output(response, EMBEDDING).astype(np.float32, copy=False)
+        embedding = self.read_embedding(response)
         ids, scores = self.index.search(embedding, payload.options.gallery, payload.options.top_k)
-        outputs = [
-            InferOutput(IDS, list(ids.shape), "BYTES", data=np.vectorize(str.encode, otypes=[object])(ids)),
-            InferOutput(SCORES, list(scores.shape), "FP32", data=scores),
-            InferOutput(EMBEDDING, list(embedding.shape), "FP32", data=embedding),
-        ]
+        arrays = (np.vectorize(str.encode, otypes=[object])(ids), scores, embedding)  # IDS, SCORES, EMBEDDING
+        specs = search_outputs(self.preprocessor.config, int(ids.shape[1]))
+        outputs = [_infer_output(spec, array) for spec, array in zip(specs, arrays, strict=True)]
         params = {"gallery": payload.options.gallery, "top_k": int(ids.shape[1])}
         return InferResponse(response_id=response.id or "", model_name=self.name, infer_outputs=outputs,
                              parameters=params)
@@ -208,140 +210,6 @@ class SearchModel(EmbeddingModel):
     async def postprocess(self, result: InferResponse, headers: dict[str, str] | None = None,
                           response_headers: dict[str, str] | None = None) -> InferResponse:
         return result
-
-
-# --- the server: loopback binds, a request size limit, binary-safe REST decoding -----------------------------
-
-
-def parse_binary_request(body: bytes, json_length: Any, model_name: str) -> InferRequest:
-    """A V2 binary-tensor HTTP body -> InferRequest whose binary inputs keep their raw bytes.
-
-    kserve's own decoder turns binary BYTES back into UTF-8 JSON strings, which fails on media; here raw
-    tensors are handed to the model as they arrived. Every inconsistency is an InvalidInput (400)."""
-    try:
-        json_length = int(json_length)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"header Inference-Header-Content-Length {json_length!r} is not an integer") from None
-    if not 0 < json_length <= len(body):
-        raise InvalidInput(f"Inference-Header-Content-Length {json_length} is outside the body of {len(body)} bytes")
-    try:
-        header = orjson.loads(body[:json_length])
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"the request's JSON header is not valid JSON: {exc}") from None
-    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
-        raise InvalidInput('the request\'s JSON header needs an "inputs" list')
-    inputs, raw, offset = [], [], json_length
-    for i, spec in enumerate(header["inputs"]):
-        if not isinstance(spec, dict) or not {"name", "shape", "datatype"} <= set(spec):
-            raise InvalidInput(f"input {i}: needs name, shape and datatype")
-        params = spec.get("parameters") or {}
-        tensor = InferInput(str(spec["name"]), list(spec["shape"]), str(spec["datatype"]), data=spec.get("data"),
-                            parameters=params)
-        chunk = None
-        if spec.get("data") is None:
-            size = params.get("binary_data_size")
-            if not isinstance(size, int) or size < 0 or offset + size > len(body):
-                raise InvalidInput(f"input {spec['name']}: binary_data_size {size!r} does not fit the body")
-            chunk, offset = body[offset:offset + size], offset + size
-        inputs.append(tensor)
-        raw.append(chunk)
-    if offset != len(body):
-        raise InvalidInput(f"the body has {len(body) - offset} bytes after the last binary input")
-    outputs = [RequestedOutput(o["name"], o.get("parameters")) for o in header.get("outputs") or [] if "name" in o]
-    request = InferRequest(model_name=model_name, infer_inputs=inputs, request_id=header.get("id"),
-                           parameters=header.get("parameters"), request_outputs=outputs or None)
-    for tensor, chunk in zip(inputs, raw):
-        tensor._raw_data = chunk  # kserve's InferInput reads raw bytes in as_numpy()
-    return request
-
-
-class BinarySafeDataPlane(DataPlane):
-    """kserve's DataPlane, decoding binary V2 HTTP bodies with parse_binary_request."""
-
-    def decode_inference_request(self, body: Any, headers: dict, model_name: str) -> InferRequest:
-        if isinstance(body, bytes):
-            return parse_binary_request(body, headers.get("inference-header-content-length"), model_name)
-        return super().decode_inference_request(body, headers, model_name)
-
-
-class BodyLimit:
-    """ASGI middleware: a body over `max_bytes` gets 413 with the size and the limit, before it is parsed."""
-
-    def __init__(self, app: Any, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    def _message(self, size: int | str) -> str:
-        return f"request body of {size} bytes is over the limit of {self.max_bytes} bytes"
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            response = JSONResponse(status_code=413, content={"error": self._message(int(declared))})
-            return await response(scope, receive, send)
-        seen = 0
-
-        async def counted() -> dict:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:  # a chunked body that declared no length
-                raise HTTPException(status_code=413, detail=self._message(f"more than {self.max_bytes}"))
-            return message
-
-        await self.app(scope, counted, send)
-
-
-class LoopbackGRPCServer(GRPCServer):
-    """kserve's gRPC server bound to one host (kserve's binds every interface) with a message size limit."""
-
-    def __init__(self, host: str, port: int, data_plane: DataPlane, extension: Any, max_message_bytes: int,
-                 grace_period: int):
-        super().__init__(port, data_plane, extension, kwargs={}, grace_period=grace_period)
-        self._host = host
-        self._max_message_bytes = max_message_bytes
-
-    async def start(self, max_workers: int) -> None:
-        self._server = grpc.aio.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers),
-            interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
-            options=[("grpc.max_receive_message_length", self._max_message_bytes),
-                     ("grpc.max_send_message_length", self._max_message_bytes)],
-        )
-        servicer = InferenceServicer(self._data_plane, self._model_repository_extension)
-        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
-        self._server.add_insecure_port(f"{self._host}:{self._port}")
-        await self._server.start()
-        await self._server.wait_for_termination()
-
-
-class TransformerServer(kserve.ModelServer):
-    """kserve.ModelServer on `host` only, with the request size limit and binary-safe decoding."""
-
-    def __init__(self, host: str, limits: ServingLimits, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.host = host
-        self.limits = limits
-        self.dataplane = BinarySafeDataPlane(model_registry=self.registered_models)
-
-    def start(self, models: list[kserve.Model]) -> None:
-        self._register_and_check_atleast_one_model_is_ready(models)
-        kserve.model_server.app.add_middleware(BodyLimit, max_bytes=self.limits.max_request_bytes)
-        self._rest_server = RESTServer("kserve.model_server:app", self.dataplane, self.model_repository_extension,
-                                       self.http_port, grace_period=self.grace_period,
-                                       timeout_keep_alive=self.timeout_keep_alive)
-        self._rest_server.config.host = self.host
-        self.servers.append(self._rest_server.start())
-        if self.enable_grpc:
-            self._grpc_server = LoopbackGRPCServer(self.host, self.grpc_port, self.dataplane,
-                                                   self.model_repository_extension, self.limits.max_request_bytes,
-                                                   self.grace_period)
-            self.servers.append(self._grpc_server.start(self.max_threads))
-        self.setup_event_loop()
-        self.register_signal_handler()
-        asyncio.run(self._serve())
 
 
 def build_parser() -> argparse.ArgumentParser:

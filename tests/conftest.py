@@ -1,11 +1,16 @@
-"""Shared fixtures: small media files, good and broken, written once per test session."""
+"""Shared fixtures: small media files, good and broken, written once per test session; ports and waits."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -14,6 +19,38 @@ from dataset.mp4 import write_mp4
 
 FPS = 12
 SAMPLE_RATE = 16_000
+T = TypeVar("T")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on (free when asked; a server started right after takes it)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], T], timeout: float, message: str | Callable[[], str],
+               interval: float = 0.2) -> T:
+    """Call `condition` until it returns something true, and return that; AssertionError(`message`, or what
+    it returns when callable) once `timeout` seconds have passed. An exception from `condition` (a server
+    that exited) ends the wait at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(message() if callable(message) else message)
+        time.sleep(interval)
+
+
+def http_ok(url: str) -> bool:
+    """Whether a GET of `url` answers 200 within 2 s (a refused connection or an error status is False)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:  # urllib.error.URLError and HTTPError are OSErrors
+        return False
 
 
 def ramp_frames(n: int, size: int = 96) -> np.ndarray:

@@ -1,7 +1,6 @@
 """Negatives gathered across ranks, with gradient: two real gloo processes on CPU."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -10,6 +9,7 @@ import torch.nn.functional as F
 
 from model.distributed import process_group
 from model.losses import TupleLoss, gather_features, info_nce
+from tests.conftest import free_port
 
 WORLD, B, E = 2, 4, 8
 
@@ -46,12 +46,6 @@ def _worker(rank: int, port: int, out: str) -> None:
                       WORLD_SIZE=str(WORLD))  # as torchrun sets them
     with process_group():  # gloo on the CPU; torn down as training tears it down
         torch.save(_rank_losses(rank), f"{out}/rank{rank}.pt")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.timeout(120)

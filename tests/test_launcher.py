@@ -7,14 +7,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from serving.index import load_index, save_index
-from serving.launcher import LocalEndpoint, ServingError, free_port
+from serving.launcher import LocalEndpoint, ServingError
+from tests.conftest import free_port, http_ok, wait_until
 
 
 def descendants(pid: int) -> set[int]:
@@ -43,17 +43,19 @@ def alive(pid: int) -> bool:
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else proc.returncode
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} not ready after {timeout} s")
+        return http_ok(url)
+
+    wait_until(ready, timeout, f"{url} not ready after {timeout} s", interval=0.5)
+
+
+def none_alive(pids: Callable[[], set[int]], timeout: float = 30) -> None:
+    """Wait until no process of `pids()` is alive (the kernel reaps stopped servers shortly after they exit)."""
+    def left() -> list[int]:
+        return sorted(p for p in pids() if alive(p))
+
+    wait_until(lambda: not left(), timeout, lambda: f"still alive after {timeout} s: {left()}")
 
 
 def test_serve_stops_both_servers_on_ctrl_c(tiny_repo, tmp_path):
@@ -76,10 +78,7 @@ def test_serve_stops_both_servers_on_ctrl_c(tiny_repo, tmp_path):
     assert proc.returncode == 0, out
     # the SIGINT may arrive before serve prints its URLs (the transformer answers ready a moment earlier)
     assert "stopped" in out, out
-    deadline = time.monotonic() + 30  # the kernel reaps the children shortly after the launcher returns
-    while [p for p in servers if alive(p)] and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert [p for p in servers if alive(p)] == []
+    none_alive(lambda: servers)  # the kernel reaps the children shortly after the launcher returns
     assert (tmp_path / "logs" / "tritonserver.log").is_file() and (tmp_path / "logs" / "transformer.log").is_file()
 
 
@@ -95,8 +94,7 @@ def test_a_server_that_fails_to_start_raises_with_its_log_and_leaves_nothing(tin
         with LocalEndpoint(broken, startup_timeout=120):
             pytest.fail("the endpoint must not start")
     assert "tritonserver" in str(info.value) and "the config expects" in str(info.value)
-    time.sleep(0.5)
-    assert [p for p in descendants(os.getpid()) - before if alive(p)] == []
+    none_alive(lambda: descendants(os.getpid()) - before)
 
 
 def test_missing_repository_or_index_is_refused_before_anything_starts(tiny_repo, tmp_path):

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -18,29 +15,20 @@ import pytest
 from typer.testing import CliRunner
 
 from omniretriever.cli import app
+from tests.conftest import free_port, http_ok, wait_until
 from tests.mlflow_helpers import new_run
 
 BOOT_TIMEOUT_S = 180
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"mlflow server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
+        return http_ok(f"{url}/health")
+
+    wait_until(healthy, timeout, lambda: f"mlflow server not healthy after {timeout} s:\n{log.read_text()[-3000:]}",
+               interval=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from omniretriever.cli import app
 from pipelines.schedule import check_cron, schedule
+from tests.conftest import free_port
 
 API = "/apis/v2beta1"
 NOW = "2026-01-01T00:00:00Z"
@@ -185,10 +186,6 @@ def test_six_field_crons_are_accepted(cron):
 
 
 def test_unreachable_server_is_a_clear_error(tmp_path):
-    import socket
-
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     result = CliRunner().invoke(app, ["pipeline", "schedule", "--host", f"http://127.0.0.1:{port}"])
     assert result.exit_code == 1 and f"127.0.0.1:{port}" in result.output

@@ -11,7 +11,9 @@ from tritonclient.grpc import model_config_pb2
 from model.inference import INPUTS
 from model.store import load_model
 from serving.repository import PRODUCTION, LOCAL, build_repository, config_path, read_repository
-from serving.tensors import ENCODER_MODEL, MAX_BATCH_SIZE, encoder_inputs, encoder_outputs
+from serving.limits import ServingLimits
+from serving.tensors import (ENCODER_MODEL, MAX_BATCH_SIZE, embedding_outputs, encoder_inputs, encoder_outputs,
+                             search_outputs)
 
 DEVICE = {PRODUCTION: "KIND_GPU", LOCAL: "KIND_CPU"}
 
@@ -42,6 +44,13 @@ def test_config_tensors_match_the_one_definition(tiny_repo, tiny_run, kind):
     assert as_specs(config.input) == [(s.name, s.triton_type, list(s.dims)) for s in encoder_inputs(cfg)]
     assert as_specs(config.output) == [(s.name, s.triton_type, list(s.dims)) for s in encoder_outputs(cfg)]
     assert [i.name for i in config.input] == list(INPUTS)
+    # the transformer passes Triton's outputs on as its own: the embedding model's, and the search model's after
+    # IDS and SCORES, are the config's; by default a request may carry as many rows as one Triton batch
+    served = [(s.name, s.triton_type, list(s.dims)) for s in embedding_outputs(cfg)]
+    assert as_specs(config.output) == served
+    assert [(s.name, s.triton_type, list(s.dims)) for s in search_outputs(cfg, 7)] == \
+        [("IDS", "TYPE_STRING", [7]), ("SCORES", "TYPE_FP32", [7]), *served]
+    assert ServingLimits().max_rows == config.max_batch_size
     assert config.HasField("dynamic_batching")
     assert [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group] == [DEVICE[kind]]
 

@@ -21,11 +21,11 @@ from serving.client import split_url
 from serving.index import build_index
 from serving.launcher import LocalEndpoint
 from serving.repository import build_repository
-from serving.tensors import IDS, SEARCH_MODEL
+from serving.tensors import AUDIO, IDS, SEARCH_MODEL, TEXT, VIDEO
 
 TOP_K = 5
 QUERIES = 24
-NAMES = {T: "TEXT", V: "VIDEO", A: "AUDIO"}
+NAMES = {T: TEXT, V: VIDEO, A: AUDIO}
 
 
 @pytest.fixture(scope="module")

@@ -25,14 +25,15 @@ from serving.client import encoder_inputs, query, split_url
 from serving.index import build_index, load_index
 from serving.launcher import LocalEndpoint
 from serving.limits import MiB, ServingLimits
-from serving.tensors import EMBEDDING, EMBEDDING_MODEL, ENCODER_MODEL, IDS, SCORES, SEARCH_MODEL
+from serving.tensors import (EMBEDDING, EMBEDDING_MODEL, ENCODER_MODEL, IDS, REQUEST_FIELDS, SCORES, SEARCH_MODEL,
+                             embedding_outputs, search_outputs)
 from tests.conftest import ramp_frames, tone
 
 LIMITS = ServingLimits(max_request_bytes=2 * MiB, max_media_bytes=512 * 1024, max_media_seconds=6.0, max_rows=16)
 CLIENTS = {"http": httpclient, "grpc": grpcclient}
 SUBSETS = [("text",), ("video",), ("audio",), ("text", "video"), ("video", "audio"), ("text", "audio"),
            ("text", "video", "audio")]
-NAMES = {"text": "TEXT", "video": "VIDEO", "audio": "AUDIO"}
+NAMES = {field: name for name, field in REQUEST_FIELDS.items()}  # Preprocessor field -> request input
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +131,19 @@ def test_search_ranks_the_gallery_like_the_offline_index(endpoint, embedder, ite
     assert got_ids.tolist() == want_ids.tolist()
     np.testing.assert_allclose(result.as_numpy(SCORES), want_scores, atol=1e-5)
     np.testing.assert_allclose(result.as_numpy(EMBEDDING), embedder.embed(rows), atol=1e-5)
+
+
+def test_outputs_follow_the_tensor_specs(endpoint, embedder, items, protocol):
+    """Each model answers with the outputs of serving.tensors: names, V2 datatypes and shapes [B, ...], in order."""
+    cfg, cols = embedder.loaded.config, columns(make_rows(items[:2], [("text",), ("video", "audio")]))
+    for model, specs, params in ((EMBEDDING_MODEL, embedding_outputs(cfg), None),
+                                 (SEARCH_MODEL, search_outputs(cfg, 4), {"top_k": 4})):
+        response = infer(endpoint, protocol, model, cols, parameters=params).get_response()
+        if protocol == "http":
+            got = [(o["name"], o["datatype"], list(o["shape"])) for o in response["outputs"]]
+        else:
+            got = [(o.name, o.datatype, list(o.shape)) for o in response.outputs]
+        assert got == [(s.name, s.datatype, s.batch_shape(2)) for s in specs], model
 
 
 def test_search_defaults_to_the_first_view_and_ten_results(endpoint, items):

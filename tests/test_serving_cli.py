@@ -1,9 +1,14 @@
 """The serving commands exist, have help, and importing the CLI or model.export pulls in no server library."""
 
+from dataclasses import asdict
+
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from omniretriever.cli import app
+from serving.cli import app as serving_app
+from serving.limits import ServingLimits
 from tests.conftest import loaded_by_import
 
 COMMANDS = [["export"], ["serve"], ["query"], ["index"], ["index", "build"], ["manifest"]]
@@ -18,6 +23,17 @@ def test_every_serving_command_has_help(cmd):
 def test_imports_stay_light_and_model_stays_free_of_serving_libraries():
     assert loaded_by_import(("omniretriever.cli", "serving.cli", "model.export"),
                             ("kfp", "mlflow", "kserve", "tritonclient", "onnxruntime")) == []
+    # serving.cli reads `serve`'s defaults from serving.limits when it is imported: neither loads torch or PyAV
+    assert loaded_by_import(("serving.cli", "serving.limits"), ("torch", "av", "numpy")) == []
+
+
+def test_serve_limit_options_default_to_the_serving_limits():
+    """`serve --max-*` default to ServingLimits' values (what the transformer and LocalEndpoint default to)."""
+    serve = typer.main.get_command(serving_app).commands["serve"]
+    defaults = {p.name: p.default for p in serve.params if p.name.startswith("max_")}
+    limits = asdict(ServingLimits())
+    assert sorted(defaults) == ["max_media_bytes", "max_media_seconds", "max_request_bytes", "max_rows"]
+    assert defaults == {name: limits[name] for name in defaults}
 
 
 def test_manifest_command_prints_yaml():

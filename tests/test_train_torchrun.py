@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import torch.multiprocessing as mp
 
 from components.training import run_training, torchrun_command
 from model.distributed import World, process_group
+from tests.conftest import free_port
 
 
 @pytest.mark.timeout(300)
@@ -43,12 +43,6 @@ def test_torchrun_command_runs_one_process_per_gpu(tmp_path):
     assert cmd[-3:] == ["-m", "components.training", str(tmp_path / "spec.json")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _verdict(world: World, layer: torch.nn.Module) -> str:
     try:
         world.check_in_sync([layer])
@@ -76,7 +70,7 @@ def _sync_worker(rank: int, port: int, out: str) -> None:
 
 @pytest.mark.timeout(120)
 def test_replicas_checked_in_sync_and_gradients_averaged(tmp_path):
-    mp.spawn(_sync_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_sync_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
         r = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert r["same"] == "in sync"
