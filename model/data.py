@@ -92,8 +92,10 @@ def load_bank(data_root: str | Path, split: str, config: DecodeConfig, *, cache_
         mels.append(m)
         flags.append(h)
     captions = [r.captions for r in records] if any(r.alt_texts for r in records) else None
+    # C-contiguous whatever the arrays came from (a decoder or the cache): the layout decides the rounding
     return ClipBank(ids=[r.id for r in records], texts=[r.text for r in records],
-                    frames=torch.from_numpy(np.stack(frames)), mel=torch.from_numpy(np.stack(mels)),
+                    frames=torch.from_numpy(np.ascontiguousarray(np.stack(frames))),
+                    mel=torch.from_numpy(np.ascontiguousarray(np.stack(mels))),
                     has_audio=torch.tensor(flags, dtype=torch.bool), captions=captions)
 
 

@@ -262,8 +262,10 @@ def log_mel(wave: np.ndarray | torch.Tensor, config: DecodeConfig = DecodeConfig
     spec = torch.stft(x, config.n_fft, config.hop_length, window=window, center=True, return_complex=True)
     power = spec.abs().pow(2)  # (..., F, frames)
     fb = mel_filterbank(config.n_fft, config.n_mels, config.sample_rate, config.f_min, config.f_max)
-    mel = torch.matmul(power.transpose(-1, -2), fb).transpose(-1, -2)  # (..., n_mels, frames)
-    return torch.log(mel + 1e-6)
+    mel = torch.matmul(power.transpose(-1, -2), fb).transpose(-1, -2)  # (..., n_mels, frames), a transposed view
+    # contiguous: a decoded clip must have the layout of one read back from the feature cache, or the
+    # encoder's kernels, which follow the strides, round differently and a fresh run drifts from a cached one
+    return torch.log(mel + 1e-6).contiguous()
 
 
 def probe(path: str | Path, limits: MediaLimits = MediaLimits()) -> dict:

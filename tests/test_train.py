@@ -188,6 +188,27 @@ def test_keep_indices_draw_a_sorted_per_row_subset_of_video_and_audio_only():
     assert all(torch.equal(again[m], kept[m]) for m in (V, A))  # seeded: resumable
 
 
+def test_a_run_that_decodes_equals_a_run_that_reads_the_feature_cache(tiny_data, tmp_path):
+    """Bitwise: the first run decodes every clip (cold cache), the second reads them back; a decoded clip
+    once came back in another memory layout than a cached one, and the weights drifted apart."""
+    from model.config import load_config
+    from model.data import load_bank
+
+    cfg = load_config("tiny").decode
+    cold = load_bank(tiny_data, "train", cfg, cache_dir=tmp_path / "cache", workers=1, progress=False)
+    warm = load_bank(tiny_data, "train", cfg, cache_dir=tmp_path / "cache", workers=1, progress=False)
+    for name in ("frames", "mel"):
+        a, b = getattr(cold, name), getattr(warm, name)
+        assert a.is_contiguous() and b.is_contiguous() and torch.equal(a, b), name
+    runs = {}
+    for label in ("cold", "warm"):  # the same fresh cache: the first run fills it, the second reads it
+        out = tmp_path / label
+        train(TrainConfig(data=tiny_data, out=out, steps=3, batch_size=8, warmup_steps=1, workers=1,
+                          cache_dir=tmp_path / "cache2"), progress=False)
+        runs[label] = load_file(out / "model" / "model.safetensors")
+    assert all(torch.equal(runs["cold"][k], runs["warm"][k]) for k in runs["cold"])
+
+
 def test_token_dropping_trains_and_resumes_exactly(tiny_data, tmp_path):
     """With --token-keep the subsets come from the step's generator: two runs, one resumed, agree."""
     class Interrupted(Exception):
