@@ -56,14 +56,14 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     from model.train import TrainConfig
-    from registry import registry, tracking
+    from registry import evaluation_log, logged_model, registry, store, tracking
 
     root = Path(tempfile.mkdtemp(prefix="bench-registry-"))
     data, run, results = prepare(root)
     uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
     t0 = time.perf_counter()
-    client = tracking.client(uri)
-    experiment = tracking.ensure_experiment(client, "bench")
+    client = store.client(uri)
+    experiment = store.ensure_experiment(client, "bench")
     store_s = time.perf_counter() - t0
     metrics = json.loads((run / "train_log.jsonl").read_text().splitlines()[-1])
 
@@ -80,12 +80,12 @@ def main(argv: list[str] | None = None) -> None:
 
     step_s, _ = timed(track_steps, args.repeats)
     run_ids = [new_run() for _ in range(args.repeats)]
-    log_model_s, _ = timed(lambda: tracking.log_trained_model(run_ids.pop(), run / "model", ["a caption"], tracking_uri=uri),
+    log_model_s, _ = timed(lambda: logged_model.log_trained_model(run_ids.pop(), run / "model", ["a caption"], tracking_uri=uri),
                            args.repeats)
-    evaluated = [tracking.log_evaluation(results, run / "results.json", new_run(), tracking_uri=uri)]
-    log_eval_s, _ = timed(lambda: tracking.log_evaluation(results, run / "results.json", new_run(), tracking_uri=uri),
+    evaluated = [evaluation_log.log_evaluation(results, run / "results.json", new_run(), tracking_uri=uri)]
+    log_eval_s, _ = timed(lambda: evaluation_log.log_evaluation(results, run / "results.json", new_run(), tracking_uri=uri),
                           args.repeats)
-    tracking.log_trained_model(evaluated[0], run / "model", ["a caption"], tracking_uri=uri)
+    logged_model.log_trained_model(evaluated[0], run / "model", ["a caption"], tracking_uri=uri)
     register_s, _ = timed(lambda: registry.register(evaluated[0], "bench", tracking_uri=uri), args.repeats)
     promote_times = []
     for _ in range(args.repeats):  # each promotion needs a fresh challenger, registered outside the timer

@@ -29,9 +29,10 @@ def evaluate_model(model: Input[Model], data: str, metrics: Output[Metrics], res
     for key in ("AVG-single", "AVG-dual", "AVG-all"):
         metrics.log_metric(key, float(scores[key]))
     results.metadata.update(split=split, n_items=int(scores["n_items"]), avg_all=float(scores["AVG-all"]))
-    if run_id:
-        from registry.tracking import log_evaluation
+    if run_id:  # the evaluation logger `omniretriever evaluate` uses, into the training run
+        from model.hooks import TrackingOptions
+        from registry.evaluation_log import evaluation_logger
 
-        log_evaluation(scores, out / "results.json", run_id, tracking_uri=tracking_uri or None)
+        evaluation_logger(scores, out / "results.json", TrackingOptions(tracking_uri=tracking_uri or None, run_id=run_id))
     outputs = namedtuple("EvaluationOutputs", ["avg_all", "avg_single", "avg_dual"])
     return outputs(float(scores["AVG-all"]), float(scores["AVG-single"]), float(scores["AVG-dual"]))

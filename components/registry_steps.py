@@ -1,7 +1,7 @@
 """Registry steps, in the CPU image: register the trained model as the challenger, then the gate that
 promotes it to champion or not. A model that is not promoted is an outcome, not an error."""
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from kfp import dsl
 from kfp.dsl import Markdown, Output
@@ -23,19 +23,22 @@ def register_model(run_id: str, name: str = "omniretriever", tracking_uri: str =
 
 
 @dsl.component(base_image=CPU_BASE_IMAGE, target_image=CPU_TARGET_IMAGE)
-def gate_model(decision: Output[Markdown], name: str = "omniretriever", min_gain: float = 0.0, max_drop: float = 2.0,
-               floor: float = 1.0, tracking_uri: str = "") -> bool:
+def gate_model(decision: Output[Markdown], name: str = "omniretriever", min_gain: Optional[float] = None,
+               max_drop: Optional[float] = None, floor: Optional[float] = None, tracking_uri: str = "") -> bool:
     """Compare the challenger of `name` with its champion on the 12 directions: promote it (alias
     champion) when its AVG-all R@1 gains at least `min_gain` points and no direction's R@1 drops by
-    more than `max_drop` points; a first champion needs AVG-all of at least `floor`. Returns whether it was promoted (the single
+    more than `max_drop` points; a first champion needs AVG-all of at least `floor`. A threshold left
+    unset is the gate's default (registry.registry.DEFAULT_*). Returns whether it was promoted (the single
     return value, because the pipeline branches on it); `decision` is the comparison in Markdown, its
     metadata the challenger, the champion before and the reasons."""
     from pathlib import Path
 
     from components.reports import gate_markdown
-    from registry.registry import promote
+    from registry.registry import DEFAULT_FLOOR, DEFAULT_MAX_DROP, DEFAULT_MIN_GAIN, promote
 
-    result = promote(name, min_gain, max_drop, floor, tracking_uri=tracking_uri or None)
+    result = promote(name, DEFAULT_MIN_GAIN if min_gain is None else min_gain,
+                     DEFAULT_MAX_DROP if max_drop is None else max_drop, DEFAULT_FLOOR if floor is None else floor,
+                     tracking_uri=tracking_uri or None)
     Path(decision.path).write_text(gate_markdown(result))
     decision.metadata.update(promoted=bool(result.promoted), challenger=str(result.challenger),
                              champion_before=str(result.champion_before or ""),

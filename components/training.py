@@ -4,7 +4,7 @@ runs `python -m components.training SPEC` (this module's `main`), and rank 0 rep
 
 The spec is a small JSON file: {"train": TrainConfig keyword arguments, "tracking": bool,
 "tracking_uri": str, "pipeline_run_id": str, "data_version": str (the lineage tag; "": computed from
-the data)}. The MLflow tracker (registry.tracking.MlflowTracker)
+the data)}. The MLflow tracker (registry.tracking.train_tracker, as `omniretriever train` builds it)
 records its run id in RUN/mlflow_run.json, which is how the launching process learns it.
 """
 
@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from registry.run_record import RUN_RECORD
+
 SPEC_FILE = "train_spec.json"
 FAILURE_FILE = "train_failure.json"  # written by torchrun's rank 0 when its training raised: {"error": "Type: message"}
-RUN_RECORD = "mlflow_run.json"  # written by registry.tracking.MlflowTracker: {"tracking_uri", "run_id", ...}
 
 
 @dataclass
@@ -87,12 +88,13 @@ def _train(spec: dict) -> tuple[dict, str]:
 
 
 def _mlflow_tracker(cfg: Any, spec: dict) -> Any:
-    """The MLflow callback of registry.tracking, on `tracking_uri` (the default store when empty)."""
-    from registry.tracking import MlflowTracker
+    """The MLflow tracker `omniretriever train` gets too, on `tracking_uri` (the default store when empty)."""
+    from model.hooks import TrackingOptions
+    from registry.tracking import train_tracker
 
-    return MlflowTracker(cfg, tracking_uri=spec.get("tracking_uri") or None,
-                         pipeline_run_id=spec.get("pipeline_run_id") or None,
-                         data_version=spec.get("data_version") or None)
+    return train_tracker(cfg, TrackingOptions(tracking_uri=spec.get("tracking_uri") or None,
+                                              pipeline_run_id=spec.get("pipeline_run_id") or None,
+                                              data_version=spec.get("data_version") or None))
 
 
 def _run_id(tracker: Any) -> str:

@@ -27,10 +27,10 @@ from model.config import load_config
 from model.defaults import BATCH_SIZE, TOKEN_KEEP, UNMASKED_STEPS
 from model.errors import TrainingDiverged
 from model.evaluate import evaluate
-from model.losses import OBJECTIVES
 from model.modalities import DIRECTION_NAMES
 from model.store import latest_checkpoint
-from model.train import TrainConfig, train
+from model.train import train
+from model.train_config import OBJECTIVES, TrainConfig
 
 FAILED_RECORD = "failed.json"  # in a run directory: why the run has no score
 AVERAGES = ("AVG-single", "AVG-dual", "AVG-all")

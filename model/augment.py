@@ -10,22 +10,9 @@ name the direction of motion (`flip_prob` turns it on for data where left/right 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    frame_shift: int = 1  # frames: the sampled frames are shifted in time by up to this many
-    flip_prob: float = 0.0  # horizontal flip; off by default (captions name left/right motion)
-    brightness: float = 0.2  # frames * U(1 - b, 1 + b)
-    contrast: float = 0.2  # around the clip mean, * U(1 - c, 1 + c)
-    gain_db: float = 6.0  # audio gain in U(-g, g) dB (log-mel: additive)
-    noise_db: float = -30.0  # noise floor this many dB below the clip's mean mel power (scaled by U(0, 1))
-    time_shift: int = 4  # mel frames (20 ms each): circular shift by up to this many
-    word_dropout: float = 0.1  # each word dropped with this probability (at least one kept)
-    word_swap_prob: float = 0.3  # probability of swapping one random pair of adjacent words
+from model.train_config import AugmentConfig
 
 
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.modalities import A, T, V
+from model.train_config import OBJECTIVES
 
 PAIRS: tuple[tuple[str, str], ...] = ((T, V), (T, A), (V, A))
 HARD_NEGATIVE_CYCLE: tuple[str, ...] = (T, A, V)  # slot swapped in the hard negative at step s: CYCLE[s % 3]
-OBJECTIVES: tuple[str, ...] = ("pairwise", "distill", "full")
 
 
 def world() -> tuple[int, int]:

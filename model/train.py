@@ -28,7 +28,7 @@ import json
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -36,65 +36,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from model.augment import AugmentConfig, augment_audio, augment_text, augment_video
+from model.augment import augment_audio, augment_text, augment_video
 from model.config import EncoderConfig, load_config
 from model.data import ClipBank, concat_tokens, load_bank, make_batch, swap_slot
-from model.defaults import BATCH_SIZE, TOKEN_KEEP, TRAIN_STEPS, UNMASKED_STEPS
 from model.distributed import World, process_group
 from model.encoder import OmniEncoder
 from model.errors import TrainingDiverged
-from model.losses import OBJECTIVES, Objective, hard_negative_partner, hard_negative_slot
+from model.losses import Objective, hard_negative_partner, hard_negative_slot
 from model.manifest import existing_split, read_manifest
 from model.modalities import A, T, V
 from model.store import checkpoint_step, latest_checkpoint, load_checkpoint, save_checkpoint, save_model
 from model.text import TextTokenizer
-
-
-@dataclass
-class TrainConfig:
-    data: Path
-    out: Path
-    config: str = "tiny"  # packaged config name or a JSON path
-    objective: str = "full"  # pairwise | distill | full
-    steps: int = TRAIN_STEPS
-    batch_size: int = BATCH_SIZE
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = 30
-    grad_clip: float = 1.0
-    seed: int = 0
-    temperature: float = 0.07  # initial value when learnable
-    fixed_temperature: bool = False  # reference-code variant: --fixed-temperature --temperature 0.01
-    rotate_pairs: bool = False  # reference-code variant: one L_A pair per step
-    checkpoint_every: int = 100
-    workers: int | None = None
-    cache_dir: Path | None = None  # default: $OMNIRETRIEVER_CACHE/features or .cache/omniretriever/features
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    token_keep: float = TOKEN_KEEP  # fraction of video and audio tokens each training view keeps (random per row)
-    unmasked_steps: float = UNMASKED_STEPS  # fraction of final steps trained with every token
-    alt_texts: bool = True  # draw each step's caption from a clip's text and alt_texts (False: text alone)
-
-    def __post_init__(self) -> None:
-        """Refuse bad values at once, naming each bad option, its value and what it must be."""
-        positive, non_negative = "a finite number > 0", "a finite number >= 0"
-        rules = {"objective": (self.objective in OBJECTIVES, f"one of {', '.join(OBJECTIVES)}"),
-                 "steps": (self.steps >= 1, ">= 1"), "batch_size": (self.batch_size >= 2, ">= 2"),
-                 "lr": (0 < self.lr < math.inf, positive),
-                 "weight_decay": (0 <= self.weight_decay < math.inf, non_negative),
-                 "warmup_steps": (self.warmup_steps >= 0, ">= 0"),
-                 "grad_clip": (0 < self.grad_clip < math.inf, positive),
-                 "temperature": (0 < self.temperature < math.inf, positive), "seed": (self.seed >= 0, ">= 0"),
-                 "checkpoint_every": (self.checkpoint_every >= 1, ">= 1"),
-                 "workers": (self.workers is None or self.workers >= 1, ">= 1, or unset for all cores"),
-                 "token_keep": (0 < self.token_keep <= 1, "in (0, 1]"),
-                 "unmasked_steps": (0 <= self.unmasked_steps <= 1, "in [0, 1]")}
-        bad = [f"--{k.replace('_', '-')}={getattr(self, k)!r} (must be {rule})"
-               for k, (ok, rule) in rules.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid training option(s): {'; '.join(bad)}")
-
-    def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self), default=str))
+from model.train_config import AugmentConfig, TrainConfig
 
 
 class Callback(Protocol):
@@ -288,13 +241,16 @@ class Trainer:
 
     def _check_train_split(self) -> None:
         """The data directory, its training manifest and a batch that fits in it, checked by reading the
-        manifest (cheap; decoding is not)."""
+        manifest (cheap; decoding is not). Too large a batch is refused naming the largest that fits."""
         cfg = self.cfg
         manifest = existing_split(cfg.data, "train")
         records = len(read_manifest(manifest))
         if records < cfg.batch_size * self.world.size:
+            fits = records // self.world.size
+            hint = (f"the largest batch that fits is --batch-size={fits}" if fits >= 2 else
+                    "the split is too small to train on: a step needs at least 2 clips per process")
             raise ValueError(f"--batch-size={cfg.batch_size} x {self.world.size} process(es) is larger than the "
-                             f"training split ({records} clips in {manifest})")
+                             f"training split ({records} clips in {manifest}); {hint}")
 
     def _load_train_split(self, enc_cfg: EncoderConfig) -> ClipBank:
         """Rank 0 decodes into the feature cache first; the other ranks then read the cache."""

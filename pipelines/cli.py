@@ -25,6 +25,11 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+# the pipeline parameters `run` sets from options of its own, which --param must not set a second time
+RUN_OPTIONS = {"data": "--data", "train_steps": "--train-steps", "config": "--config", "batch_size": "--batch-size",
+               "seed": "--seed", "mlflow_tracking_uri": "--tracking-uri", "dvc_remote": "--dvc-remote"}
+
+
 def _parse_params(pairs: list[str]) -> dict[str, Any]:
     """KEY=VALUE pairs; VALUE is read as JSON when it parses (numbers, booleans, dicts), else a string."""
     params = {}
@@ -57,16 +62,22 @@ def run_cmd(
     validation failed), 1 when a step failed."""
     from rich.console import Console
 
+    from model.train_config import TrainConfig
     from pipelines.local import local_arguments, run_local
+    from pipelines.pipeline import build_pipeline, local_steps
     from pipelines.report import print_report
 
     if not (data / "manifests").is_dir():
         _fail(f"{data} has no manifests/ directory: not a dataset root (generate one with `omniretriever data synth`)")
-    if train_steps < 1 or batch_size < 2:
-        _fail(f"--train-steps must be >= 1 and --batch-size >= 2, got {train_steps} and {batch_size}")
+    try:  # the train step's own checks, before any step runs
+        TrainConfig(data=data, out=root, config=config, steps=train_steps, batch_size=batch_size, seed=seed)
+    except ValueError as exc:
+        _fail(str(exc))
+    pipeline = build_pipeline(local_steps(), cluster=False)
+    overrides = _overrides(param, list(pipeline.component_spec.inputs))
     console = Console(file=sys.stdout)
     arguments = local_arguments(data, train_steps=train_steps, config=config, batch_size=batch_size, seed=seed,
-                                tracking_uri=tracking_uri, dvc_remote=dvc_remote, **_parse_params(param))
+                                tracking_uri=tracking_uri, dvc_remote=dvc_remote, **overrides)
 
     def on_event(step) -> None:
         if step.status == "running":
@@ -75,11 +86,24 @@ def run_cmd(
             mark = "[green]done[/]" if step.status == "succeeded" else f"[red]FAILED[/]: {step.error}"
             console.print(f"  {step.name} {mark} in {step.seconds:.1f} s", highlight=False)
 
-    run = run_local(arguments, root, verbose=verbose, echo=sys.stdout, on_event=on_event)
+    run = run_local(arguments, root, pipeline=pipeline, verbose=verbose, echo=sys.stdout, on_event=on_event)
     result = print_report(run, console)
     if result.code:
         typer.secho(f"error: {result.message} (full log: {run.log})", fg=typer.colors.RED, err=True)
         raise typer.Exit(result.code)
+
+
+def _overrides(pairs: list[str], parameters: list[str]) -> dict[str, Any]:
+    """`run`'s --param KEY=VALUE pairs, refusing a KEY that one of its options sets or that the pipeline lacks."""
+    params = _parse_params(pairs)
+    for pair in pairs:
+        key = pair.partition("=")[0]
+        if key in RUN_OPTIONS:
+            _fail(f"--param {pair}: use {RUN_OPTIONS[key]}")
+        if key not in parameters:
+            _fail(f"--param {pair}: the pipeline has no parameter {key!r}; --param sets any of "
+                  f"{', '.join(p for p in parameters if p not in RUN_OPTIONS)}")
+    return params
 
 
 @app.command("compile")

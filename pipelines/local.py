@@ -145,9 +145,9 @@ def local_arguments(data: str | Path, *, train_steps: int = TRAIN_STEPS, config:
 
 
 def default_tracking_uri() -> str:
-    """The store `omniretriever train` uses (registry.tracking.resolve_uri: $MLFLOW_TRACKING_URI, else the
+    """The store `omniretriever train` uses (registry.store.resolve_uri: $MLFLOW_TRACKING_URI, else the
     embedded sqlite store), as an absolute URI so that every step reaches the same one."""
-    from registry.tracking import resolve_uri
+    from registry.store import resolve_uri
 
     return resolve_uri(None)
 

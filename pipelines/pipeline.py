@@ -28,6 +28,7 @@ from typing import Any, Optional
 from kfp import dsl
 
 from model.defaults import BATCH_SIZE, TRAIN_STEPS
+from registry.registry import DEFAULT_FLOOR, DEFAULT_MAX_DROP, DEFAULT_MIN_GAIN
 
 PIPELINE_NAME = "omniretriever"
 WORKSPACE_MOUNT = "/workspace"  # the workspace volume: dataset and feature cache
@@ -124,9 +125,9 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
         eval_split: str = "test",
         mlflow_tracking_uri: str = "http://mlflow.mlflow.svc.cluster.local:5000",
         model_name: str = "omniretriever",
-        min_gain: float = 0.0,
-        max_drop: float = 2.0,
-        floor: float = 1.0,
+        min_gain: float = DEFAULT_MIN_GAIN,
+        max_drop: float = DEFAULT_MAX_DROP,
+        floor: float = DEFAULT_FLOOR,
         deploy_target: str = "kserve",
         namespace: str = "kubeflow-user",
         storage_uri: str = "",

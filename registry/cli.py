@@ -1,5 +1,5 @@
-"""`omniretriever registry ...`: register, promote (the gate), rollback, list; and the MLflow trackers
-that `train` and `evaluate` use. mlflow is imported inside the commands, so `--help` stays fast.
+"""`omniretriever registry ...`: register, promote (the gate), rollback, list. mlflow is imported inside
+the commands, so `--help` stays fast.
 
 Exit codes: 0 done; 1 the gate refused the challenger (`promote` only); 2 bad input (error: ... on stderr).
 """
@@ -10,7 +10,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from model.hooks import Trackers, TrackingOptions
 from registry.registry import DEFAULT_FLOOR, DEFAULT_MAX_DROP, DEFAULT_MIN_GAIN, MODEL_NAME
 
 app = typer.Typer(help="MLflow model registry: register evaluated runs, promote through the gate, roll back, list.",
@@ -56,7 +55,8 @@ def _run_id(value: str, tracking_uri: str | None) -> str:
     """A run id as given, or the one recorded in a run directory (RUN/mlflow_run.json) for this store."""
     from pathlib import Path
 
-    from registry.tracking import RUN_RECORD, read_record, resolve_uri
+    from registry.run_record import RUN_RECORD, read_record
+    from registry.store import resolve_uri
 
     if not (Path(value) / RUN_RECORD).is_file():
         return value
@@ -152,24 +152,3 @@ def _num(value: float | None, signed: bool = False) -> str:
     if value is None or value != value:
         return "-"
     return f"{value:+.2f}" if signed else f"{value:.2f}"
-
-
-# ---------------------------------------------------------------------------------------------------
-# the trackers `train` and `evaluate` use in the console script (see model/hooks.py)
-
-
-def _train_tracker(cfg, options: TrackingOptions):
-    from registry.tracking import train_tracker
-
-    return train_tracker(cfg, options)
-
-
-def _evaluation_logger(results: dict, results_path, options: TrackingOptions) -> str:
-    from registry.tracking import evaluation_logger
-
-    return evaluation_logger(results, results_path, options)
-
-
-def trackers() -> Trackers:
-    """MLflow tracking for `train` and `evaluate`; mlflow is imported only when a command runs."""
-    return Trackers(train=[_train_tracker], evaluation=[_evaluation_logger])

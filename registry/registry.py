@@ -39,12 +39,14 @@ from typing import TYPE_CHECKING
 
 from model.errors import OmniRetrieverError
 from model.modalities import DIRECTION_NAMES
-from registry import tracking
+from registry.evaluation_log import AVERAGES
+from registry.logged_model import MODEL_URI_TAG, WEIGHTS_TAG
+from registry.store import TrackingError, client, existing_run, no_progress_bars, sqlite_path
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-MODEL_NAME = tracking.MODEL_NAME
+MODEL_NAME = "omniretriever"
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 DEFAULT_MIN_GAIN = 0.0  # R@1 points of AVG-all the challenger must gain
 DEFAULT_MAX_DROP = 2.0  # R@1 points any one direction may lose
@@ -52,6 +54,10 @@ DEFAULT_FLOOR = 1.0  # AVG-all a first champion needs (chance is 0.1 on the defa
 LOCK_TIMEOUT_S = 120.0
 DELAY_ENV = "OMNIRETRIEVER_PROMOTE_DELAY_S"  # seconds between deciding and writing (to test races)
 LINEAGE = ("data_version", "git_commit", "pipeline_run_id")
+# what a version is registered with and judged on: the averages and each direction's R@1, named as in its
+# tags ("AVG-all", "t2v.R1"); a run holds them as "<split>.<key>"
+DIRECTION_R1 = {d: f"{d}.R1" for d in DIRECTION_NAMES}
+GATE_METRICS = (*AVERAGES, *DIRECTION_R1.values())
 
 
 class RegistryError(OmniRetrieverError, ValueError):
@@ -116,13 +122,11 @@ def evaluation_of(run, split: str = "test") -> dict[str, float]:
     if not any(k.startswith(f"{split}.") for k in metrics):
         raise RegistryError(f"run {run_id} has no evaluation results for split {split!r}: score it first with "
                             f"`omniretriever evaluate --model RUN --split {split} --run-id {run_id}`")
-    missing = [d for d in DIRECTION_NAMES if f"{split}.{d}.R1" not in metrics]
-    missing += [k for k in tracking.AVERAGES if f"{split}.{k}" not in metrics]
+    missing = [k.removesuffix(".R1") for k in GATE_METRICS if f"{split}.{k}" not in metrics]
     if missing:
         raise RegistryError(f"run {run_id}: the {split!r} evaluation lacks {', '.join(missing)} "
                             f"(expected R@1 of all 12 directions and the three averages)")
-    values = {k: metrics[f"{split}.{k}"] for k in tracking.AVERAGES}
-    values.update({f"{d}.R1": metrics[f"{split}.{d}.R1"] for d in DIRECTION_NAMES})
+    values = {k: metrics[f"{split}.{k}"] for k in GATE_METRICS}
     bad = [k for k, v in values.items() if not math.isfinite(v)]
     if bad:
         raise RegistryError(f"run {run_id}: the {split!r} evaluation has non-finite {', '.join(bad)}")
@@ -131,7 +135,7 @@ def evaluation_of(run, split: str = "test") -> dict[str, float]:
 
 def logged_model_uri(run) -> str:
     """The models:/m-... URI of the model a training run logged."""
-    uri = run.data.tags.get(tracking.MODEL_URI_TAG)
+    uri = run.data.tags.get(MODEL_URI_TAG)
     if uri:
         return uri
     outputs = getattr(getattr(run, "outputs", None), "model_outputs", None) or []
@@ -153,7 +157,8 @@ def verify_model(model_uri: str, expected_sha256: str | None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="omniretriever-verify-") as tmp:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+            with no_progress_bars():
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
             flavor = Model.load(str(local / "MLmodel")).flavors["python_function"]
             model_dir = local / flavor["artifacts"]["model_dir"]["path"]
             embedding = Embedder(model_dir).embed([{"text": "a check that the model loads"}])
@@ -172,7 +177,7 @@ def version_info(mv, aliases: dict[str, str]) -> RegisteredVersion:
     """A registry ModelVersion -> RegisteredVersion (metrics from its tags)."""
     tags = dict(mv.tags or {})
     metrics = {}
-    for key in (*tracking.AVERAGES, *(f"{d}.R1" for d in DIRECTION_NAMES)):
+    for key in GATE_METRICS:
         try:
             metrics[key] = float(tags[key])
         except (KeyError, ValueError):
@@ -211,7 +216,7 @@ def _version(mlflow_client: "MlflowClient", name: str, version: str, aliases: di
 def lock_path(uri: str, name: str) -> Path:
     """Beside a sqlite database; otherwise in the temp directory, one per (store, model name)."""
     key = hashlib.sha256(f"{uri}\n{name}".encode()).hexdigest()[:16]
-    db = tracking.sqlite_path(uri)
+    db = sqlite_path(uri)
     if db is not None:
         return db.with_name(f"{db.name}.registry-{key}.lock")
     return Path(tempfile.gettempdir()) / f"omniretriever-registry-{key}.lock"
@@ -260,14 +265,14 @@ def register(run_id: str, name: str = MODEL_NAME, *, split: str = "test", tracki
     from mlflow.exceptions import MlflowException
 
     check_name(name)
-    mlflow_client = tracking.client(tracking_uri)
+    mlflow_client = client(tracking_uri)
     try:
-        run = tracking.existing_run(mlflow_client, run_id)
-    except tracking.TrackingError as exc:
+        run = existing_run(mlflow_client, run_id)
+    except TrackingError as exc:
         raise RegistryError(str(exc)) from None
     metrics = evaluation_of(run, split)
     model_uri = logged_model_uri(run)
-    verify_model(model_uri, run.data.tags.get(tracking.WEIGHTS_TAG))
+    verify_model(model_uri, run.data.tags.get(WEIGHTS_TAG))
     tags = _version_tags(run, split, metrics, model_uri)
     with registry_lock(mlflow_client.tracking_uri, name):
         _ensure_registered_model(mlflow_client, name)
@@ -322,7 +327,8 @@ def gate(challenger: RegisteredVersion, champion: RegisteredVersion | None, min_
         reasons.append(f"AVG-all gained {gain:+.2f} ({champion.avg_all:.2f} -> {challenger.avg_all:.2f}), "
                        f"less than the required {min_gain:.2f} (--min-gain)")
     for d in DIRECTION_NAMES:
-        new, old = challenger.metrics.get(f"{d}.R1", float("nan")), champion.metrics.get(f"{d}.R1", float("nan"))
+        key = DIRECTION_R1[d]
+        new, old = challenger.metrics.get(key, float("nan")), champion.metrics.get(key, float("nan"))
         delta = new - old
         ok = delta >= -max_drop  # NaN (a missing metric) fails
         rows.append(GateRow(f"{d} R@1", new, old, delta, f"drop <= {max_drop:.2f}", ok))
@@ -361,7 +367,7 @@ def check_name(name: str) -> str:
 
 
 def _evaluated(version: RegisteredVersion, role: str) -> RegisteredVersion:
-    missing = [k for k in (*tracking.AVERAGES, *(f"{d}.R1" for d in DIRECTION_NAMES)) if k not in version.metrics]
+    missing = [k for k in GATE_METRICS if k not in version.metrics]
     if missing:
         raise RegistryError(f"{role} {version.name} v{version.version} has no evaluation tags ({', '.join(missing[:4])}"
                             f"{', ...' if len(missing) > 4 else ''}): register versions with `omniretriever registry register`")
@@ -378,7 +384,7 @@ def promote(name: str = MODEL_NAME, min_gain: float = DEFAULT_MIN_GAIN, max_drop
     """Run the gate on the challenger; on a pass move champion to it (old champion -> previous)."""
     check_gate_options(min_gain, max_drop, floor)
     check_name(name)
-    mlflow_client = tracking.client(tracking_uri)
+    mlflow_client = client(tracking_uri)
     _registered(mlflow_client, name)
     with registry_lock(mlflow_client.tracking_uri, name, lock_timeout):
         seen = aliases_of(mlflow_client, name)  # read under the lock
@@ -423,7 +429,7 @@ def rollback(name: str = MODEL_NAME, *, tracking_uri: str | None = None, lock_ti
     """Make `previous` the champion again; returns the restored version. `previous` then moves to the
     restored version's own previous champion (if it still exists), so rollbacks can be repeated."""
     check_name(name)
-    mlflow_client = tracking.client(tracking_uri)
+    mlflow_client = client(tracking_uri)
     _registered(mlflow_client, name)
     with registry_lock(mlflow_client.tracking_uri, name, lock_timeout):
         seen = aliases_of(mlflow_client, name)
@@ -457,7 +463,7 @@ def _exists(mlflow_client: "MlflowClient", name: str, version: str) -> bool:
 def list_versions(name: str = MODEL_NAME, *, tracking_uri: str | None = None) -> list[RegisteredVersion]:
     """Every version of `name`, oldest first, with its aliases and evaluation."""
     check_name(name)
-    mlflow_client = tracking.client(tracking_uri)
+    mlflow_client = client(tracking_uri)
     _registered(mlflow_client, name)
     aliases = aliases_of(mlflow_client, name)
     versions = mlflow_client.search_model_versions(f"name = '{name}'")

@@ -30,26 +30,28 @@ def shifted(results: dict, deltas: dict[str, float]) -> dict:
 
 def new_run(uri: str, model_dir: Path, results: dict | None, workdir: Path, experiment: str = "tests") -> str:
     """A run in store `uri` holding the pyfunc model of `model_dir` and, if given, an evaluation."""
-    from registry import tracking
+    from registry.evaluation_log import log_evaluation
+    from registry.logged_model import log_trained_model
+    from registry.store import client as store_client, ensure_experiment
 
-    client = tracking.client(uri)
-    experiment_id = tracking.ensure_experiment(client, experiment)
+    client = store_client(uri)
+    experiment_id = ensure_experiment(client, experiment)
     run_id = client.create_run(experiment_id, tags={"kind": "train"}).info.run_id
-    tracking.log_trained_model(run_id, model_dir, ["a caption"], tracking_uri=uri)
+    log_trained_model(run_id, model_dir, ["a caption"], tracking_uri=uri)
     if results is not None:
         path = Path(workdir) / run_id / "results.json"
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps(results))
-        tracking.log_evaluation(results, path, run_id, tracking_uri=uri)
+        log_evaluation(results, path, run_id, tracking_uri=uri)
     client.set_terminated(run_id, "FINISHED")
     return run_id
 
 
 def registry_state(uri: str) -> dict:
     """Every registered model's aliases and versions (with tags): equal snapshots = nothing changed."""
-    from registry import tracking
+    from registry.store import client as store_client
 
-    client = tracking.client(uri)
+    client = store_client(uri)
     state = {}
     for rm in client.search_registered_models():
         versions = client.search_model_versions(f"name = '{rm.name}'")
@@ -60,9 +62,10 @@ def registry_state(uri: str) -> dict:
 
 def logged_weights(uri: str, run_id: str) -> Path:
     """The model.safetensors file inside a run's logged model, in a local artifact store."""
-    from registry import tracking
+    from registry.logged_model import MODEL_URI_TAG
+    from registry.store import client as store_client
 
-    client = tracking.client(uri)
-    model_id = client.get_run(run_id).data.tags[tracking.MODEL_URI_TAG].removeprefix("models:/")
+    client = store_client(uri)
+    model_id = client.get_run(run_id).data.tags[MODEL_URI_TAG].removeprefix("models:/")
     location = client.get_logged_model(model_id).artifact_location.removeprefix("file://")
     return Path(location) / "artifacts" / "model" / "model.safetensors"

@@ -51,3 +51,23 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path, args, message):
         args = args + ["--out", str(tmp_path / "x")]
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and message in res.output
+
+
+def test_train_options_default_to_train_config():
+    """`train` reads its defaults from TrainConfig (model/cli.py parses them out of model/train.py, which it
+    may not import for --help): every option that sets a TrainConfig field shows that field's default."""
+    import dataclasses
+
+    import typer.main
+
+    from model.cli import app as model_app
+    from model.train import TrainConfig
+
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    for cli in (model_app, app):
+        params = {p.name: p.default for p in typer.main.get_command(cli).commands["train"].params}
+        shared = sorted(set(params) & set(fields))
+        assert shared == sorted(["config", "objective", "steps", "batch_size", "lr", "warmup_steps", "seed", "temperature",
+                                 "fixed_temperature", "rotate_pairs", "checkpoint_every", "workers", "token_keep",
+                                 "unmasked_steps", "alt_texts"])
+        assert {k: params[k] for k in shared} == {k: fields[k] for k in shared}

@@ -60,7 +60,7 @@ def test_evaluate_scores_twelve_directions_into_metrics_and_results(trained, tin
 
 def test_a_tracked_training_step_records_the_version_data_md5_as_its_data_version(tiny_data, tmp_path):
     """The pipeline's lineage is version-data's output, not what a .dvc file beside the data says."""
-    from registry.tracking import client
+    from registry.store import client
     from tests.mlflow_helpers import sqlite_uri
 
     uri = sqlite_uri(tmp_path)

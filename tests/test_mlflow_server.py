@@ -64,7 +64,7 @@ def test_register_promote_and_serve_the_champion_through_a_server(mlflow_server,
     from model.evaluate import evaluate
     from model.inference import Embedder
     from registry.registry import RegistryError, list_versions, promote, register
-    from registry.tracking import configure
+    from registry.store import configure
 
     url, artifacts = mlflow_server
     results = evaluate(tiny_run, tiny_data, "test", tmp_path / "results.json", workers=1, progress=False, n_boot=50)

@@ -158,20 +158,66 @@ def test_dockerfiles_start_from_the_pinned_base_images(dockerfile, base):
     assert "torch==2.13.0" in text and "constraints.txt" in text
 
 
-def test_every_entry_point_trains_on_the_same_default_budget():
-    """The training component's own defaults are literals (a lightweight component carries only its
-    source); they must agree with model/defaults.py like the pipeline's and the CLI's."""
+def test_every_entry_point_trains_on_the_same_default_budget(tmp_path, monkeypatch):
+    """model/defaults.py is the one budget: the pipeline's parameters, the local run's arguments, TrainConfig,
+    and the training component, whose unset steps and batch size become it (a lightweight component
+    carries only its own source, so its signature cannot name the constants)."""
     import inspect
 
+    from kfp import dsl
+
+    from components import training
     from components.gpu.train import train_model
     from model import defaults
     from model.train import TrainConfig
     from pipelines.local import local_arguments
+    from pipelines.pipeline import build_pipeline
 
     params = inspect.signature(train_model.python_func).parameters
-    assert (params["steps"].default, params["batch_size"].default) == (defaults.TRAIN_STEPS, defaults.BATCH_SIZE)
+    assert (params["steps"].default, params["batch_size"].default) == (None, None)
+    given = {}
+
+    def run_training(kwargs, **_):
+        given.update(kwargs)
+        return training.TrainResult({"final": {"loss": 1.0}}, "", 1)
+
+    monkeypatch.setattr(training, "run_training", run_training)
+    model = dsl.Model(name="model", uri=str(tmp_path / "model"), metadata={})
+    train_model.python_func(data="data", model=model, track=False)
+    assert (given["steps"], given["batch_size"]) == (defaults.TRAIN_STEPS, defaults.BATCH_SIZE)
+    assert model.metadata["steps"] == defaults.TRAIN_STEPS
     cfg = TrainConfig(data=Path("."), out=Path("."))
     assert (cfg.steps, cfg.batch_size, cfg.token_keep, cfg.unmasked_steps) == (
         defaults.TRAIN_STEPS, defaults.BATCH_SIZE, defaults.TOKEN_KEEP, defaults.UNMASKED_STEPS)
     args = local_arguments("data")
     assert (args["train_steps"], args["batch_size"]) == (defaults.TRAIN_STEPS, defaults.BATCH_SIZE)
+    inputs = build_pipeline().component_spec.inputs
+    assert (inputs["train_steps"].default, inputs["batch_size"].default) == (defaults.TRAIN_STEPS, defaults.BATCH_SIZE)
+
+
+def test_every_entry_point_gates_with_the_same_thresholds(tmp_path, monkeypatch):
+    """registry.registry's DEFAULT_* are the gate's thresholds for `registry promote`, the pipeline's
+    parameters and the gate component, whose unset thresholds become them."""
+    import typer.main
+    from kfp import dsl
+
+    import registry.registry
+    from components.registry_steps import gate_model
+    from omniretriever.cli import app
+    from pipelines.pipeline import build_pipeline
+    from registry.registry import DEFAULT_FLOOR, DEFAULT_MAX_DROP, DEFAULT_MIN_GAIN, GateDecision
+
+    expected = {"min_gain": DEFAULT_MIN_GAIN, "max_drop": DEFAULT_MAX_DROP, "floor": DEFAULT_FLOOR}
+    promote = typer.main.get_command(app).commands["registry"].commands["promote"]
+    assert {p.name: p.default for p in promote.params if p.name in expected} == expected
+    inputs = build_pipeline().component_spec.inputs
+    assert {k: inputs[k].default for k in expected} == expected
+    given = {}
+
+    def fake_promote(name, min_gain, max_drop, floor, **_):
+        given.update(min_gain=min_gain, max_drop=max_drop, floor=floor)
+        return GateDecision(False, "1", None, ["a reason"], [])
+
+    monkeypatch.setattr(registry.registry, "promote", fake_promote)
+    gate_model.python_func(decision=dsl.Markdown(name="decision", uri=str(tmp_path / "decision.md"), metadata={}))
+    assert given == expected

@@ -121,6 +121,24 @@ def test_run_command_refuses_a_directory_that_is_not_a_dataset(tmp_path):
     assert result.exit_code == 2 and "no manifests/ directory" in result.output
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--param", "batch_size=16"], "error: --param batch_size=16: use --batch-size"),
+    (["--param", "mlflow_tracking_uri=sqlite:///x.db"], "error: --param mlflow_tracking_uri=sqlite:///x.db: use --tracking-uri"),
+    (["--param", "max_rejected=0.1", "--param", "nonsense=1"],
+     "error: --param nonsense=1: the pipeline has no parameter 'nonsense'; --param sets any of pull_data, max_rejected, "
+     "objective,"),
+    (["--train-steps", "0"], "error: invalid training option(s): --steps=0 (must be >= 1)"),
+    (["--batch-size", "1"], "error: invalid training option(s): --batch-size=1 (must be >= 2)"),
+], ids=["option-parameter", "tracking-uri", "unknown-parameter", "train-steps", "batch-size"])
+def test_run_command_refuses_bad_parameters_before_any_step_runs(tmp_path, args, message):
+    (tmp_path / "data" / "manifests").mkdir(parents=True)
+    root = tmp_path / "root"
+    result = CliRunner().invoke(app, ["pipeline", "run", "--data", str(tmp_path / "data"), "--root", str(root), *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, "one line, no traceback"
+    assert not root.exists(), "nothing ran"
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh git + DVC project as the working directory: the embedded MLflow store, the DVC remote

@@ -161,7 +161,8 @@ def run_missing_a_direction(make_run, store, base) -> str:
     """Evaluation metrics for 11 directions only (log_evaluation itself refuses partial results)."""
     from mlflow.entities import Metric
 
-    from registry.tracking import client, evaluation_metrics
+    from registry.evaluation_log import evaluation_metrics
+    from registry.store import client
 
     run_id = make_run(evaluated=False)
     metrics = {k: v for k, v in evaluation_metrics(base).items() if ".a2v." not in k}
@@ -218,7 +219,9 @@ def test_cli_bad_input_exits_2(args, code, message):
 
 def test_cli_exit_codes_and_the_gate_table(store, runs):
     name = "cli-gate"
-    assert runner.invoke(app, ["registry", "register", runs["base"], "--name", name]).exit_code == 0
+    registered = runner.invoke(app, ["registry", "register", runs["base"], "--name", name])
+    assert registered.exit_code == 0 and "registered cli-gate version 1" in registered.output, registered.output
+    assert "Downloading artifacts" not in registered.output, "no progress bar per downloaded file"
     passed = runner.invoke(app, ["registry", "promote", "--name", name])
     assert passed.exit_code == 0 and "promoted: v1 is champion" in passed.output
     assert runner.invoke(app, ["registry", "register", runs["t2v_drop"], "--name", name]).exit_code == 0

@@ -16,6 +16,7 @@ from model.cli import app as model_app
 from model.errors import InputError
 from model.modalities import DIRECTION_NAMES
 from omniretriever.cli import app
+from tests.conftest import free_port
 from tests.mlflow_helpers import sqlite_uri
 
 runner = CliRunner()
@@ -33,7 +34,7 @@ def train_args(data: Path, out: Path, *extra: str, steps: int = 3) -> list[str]:
 
 
 def mlflow_client(uri: str):
-    from registry.tracking import client
+    from registry.store import client
 
     return client(uri)
 
@@ -127,6 +128,19 @@ def test_evaluate_into_an_unknown_run_is_a_clear_error(tracked_run, tiny_data, s
     assert out.is_file()  # the evaluation itself is kept
 
 
+def test_evaluating_again_into_a_run_draws_no_download_progress_bars(tracked_run, tiny_data, store, tmp_path):
+    """A second evaluation of a run makes mlflow download its per-direction table first: quietly."""
+    run_dir, _ = tracked_run
+    client = mlflow_client(store)
+    run_id = client.create_run(client.get_run(tracked_run[1]).info.experiment_id).info.run_id
+    args = ["evaluate", "--model", str(run_dir), "--data", str(tiny_data), "--workers", "1", "--out",
+            str(tmp_path / "results.json"), "--tracking-uri", store, "--run-id", run_id]
+    for _ in range(2):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0 and f"mlflow run: {run_id}" in res.output, res.output
+        assert "Downloading artifacts" not in res.output
+
+
 def test_interrupted_training_resumes_into_the_same_run(tiny_data, store, tmp_path):
     from model.train import TrainConfig, train
     from registry.tracking import MlflowTracker
@@ -188,24 +202,24 @@ def test_a_failure_inside_the_pipeline_training_step_marks_its_run_failed(tiny_d
 
 
 def test_store_resolution_and_nothing_in_mlruns(monkeypatch, tmp_path):
-    from registry import tracking
+    from registry import store
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("OMNIRETRIEVER_MLFLOW_DIR", str(tmp_path / "embedded"))
-    embedded = tracking.configure()
+    embedded = store.configure()
     assert embedded == f"sqlite:///{tmp_path / 'embedded' / 'mlflow.db'}"
-    assert tracking.resolve_uri("http://127.0.0.1:1") == "http://127.0.0.1:1"
+    assert store.resolve_uri("http://127.0.0.1:1") == "http://127.0.0.1:1"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///relative/x.db")
-    assert tracking.resolve_uri() == f"sqlite:///{tmp_path / 'relative' / 'x.db'}"
+    assert store.resolve_uri() == f"sqlite:///{tmp_path / 'relative' / 'x.db'}"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    client = tracking.client()
-    run = client.create_run(tracking.ensure_experiment(client, "where"))
+    client = store.client()
+    run = client.create_run(store.ensure_experiment(client, "where"))
     (tmp_path / "note.txt").write_text("x")
     client.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))
     assert not (tmp_path / "mlruns").exists()
     assert list((tmp_path / "embedded" / "artifacts").rglob("note.txt"))
-    assert tracking.ui_command(embedded) == f"mlflow ui --backend-store-uri {embedded}"
+    assert store.ui_command(embedded) == f"mlflow ui --backend-store-uri {embedded}"
 
 
 @pytest.mark.parametrize("content,expected", [
@@ -217,7 +231,7 @@ def test_store_resolution_and_nothing_in_mlruns(monkeypatch, tmp_path):
 def test_data_version_is_the_version_of_the_files_when_a_dvc_file_versions_them(tmp_path, content, expected):
     from model.errors import VersioningError
     from dataset.versioning import dir_hash
-    from registry.tracking import data_version, lineage_tags
+    from registry.lineage import data_version, lineage_tags
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "a.txt").write_text("a\n")
@@ -237,7 +251,8 @@ def test_data_version_is_the_version_of_the_files_when_a_dvc_file_versions_them(
 
 
 def test_metric_names_are_legal_and_partial_results_are_refused(tmp_path):
-    from registry.tracking import TrackingError, evaluation_metrics, log_evaluation
+    from registry.evaluation_log import evaluation_metrics, log_evaluation
+    from registry.store import TrackingError
 
     direction = {"R@1": 12.5, "R@5": 50.0, "R@1_ci95": [5.0, 20.0], "MdR": 3.0, "NDCG@10": 0.4}
     results = {"split": "val", "directions": {d: dict(direction) for d in DIRECTION_NAMES},
@@ -290,11 +305,7 @@ def test_media_root_confines_paths(tmp_path):
 
 
 def test_an_unreachable_tracking_server_is_a_clear_error(tiny_data, tmp_path, monkeypatch):
-    import socket
-
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     res = runner.invoke(app, train_args(tiny_data, tmp_path / "run", "--tracking-uri", f"http://127.0.0.1:{port}", steps=1))

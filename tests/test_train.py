@@ -93,7 +93,11 @@ def test_existing_run_needs_resume(trained_run, tiny_data):
     (["--data", "{tmp}/nowhere"], "{tmp}/nowhere: no such dataset directory"),
     (["--data", "{tmp}/test-only"], "{tmp}/test-only has no 'train' split: {tmp}/test-only/manifests/train.jsonl does not "
                                     "exist (its splits are test)"),
-    (["--batch-size", "49"], "--batch-size=49 x 1 process(es) is larger than the training split (48 clips in"),
+    (["--batch-size", "49"], "--batch-size=49 x 1 process(es) is larger than the training split (48 clips in "
+                             "{data}/manifests/train.jsonl); the largest batch that fits is --batch-size=48"),
+    (["--data", "{tmp}/one-clip"], "--batch-size=8 x 1 process(es) is larger than the training split (1 clips in "
+                                   "{tmp}/one-clip/manifests/train.jsonl); the split is too small to train on: a step "
+                                   "needs at least 2 clips per process"),
 ], ids=lambda v: " ".join(v).replace("{tmp}/", "") if isinstance(v, list) else "")
 def test_bad_training_options(tiny_data, tmp_path, monkeypatch, args, message):
     """Every option is checked before anything is decoded: each of these fails at once, naming the option."""
@@ -106,11 +110,15 @@ def test_bad_training_options(tiny_data, tmp_path, monkeypatch, args, message):
     (tmp_path / "broken.json").write_text("{not json")
     (tmp_path / "test-only" / "manifests").mkdir(parents=True)
     (tmp_path / "test-only" / "manifests" / "test.jsonl").write_text("")
+    (tmp_path / "one-clip" / "manifests").mkdir(parents=True)
+    first = (tiny_data / "manifests" / "train.jsonl").read_text().splitlines()[0]
+    (tmp_path / "one-clip" / "manifests" / "train.jsonl").write_text(first + "\n")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     started = time.perf_counter()
     res = runner.invoke(app, train_args(tiny_data, tmp_path / "bad") + args)
     assert res.exit_code == 2, res.output
-    assert message.replace("{tmp}", str(tmp_path)) in " ".join(res.output.split())  # rich may wrap long lines
+    message = message.replace("{tmp}", str(tmp_path)).replace("{data}", str(tiny_data))
+    assert message in " ".join(res.output.split())  # rich may wrap long lines
     assert time.perf_counter() - started < 5
     assert not (tmp_path / "bad").exists()  # nothing written either
 

@@ -4,7 +4,7 @@ The task requests GPUs, lands on the GPU node pool and mounts the feature-cache 
 settings live on the task in pipelines/pipeline.py, not here.
 """
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from kfp import dsl
 from kfp.dsl import Model, Output
@@ -13,17 +13,23 @@ from components.images import CUDA_BASE_IMAGE, CUDA_TARGET_IMAGE
 
 
 @dsl.component(base_image=CUDA_BASE_IMAGE, target_image=CUDA_TARGET_IMAGE)
-def train_model(data: str, model: Output[Model], config: str = "tiny", objective: str = "full", steps: int = 600,
-                batch_size: int = 64, seed: int = 0, data_md5: str = "", tracking_uri: str = "",
-                pipeline_run_id: str = "", track: bool = True) -> NamedTuple("TrainOutputs", [("run_id", str), ("world_size", int),
-                                                                   ("final_loss", float)]):
+def train_model(data: str, model: Output[Model], config: str = "tiny", objective: str = "full",
+                steps: Optional[int] = None, batch_size: Optional[int] = None, seed: int = 0, data_md5: str = "",
+                tracking_uri: str = "", pipeline_run_id: str = "", track: bool = True) -> NamedTuple(
+        "TrainOutputs", [("run_id", str), ("world_size", int), ("final_loss", float)]):
     """Train the unified AVT encoder on data/manifests/train.jsonl into the `model` artifact (a run
-    directory: model/ holds the saved model). With `track`, the run is logged to MLflow (with the
-    dataset's DVC version and the pipeline run as lineage) and its run id returned for evaluation and
-    registration. `data_md5` is the version-data step's output: the data_version the run records."""
+    directory: model/ holds the saved model). `steps` and `batch_size` default to the budget of
+    model/defaults.py (a lightweight component carries only its own source, so its defaults cannot name
+    it). With `track`, the run is logged to MLflow (with the dataset's DVC version and the pipeline run
+    as lineage) and its run id returned for evaluation and registration. `data_md5` is the version-data
+    step's output: the data_version the run records."""
     from collections import namedtuple
 
     from components.training import run_training
+    from model.defaults import BATCH_SIZE, TRAIN_STEPS
+
+    steps = TRAIN_STEPS if steps is None else steps
+    batch_size = BATCH_SIZE if batch_size is None else batch_size
 
     kwargs = dict(data=data, out=model.path, config=config, objective=objective, steps=steps,
                   batch_size=batch_size, seed=seed)
