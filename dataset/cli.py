@@ -12,15 +12,11 @@ from typing import Annotated, Optional
 import typer
 
 from model.cli import ModelDirOption, SplitOption, WorkersOption
+from model.cli_errors import exits_on, fail
 
 app = typer.Typer(help="Generate, summarise, version and validate datasets.", no_args_is_help=True)
 # `attributes` reads a generated dataset's latent scenes: the console script mounts it at the top level
 attributes_app = typer.Typer()
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 @app.command("synth")
@@ -41,18 +37,14 @@ def data_synth(
     from dataset.config import SynthConfig
     from dataset.summary import print_summary, summarize
 
-    try:
+    with exits_on(ValueError):
         config = SynthConfig(train=train, val=val, test=test, seed=seed, train_captions=train_captions)
-    except ValueError as exc:
-        _fail(str(exc))
     if if_missing and synth.is_up_to_date(out, config):
         typer.echo(f"{out}: up to date (seed {seed}, {train}/{val}/{test} clips); not regenerated")
         print_summary(summarize(out))
         return
-    try:
+    with exits_on(FileExistsError, ValueError):
         summary = synth.synthesize(out, config, workers=workers, overwrite=overwrite)
-    except (FileExistsError, ValueError) as exc:
-        _fail(str(exc))
     print_summary(summary)
 
 
@@ -65,11 +57,9 @@ def data_summary(
     from model.errors import OmniRetrieverError
 
     if not (data / "manifests").is_dir():
-        _fail(f"{data} has no manifests/ directory: not a dataset root (generate one with `omniretriever data synth`)")
-    try:
+        fail(f"{data} has no manifests/ directory: not a dataset root (generate one with `omniretriever data synth`)")
+    with exits_on(OmniRetrieverError):
         print_summary(summarize(data))
-    except OmniRetrieverError as exc:
-        _fail(str(exc))
 
 
 @app.command("version")
@@ -81,10 +71,8 @@ def data_version(
     from model.errors import OmniRetrieverError
     from dataset.versioning import version_data
 
-    try:
+    with exits_on(OmniRetrieverError):
         version = version_data(data, remote)
-    except OmniRetrieverError as exc:
-        _fail(str(exc))
     _echo_version(data, version)
 
 
@@ -103,10 +91,8 @@ def data_pull(
     from model.errors import OmniRetrieverError
     from dataset.versioning import pull_data
 
-    try:
+    with exits_on(OmniRetrieverError):
         version = pull_data(data, remote, workers=workers, strict=strict)
-    except OmniRetrieverError as exc:
-        _fail(str(exc))
     for note in version.notes:
         typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
     if version.warning:
@@ -139,13 +125,11 @@ def data_validate(
     from dataset.rules import Thresholds
     from dataset.validation import validate
 
-    try:
+    with exits_on(OmniRetrieverError, ValueError):
         given = {"min_seconds": min_seconds, "max_seconds": max_seconds, "min_audio_rms": min_audio_rms,
                  "max_caption_chars": max_caption_chars}
         thresholds = Thresholds(**{k: v for k, v in given.items() if v is not None})
         result = validate(data, report, split, max_rejected, thresholds=thresholds, workers=workers)
-    except (OmniRetrieverError, ValueError) as exc:
-        _fail(str(exc))
     _print_validation(result, max_rejected)
     if not result.passed:
         raise typer.Exit(1)
@@ -185,9 +169,7 @@ def attributes_cmd(
     from model.errors import OmniRetrieverError
 
     out = out or (model / "attributes.json")
-    try:
+    with exits_on(OmniRetrieverError, ValueError, FileNotFoundError):
         result = agreement(model, data, split, out, workers=workers)
-    except (OmniRetrieverError, ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
     print_agreement(result)
     typer.echo(f"attributes: {out}")

@@ -16,17 +16,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from model import defaults
+from model.cli_errors import exits_on, fail
 from model.train_config import TrainConfig
 
 if TYPE_CHECKING:
     from model.hooks import EvaluationLogger, TrainTrackerFactory
 
 HELP = "Train, evaluate, register and serve OmniRetriever, an any-to-any audio-video-text retriever."
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 def train_config_defaults() -> dict[str, Any]:
@@ -112,9 +108,9 @@ def _train_command(trackers: tuple[TrainTrackerFactory, ...]) -> Callable[..., N
             callbacks = [] if no_track else [factory(cfg, options) for factory in trackers]
             summary = train(cfg, resume=resume, callbacks=callbacks)  # trackers hear of a failure via on_train_abort
         except TrainingDiverged as exc:
-            _fail(str(exc), code=1)
+            fail(str(exc), code=1)
         except (OmniRetrieverError, ValueError, FileExistsError, FileNotFoundError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         if summary["resumed_from"] >= summary["steps"]:
             typer.echo(f"{out}: already trained for {summary['steps']} steps; nothing to do")
         else:
@@ -149,10 +145,8 @@ def _evaluate_command(loggers: tuple[EvaluationLogger, ...]) -> Callable[..., No
         from model.evaluate import evaluate, print_results
 
         out = out or (model / "results.json")
-        try:
+        with exits_on(OmniRetrieverError, ValueError, FileNotFoundError):
             results = evaluate(model, data, split, out, workers=workers)
-        except (OmniRetrieverError, ValueError, FileNotFoundError) as exc:
-            _fail(str(exc))
         print_results(results)
         typer.echo(f"results: {out}  plot: {results['plot']}")
         options = _tracking_options(tracking_uri, experiment, run_id, pipeline_run_id)
@@ -160,7 +154,7 @@ def _evaluate_command(loggers: tuple[EvaluationLogger, ...]) -> Callable[..., No
             try:
                 typer.echo(log_results(results, out, options))
             except OmniRetrieverError as exc:
-                _fail(f"{exc} (the results are in {out})")
+                fail(f"{exc} (the results are in {out})")
 
     return evaluate_cmd
 
@@ -182,10 +176,8 @@ def ablation_cmd(
     from model.errors import OmniRetrieverError
 
     command = f"omniretriever ablation --data {data} {' '.join(f'--seed {s}' for s in seeds)} --steps {steps} --config {config}"
-    try:
+    with exits_on(OmniRetrieverError, ValueError, FileExistsError, FileNotFoundError):
         summary = run_ablation(data, out_dir, report, list(seeds), steps, config, workers=workers, command=command)
-    except (OmniRetrieverError, ValueError, FileExistsError, FileNotFoundError) as exc:
-        _fail(str(exc))
     for objective, avgs in summary.items():
         runs = f"{avgs['finished']} of {avgs['runs']} runs"
         if avgs["AVG-all"] is None:
@@ -196,7 +188,7 @@ def ablation_cmd(
     typer.echo(f"report: {report}")
     failures = sum(avgs["runs"] - avgs["finished"] for avgs in summary.values())
     if failures:
-        _fail(f"{failures} of {sum(a['runs'] for a in summary.values())} runs failed: listed in {report}, "
+        fail(f"{failures} of {sum(a['runs'] for a in summary.values())} runs failed: listed in {report}, "
               f"each with its reason in RUN/failed.json under {out_dir}", code=1)
 
 

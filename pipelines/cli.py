@@ -14,15 +14,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from model.cli_errors import exits_on, fail
 from model.defaults import BATCH_SIZE, TRAIN_STEPS
 
 app = typer.Typer(help="Run the pipeline locally, compile it for Kubeflow, schedule retraining.",
                   no_args_is_help=True)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 # the pipeline parameters `run` sets from options of its own, which --param must not set a second time
@@ -36,7 +32,7 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            _fail(f"--param {pair!r}: expected KEY=VALUE")
+            fail(f"--param {pair!r}: expected KEY=VALUE")
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -68,11 +64,9 @@ def run_cmd(
     from pipelines.report import print_report
 
     if not (data / "manifests").is_dir():
-        _fail(f"{data} has no manifests/ directory: not a dataset root (generate one with `omniretriever data synth`)")
-    try:  # the train step's own checks, before any step runs
+        fail(f"{data} has no manifests/ directory: not a dataset root (generate one with `omniretriever data synth`)")
+    with exits_on(ValueError):  # the train step's own checks, before any step runs
         TrainConfig(data=data, out=root, config=config, steps=train_steps, batch_size=batch_size, seed=seed)
-    except ValueError as exc:
-        _fail(str(exc))
     pipeline = build_pipeline(local_steps(), cluster=False)
     overrides = _overrides(param, list(pipeline.component_spec.inputs))
     console = Console(file=sys.stdout)
@@ -99,9 +93,9 @@ def _overrides(pairs: list[str], parameters: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key = pair.partition("=")[0]
         if key in RUN_OPTIONS:
-            _fail(f"--param {pair}: use {RUN_OPTIONS[key]}")
+            fail(f"--param {pair}: use {RUN_OPTIONS[key]}")
         if key not in parameters:
-            _fail(f"--param {pair}: the pipeline has no parameter {key!r}; --param sets any of "
+            fail(f"--param {pair}: the pipeline has no parameter {key!r}; --param sets any of "
                   f"{', '.join(p for p in parameters if p not in RUN_OPTIONS)}")
     return params
 
@@ -135,9 +129,9 @@ def schedule_cmd(
         result = schedule(host, cron, package=package, experiment=experiment, job_name=job_name,
                           params=_parse_params(param), namespace=namespace, token=token)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except Exception as exc:  # the KFP client's API and connection errors
-        _fail(f"{host}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}", code=1)
+        fail(f"{host}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}", code=1)
     made = "created" if result.experiment_created else "found"
     typer.echo(f"experiment {experiment!r} {made} (id {result.experiment_id})")
     replaced = f", replacing {', '.join(result.replaced)}" if result.replaced else ""

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from model.cli_errors import exits_on, fail
 from registry.registry import DEFAULT_FLOOR, DEFAULT_MAX_DROP, DEFAULT_MIN_GAIN, MODEL_NAME
 
 app = typer.Typer(help="MLflow model registry: register evaluated runs, promote through the gate, roll back, list.",
@@ -17,11 +18,6 @@ app = typer.Typer(help="MLflow model registry: register evaluated runs, promote 
 
 NameOption = Annotated[str, typer.Option("--name", help="Registered model name.")]
 UriOption = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the embedded store in .mlflow/).")]
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 def _errors() -> tuple[type[Exception], ...]:
@@ -43,10 +39,8 @@ def register_cmd(
     """Register a run's logged model as a new version with alias `challenger`, its metrics as tags."""
     from registry.registry import register
 
-    try:
+    with exits_on(*_errors()):
         version = register(_run_id(run_id, tracking_uri), name, split=split, tracking_uri=tracking_uri)
-    except _errors() as exc:
-        _fail(str(exc))
     typer.echo(f"registered {version.name} version {version.version} (run {version.run_id}, AVG-all "
                f"{version.avg_all:.2f}) as {', '.join(version.aliases)}; next: `omniretriever registry promote`")
 
@@ -62,7 +56,7 @@ def _run_id(value: str, tracking_uri: str | None) -> str:
         return value
     record, uri = read_record(Path(value)), resolve_uri(tracking_uri)
     if record is None or record["tracking_uri"] != uri:
-        _fail(f"{value} was not tracked in {uri} ({RUN_RECORD} names {record and record['tracking_uri']}); "
+        fail(f"{value} was not tracked in {uri} ({RUN_RECORD} names {record and record['tracking_uri']}); "
               "pass --tracking-uri or the run id")
     return record["run_id"]
 
@@ -78,10 +72,8 @@ def promote_cmd(
     """The gate: promote the challenger to champion if it passes (exit 0), else say why and change nothing (exit 1)."""
     from registry.registry import promote
 
-    try:
+    with exits_on(*_errors()):
         decision = promote(name, min_gain, max_drop, floor, tracking_uri=tracking_uri)
-    except _errors() as exc:
-        _fail(str(exc))
     print_decision(decision)
     if not decision.promoted:
         raise typer.Exit(1)
@@ -92,10 +84,8 @@ def rollback_cmd(name: NameOption = MODEL_NAME, tracking_uri: UriOption = None) 
     """Make the `previous` version champion again."""
     from registry.registry import rollback
 
-    try:
+    with exits_on(*_errors()):
         version = rollback(name, tracking_uri=tracking_uri)
-    except _errors() as exc:
-        _fail(str(exc))
     typer.echo(f"rolled back: {name} version {version} is champion again")
 
 
@@ -104,10 +94,8 @@ def list_cmd(name: NameOption = MODEL_NAME, tracking_uri: UriOption = None) -> N
     """Versions with their aliases, AVG-all and lineage."""
     from registry.registry import list_versions
 
-    try:
+    with exits_on(*_errors()):
         versions = list_versions(name, tracking_uri=tracking_uri)
-    except _errors() as exc:
-        _fail(str(exc))
     print_versions(name, versions)
 
 

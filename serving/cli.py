@@ -14,17 +14,13 @@ from typing import Annotated, Optional
 
 import typer
 
+from model.cli_errors import exits_on, fail
 from serving.limits import MAX_BATCH_SIZE, ServingLimits  # light: the defaults of `serve`
 
 DEFAULT_LIMITS = ServingLimits()
 app = typer.Typer(help="Export, serve and query OmniRetriever.", no_args_is_help=True)
 index_app = typer.Typer(help="Gallery indexes for the search model.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 @app.command("export")
@@ -38,11 +34,9 @@ def export_cmd(
 
     from rich.console import Console
 
-    try:
+    with exits_on(OmniRetrieverError, FileNotFoundError, FileExistsError, ValueError):
         with Console(stderr=True).status(f"exporting {model} to ONNX, checking parity, writing {out}"):
             build_repository(model, out)
-    except (OmniRetrieverError, FileNotFoundError, FileExistsError, ValueError) as exc:
-        _fail(str(exc))
     info = read_repository(out)
     typer.echo(f"repository: {out}  (production/: onnxruntime on GPU, local/: python backend on CPU)")
     typer.echo(f"ONNX parity: max |onnxruntime - pytorch| = {info['max_abs_diff']:.2e} over {info['rows_checked']} rows "
@@ -50,11 +44,9 @@ def export_cmd(
 
 
 def _limits(max_request_bytes: int, max_media_bytes: int, max_media_seconds: float, max_rows: int):
-    try:
+    with exits_on(ValueError):
         return ServingLimits(max_request_bytes=max_request_bytes, max_media_bytes=max_media_bytes,
                              max_media_seconds=max_media_seconds, max_rows=max_rows)
-    except ValueError as exc:
-        _fail(str(exc))
 
 
 @app.command("serve")
@@ -91,9 +83,9 @@ def serve_cmd(
     except KeyboardInterrupt:
         typer.echo("stopped")
     except ServingError as exc:  # a server failed to start or died
-        _fail(str(exc), code=1)
+        fail(str(exc), code=1)
     except (OmniRetrieverError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @app.command("query")
@@ -112,15 +104,15 @@ def query_cmd(
     from serving.client import query
 
     if text is None and video is None and audio is None:
-        _fail("give at least one of --text, --video, --audio")
+        fail("give at least one of --text, --video, --audio")
     try:
         result = query(url, text=text, video=video, audio=audio, top_k=top_k, gallery=gallery)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except InferenceServerException as exc:
-        _fail(f"{url}: {exc.message() or exc}")
+        fail(f"{url}: {exc.message() or exc}")
     except OSError as exc:  # connection refused, unreachable host, ...
-        _fail(f"{url}: cannot reach the server ({exc.strerror or exc})")
+        fail(f"{url}: cannot reach the server ({exc.strerror or exc})")
     if as_json:
         typer.echo(json.dumps({"embedding": result.embedding.tolist(), "gallery": result.gallery,
                                "hits": [{"id": i, "score": s} for i, s in result.hits]}))
@@ -145,10 +137,8 @@ def index_build_cmd(
     from model.errors import OmniRetrieverError
     from serving.index import build_index, load_index
 
-    try:
+    with exits_on(OmniRetrieverError, FileNotFoundError, ValueError):
         path = build_index(model, data, split, views, out, workers=workers)
-    except (OmniRetrieverError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
     index = load_index(path)
     typer.echo(f"index: {path}  {len(index)} items of {split}, views {', '.join(index.views)}, {index.dim}-d")
 
@@ -167,8 +157,6 @@ def manifest_cmd(
 
     from serving.manifests import inference_service
 
-    try:
+    with exits_on(ValueError):
         manifest = inference_service(name, storage_uri, image, canary_percent, gpus, index=index)
-    except ValueError as exc:
-        _fail(str(exc))
     typer.echo(yaml.safe_dump(manifest, sort_keys=False))

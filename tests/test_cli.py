@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -71,3 +72,24 @@ def test_train_options_default_to_train_config():
                                  "fixed_temperature", "rotate_pairs", "checkpoint_every", "workers", "token_keep",
                                  "unmasked_steps", "alt_texts"])
         assert {k: params[k] for k in shared} == {k: fields[k] for k in shared}
+
+
+def test_every_command_reports_a_failure_the_same_way(capsys):
+    """model.cli_errors: `error: <message>` on stderr and the exit status; other errors pass through."""
+    import typer
+
+    from model.cli_errors import exits_on, fail
+
+    with pytest.raises(typer.Exit) as caught:
+        with exits_on(ValueError, FileNotFoundError):
+            raise FileNotFoundError("data/manifests/train.jsonl does not exist")
+    assert caught.value.exit_code == 2
+    assert capsys.readouterr().err.strip() == "error: data/manifests/train.jsonl does not exist"
+    with pytest.raises(typer.Exit) as caught:
+        fail("3 of 9 runs failed", code=1)
+    assert caught.value.exit_code == 1 and "error: 3 of 9 runs failed" in capsys.readouterr().err
+    with pytest.raises(KeyError):
+        with exits_on(ValueError):
+            raise KeyError("not a user error")
+    for path in ("model/cli.py", "dataset/cli.py", "registry/cli.py", "serving/cli.py", "pipelines/cli.py"):
+        assert "def _fail" not in (Path(__file__).resolve().parent.parent / path).read_text(), path
