@@ -43,10 +43,10 @@ def export_cmd(
                "with random subsets of modalities")
 
 
-def _limits(max_request_bytes: int, max_media_bytes: int, max_media_seconds: float, max_rows: int):
+def _limits(**options: float) -> ServingLimits:
+    """`serve`'s limit options (named as ServingLimits' fields) as ServingLimits; a bad value exits with its message."""
     with exits_on(ValueError):
-        return ServingLimits(max_request_bytes=max_request_bytes, max_media_bytes=max_media_bytes,
-                             max_media_seconds=max_media_seconds, max_rows=max_rows)
+        return ServingLimits(**options)
 
 
 @app.command("serve")
@@ -62,17 +62,31 @@ def serve_cmd(
     max_media_bytes: Annotated[int, typer.Option(help="Largest VIDEO or AUDIO element.")] = DEFAULT_LIMITS.max_media_bytes,
     max_media_seconds: Annotated[float, typer.Option(help="Longest clip.")] = DEFAULT_LIMITS.max_media_seconds,
     max_rows: Annotated[int, typer.Option(help=f"Most rows per request (at most {MAX_BATCH_SIZE}).")] = DEFAULT_LIMITS.max_rows,
+    max_elements: Annotated[int, typer.Option(help="Most tensor elements per request, empty ones included.")] = DEFAULT_LIMITS.max_elements,
+    max_json_bytes: Annotated[int, typer.Option(help="Largest JSON body, or JSON header of a binary body.")] = DEFAULT_LIMITS.max_json_bytes,
+    text_workers: Annotated[int, typer.Option(help="Threads preprocessing caption-only requests.")] = DEFAULT_LIMITS.text_workers,
+    media_workers: Annotated[int, typer.Option(help="Threads decoding requests with video or audio.")] = DEFAULT_LIMITS.media_workers,
+    queue_timeout_seconds: Annotated[float, typer.Option(help="Longest wait for a worker before a 503.")] = DEFAULT_LIMITS.queue_timeout_seconds,
+    header_timeout_seconds: Annotated[float, typer.Option(help="HTTP: time allowed for a request's headers.")] = DEFAULT_LIMITS.header_timeout_seconds,
+    body_timeout_seconds: Annotated[float, typer.Option(help="HTTP: time allowed for a request's body.")] = DEFAULT_LIMITS.body_timeout_seconds,
+    idle_timeout_seconds: Annotated[float, typer.Option(help="HTTP: an idle connection is closed after this.")] = DEFAULT_LIMITS.idle_timeout_seconds,
     log_dir: Annotated[Optional[Path], typer.Option(help="Keep the servers' logs here (default: a temp dir).")] = None,
 ) -> None:
     """Start tritonserver and the KServe transformer; serve until Ctrl-C, then stop both."""
     from model.errors import OmniRetrieverError
     from serving.launcher import LocalEndpoint, ServingError
 
-    limits = _limits(max_request_bytes, max_media_bytes, max_media_seconds, max_rows)
+    limits = _limits(max_request_bytes=max_request_bytes, max_media_bytes=max_media_bytes,
+                     max_media_seconds=max_media_seconds, max_rows=max_rows, max_elements=max_elements,
+                     max_json_bytes=max_json_bytes, text_workers=text_workers, media_workers=media_workers,
+                     queue_timeout_seconds=queue_timeout_seconds, header_timeout_seconds=header_timeout_seconds,
+                     body_timeout_seconds=body_timeout_seconds, idle_timeout_seconds=idle_timeout_seconds)
     endpoint = LocalEndpoint(repo, index=index, host=host, http_port=http_port, grpc_port=grpc_port,
                              triton_http_port=triton_http_port, triton_grpc_port=triton_grpc_port, limits=limits,
                              log_dir=log_dir)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops cleanly, like Ctrl-C
+    # Ctrl-C stops, also when started with SIGINT ignored (a background job of a script); SIGTERM stops cleanly too
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         with endpoint:
             typer.echo(endpoint.describe())

@@ -1,4 +1,5 @@
-"""What the transformer refuses, in one place: request size, rows, media size and duration, top-k.
+"""What the transformer refuses and how long it waits, in one place: request size and shape, media, top-k,
+worker pools, queueing deadline and the HTTP server's timeouts.
 
 The defaults here are also the `serve` command's, so this module imports nothing heavy (the decoder's
 MediaLimits only when asked for).
@@ -14,17 +15,29 @@ if TYPE_CHECKING:
 
 MiB = 1024 * 1024
 MAX_BATCH_SIZE = 64  # rows per Triton request (config.pbtxt max_batch_size) and per transformer request
+REQUEST_INPUTS = 3  # TEXT, VIDEO, AUDIO: the most inputs one request can carry
+SLOW_CLIENT_BYTES_PER_SECOND = 1 * MiB  # the upload rate (8 Mbit/s) the default body timeout still admits
 
 
 @dataclass(frozen=True)
 class ServingLimits:
-    """Bounds on one request. Over any of them the request gets a 4xx naming the limit and the value."""
+    """Bounds on one request and on the time spent waiting for it. Over any size limit the request gets a
+    4xx naming the limit and the value; past a wait it gets 503 (HTTP, with Retry-After) / UNAVAILABLE (gRPC),
+    or its connection is closed (a body or headers that never finish)."""
 
     max_request_bytes: int = 64 * MiB  # whole HTTP body / gRPC message
     max_media_bytes: int = 16 * MiB  # one VIDEO or AUDIO element
     max_media_seconds: float = 30.0  # declared or decoded duration of one clip
     max_rows: int = MAX_BATCH_SIZE  # rows per request (Triton's max_batch_size)
     max_top_k: int = 100  # search results per row
+    max_elements: int = REQUEST_INPUTS * MAX_BATCH_SIZE  # tensor elements per request, empty ones included
+    max_json_bytes: int = 2 * MiB  # a JSON request body, or the JSON header of a binary one
+    text_workers: int = 2  # threads preprocessing caption-only requests
+    media_workers: int = 2  # threads decoding requests that carry video or audio
+    queue_timeout_seconds: float = 10.0  # longest wait for a free worker before the request gets 503
+    header_timeout_seconds: float = 10.0  # HTTP: from a request's first byte to the end of its headers
+    body_timeout_seconds: float = 64 * MiB / SLOW_CLIENT_BYTES_PER_SECOND + 6.0  # HTTP: end of headers to end of body
+    idle_timeout_seconds: float = 65.0  # HTTP: a connection with no request in progress (keep-alive)
 
     def __post_init__(self) -> None:
         bad = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if not getattr(self, f.name) > 0]

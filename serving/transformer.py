@@ -12,10 +12,13 @@ from its answer by name. Nothing about a request is kept on the model objects, s
 cannot see each other's data.
 
 Run it as a process (`python -m serving.transformer --model_dir REPO/production --predictor_host H:P ...`;
-the local launcher and the container image do). The server (serving/model_server.py) binds --host
+the local launcher and the container image do). The server (serving/server/) binds --host
 (127.0.0.1 unless told otherwise) for both HTTP and gRPC, refuses bodies over --max_request_bytes with a
-413 (gRPC: RESOURCE_EXHAUSTED), and decodes binary tensor data itself so media bytes that are not UTF-8
-reach the model intact.
+413 (gRPC: RESOURCE_EXHAUSTED), decodes requests itself on worker threads (serving/requests.py: every
+size and count checked before any per-element work, media bytes kept intact), reports not-ready while
+Triton is unreachable, and serves no model repository API. The models preprocess a request on the
+"media" workers when any row carries video or audio and on the "text" workers otherwise, so heavy clips
+never queue captions behind them.
 
 `import kserve` parses sys.argv at import time; the flags here use kserve's own names where they mean the
 same thing (--http_port, --grpc_port, --model_name, --predictor_host, --predictor_protocol) and
@@ -25,7 +28,6 @@ distinct names otherwise, so that parse agrees with this module's.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import uuid
@@ -46,27 +48,15 @@ from model.inference import Preprocessor
 from model.text import TextTokenizer
 from serving.index import GalleryIndex, load_index
 from serving.limits import ServingLimits
-from serving.model_server import TransformerServer
-from serving.requests import RequestError, SearchOptions, Tensor, rows_from_tensors, search_options
+from serving.server.model_server import TransformerServer
+from serving.server.status import PredictorUnavailable
+from serving.server.workers import Workers
+from serving.requests import InferenceBody, RequestError, SearchOptions, rows_from_tensors, search_options
 from serving.tensors import (EMBEDDING_MODEL, ENCODER_MODEL, TensorSpec, embedding_outputs, encoder_inputs,
                              encoder_outputs, search_outputs)
 
 log = logging.getLogger("omniretriever.transformer")
 DEFAULT_TOP_K = 10
-
-
-def _tensors(payload: Any) -> list[Tensor]:
-    """The request's inputs as Tensors; elements that cannot be decoded against the shape become None."""
-    if not isinstance(payload, InferRequest):
-        raise RequestError("expected a V2 inference request (POST /v2/models/<name>/infer or gRPC ModelInfer)")
-    tensors = []
-    for inp in payload.inputs:
-        try:
-            values = inp.as_numpy()
-        except Exception:  # malformed binary data or data that does not fill the shape: reported by the checks
-            values = None
-        tensors.append(Tensor(inp.name, inp.datatype, tuple(int(d) for d in inp.shape), values))
-    return tensors
 
 
 def _output(response: InferResponse, name: str) -> np.ndarray:
@@ -88,10 +78,11 @@ def _bad_input(exc: Exception) -> InvalidInput:
 class EmbeddingModel(kserve.Model):
     """TEXT / VIDEO / AUDIO rows -> EMBEDDING [B, D], through the Triton model ENCODER_MODEL."""
 
-    def __init__(self, name: str, model_dir: Path, limits: ServingLimits):
+    def __init__(self, name: str, model_dir: Path, limits: ServingLimits, workers: Workers | None = None):
         super().__init__(name)
         self.model_dir = Path(model_dir)
         self.limits = limits
+        self.workers = workers or Workers(limits)
         self.preprocessor: Preprocessor | None = None
         self.info: dict = {}
 
@@ -115,22 +106,28 @@ class EmbeddingModel(kserve.Model):
         except InputError as exc:
             raise _bad_input(exc) from None
 
-    async def encoder_request(self, payload: Any) -> InferRequest:
-        """Check and preprocess the rows (media decoding runs in a worker thread) into a Triton request."""
+    def _encoder_request(self, payload: InferenceBody) -> InferRequest:
+        """On a worker thread: check the rows, preprocess them (media decoding included), build Triton's request."""
         try:
-            rows = rows_from_tensors(_tensors(payload), self.limits.max_rows)
+            rows = rows_from_tensors(payload.inputs, self.limits.max_rows)
         except RequestError as exc:
             raise _bad_input(exc) from None
-        arrays = await asyncio.to_thread(self._arrays, rows)
+        arrays = self._arrays(rows)
         inputs = []
         for spec in encoder_inputs(self.preprocessor.config):
             tensor = InferInput(spec.name, spec.batch_shape(len(rows)), spec.datatype)
             tensor.set_data_from_numpy(np.ascontiguousarray(arrays[spec.name]), binary_data=True)
             inputs.append(tensor)
-        request_id = getattr(payload, "id", None) or uuid.uuid4().hex
         outputs = [RequestedOutput(spec.name) for spec in encoder_outputs(self.preprocessor.config)]
-        return InferRequest(model_name=ENCODER_MODEL, infer_inputs=inputs, request_id=request_id,
+        return InferRequest(model_name=ENCODER_MODEL, infer_inputs=inputs, request_id=payload.id or uuid.uuid4().hex,
                             request_outputs=outputs)
+
+    async def encoder_request(self, payload: Any) -> InferRequest:
+        """The Triton request for a decoded request, prepared on the media workers if any row has video or
+        audio, else on the text workers."""
+        if not isinstance(payload, InferenceBody):
+            raise InvalidInput("expected a V2 inference request (POST /v2/models/<name>/infer or gRPC ModelInfer)")
+        return await self.workers.run("media" if payload.has_media() else "text", self._encoder_request, payload)
 
     def read_embedding(self, response: InferResponse) -> np.ndarray:
         """The (B, D) embedding of Triton's answer, by the embedding output's spec."""
@@ -142,13 +139,17 @@ class EmbeddingModel(kserve.Model):
 
     async def predict(self, payload: Any, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> InferResponse:
-        """Send the request to Triton over grpc-v2; its refusals come back as 400, its failures as 500."""
+        """Send the request to Triton over grpc-v2; its refusals come back as 400, its absence as 503 (with
+        Retry-After; gRPC UNAVAILABLE), its other failures as 500."""
         try:
             return await super().predict(payload, headers)
         except grpc.RpcError as exc:
             code, details = exc.code(), exc.details()
             if code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidInput(f"the predictor refused the request: {details}") from None
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise PredictorUnavailable(f"the predictor (Triton at {self.predictor_config.predictor_host}) "
+                                           f"is unreachable: {details}") from None
             raise InferenceError(f"predictor {self.predictor_config.predictor_host} failed ({code.name}): {details}") from None
 
     async def postprocess(self, result: InferResponse, headers: dict[str, str] | None = None,
@@ -169,8 +170,9 @@ class _SearchCall:
 class SearchModel(EmbeddingModel):
     """Embeds the query rows like EmbeddingModel, then ranks a gallery view of the index: IDS, SCORES, EMBEDDING."""
 
-    def __init__(self, name: str, model_dir: Path, limits: ServingLimits, index_path: Path):
-        super().__init__(name, model_dir, limits)
+    def __init__(self, name: str, model_dir: Path, limits: ServingLimits, index_path: Path,
+                 workers: Workers | None = None):
+        super().__init__(name, model_dir, limits, workers)
         self.index_path = Path(index_path)
         self.index: GalleryIndex | None = None
 
@@ -199,7 +201,9 @@ class SearchModel(EmbeddingModel):
                       response_headers: dict[str, str] | None = None) -> InferResponse:
         response = await super().predict(payload.request, headers)
         embedding = self.read_embedding(response)
-        ids, scores = self.index.search(embedding, payload.options.gallery, payload.options.top_k)
+        # ranking reads the whole gallery view: on a worker, like preprocessing, not on the event loop
+        ids, scores = await self.workers.run("text", self.index.search, embedding, payload.options.gallery,
+                                             payload.options.top_k)
         arrays = (np.vectorize(str.encode, otypes=[object])(ids), scores, embedding)  # IDS, SCORES, EMBEDDING
         specs = search_outputs(self.preprocessor.config, int(ids.shape[1]))
         outputs = [_infer_output(spec, array) for spec, array in zip(specs, arrays, strict=True)]
@@ -232,10 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_models(args: argparse.Namespace, limits: ServingLimits) -> list[kserve.Model]:
-    models: list[kserve.Model] = [EmbeddingModel(args.model_name, args.model_dir, limits)]
+def build_models(args: argparse.Namespace, limits: ServingLimits, workers: Workers | None = None) -> list[kserve.Model]:
+    models: list[kserve.Model] = [EmbeddingModel(args.model_name, args.model_dir, limits, workers)]
     if args.index is not None:
-        models.append(SearchModel(f"{args.model_name}-search", args.model_dir, limits, args.index))
+        models.append(SearchModel(f"{args.model_name}-search", args.model_dir, limits, args.index, workers))
     for model in models:
         model.load()
     return models
@@ -253,10 +257,11 @@ def main(argv: list[str] | None = None) -> None:
     predictor = PredictorConfig(
         predictor_host=args.predictor_host, predictor_protocol=args.predictor_protocol,
         predictor_request_timeout_seconds=args.predictor_request_timeout_seconds)
-    server = TransformerServer(args.host, limits, http_port=args.http_port, grpc_port=args.grpc_port,
+    workers = Workers(limits)
+    server = TransformerServer(args.host, limits, workers, http_port=args.http_port, grpc_port=args.grpc_port,
                                predictor_config=predictor, grace_period=args.grace_seconds,
                                enable_latency_logging=False)
-    server.start(build_models(args, limits))
+    server.start(build_models(args, limits, workers))
 
 
 if __name__ == "__main__":
