@@ -1,4 +1,6 @@
-"""Starting and stopping the local endpoint: Ctrl-C stops both servers, a failed start leaves nothing running."""
+"""Starting and stopping the local endpoint: Ctrl-C or SIGTERM stops both servers however `serve` was started,
+a server that dies or fails to start takes every process of the run with it, and a killed run's work directory
+is removed by the next start."""
 
 from __future__ import annotations
 
@@ -7,13 +9,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from serving.index import load_index, save_index
-from serving.launcher import LocalEndpoint, ServingError
+from serving.launcher import WORKDIR_PREFIX, LocalEndpoint, ServingError, _Server, make_workdir, remove_abandoned_workdirs
 from tests.conftest import free_port, http_ok, wait_until
 
 
@@ -58,28 +62,202 @@ def none_alive(pids: Callable[[], set[int]], timeout: float = 30) -> None:
     wait_until(lambda: not left(), timeout, lambda: f"still alive after {timeout} s: {left()}")
 
 
-def test_serve_stops_both_servers_on_ctrl_c(tiny_repo, tmp_path):
-    http_port, grpc_port = free_port(), free_port()
-    argv = [sys.executable, "-m", "omniretriever", "serve", "--repo", str(tiny_repo), "--http-port", str(http_port),
-            "--grpc-port", str(grpc_port), "--log-dir", str(tmp_path / "logs")]
-    # As an interactive shell would start it: a suite run as a background job (`make test &`) inherits SIGINT
-    # ignored, and Python then never turns SIGINT into KeyboardInterrupt in the child.
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+def cmdline(pid: int) -> str:
     try:
-        wait_ready(f"http://127.0.0.1:{http_port}/v2/models/omniretriever/ready", proc)
-        servers = descendants(proc.pid)
-        assert len(servers) >= 3  # tritonserver, its python-backend stub, the transformer
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=180)  # generous: a loaded 2-core machine stops slowly
-    finally:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def named(pids: set[int], part: str) -> set[int]:
+    return {p for p in pids if part in cmdline(p)}
+
+
+def naming(*paths: Path) -> set[int]:
+    """The live processes whose command line names one of `paths` (a run's temp root, its model repository)."""
+    return {int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and alive(int(e.name))
+            and any(str(p) in cmdline(int(e.name)) for p in paths)}
+
+
+def serve(repo: Path, tmp_root: Path, ignored: tuple[int, ...] = (), *options: str) -> tuple[subprocess.Popen, str]:
+    """`omniretriever serve` on free ports with its temp root in `tmp_root`, started with the signals `ignored`
+    ignored (as a background job of a script gets SIGINT) and the others at their defaults; (it, its ready URL)."""
+    http_port, grpc_port = free_port(), free_port()
+    argv = [sys.executable, "-m", "omniretriever", "serve", "--repo", str(repo), "--http-port", str(http_port),
+            "--grpc-port", str(grpc_port), *options]
+
+    def dispositions() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
+
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "TMPDIR": str(tmp_root)}, preexec_fn=dispositions)
+    return proc, f"http://127.0.0.1:{http_port}/v2/models/omniretriever/ready"
+
+
+def workdirs(root: Path) -> set[Path]:
+    return {p for p in root.iterdir() if p.name.startswith(WORKDIR_PREFIX)}
+
+
+def kill_all(procs: list[subprocess.Popen], pids: set[int] = frozenset()) -> None:
+    """What a test started and what it found below: killed, whatever state the test left them in."""
+    for proc in procs:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(30)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+@pytest.mark.parametrize(("stop", "ignored"), [(signal.SIGINT, ()), (signal.SIGINT, (signal.SIGINT,)),
+                                               (signal.SIGTERM, (signal.SIGINT, signal.SIGTERM))],
+                         ids=["ctrl-c", "sigint-as-a-background-job", "sigterm-with-both-ignored"])
+def test_serve_stops_both_servers_on_ctrl_c_or_sigterm(tiny_repo, tmp_path, stop, ignored):
+    """Also when started with SIGINT ignored, as a background job of a script (`omniretriever serve ... &`), or
+    of a suite run as one (`make test &`), inherits it: Python then never turns SIGINT into KeyboardInterrupt
+    unless serve installs the handler itself."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    proc, ready = serve(tiny_repo, root, ignored, "--log-dir", str(tmp_path / "logs"))
+    servers: set[int] = set()
+    try:
+        wait_ready(ready, proc)
+        servers = descendants(proc.pid)
+        assert len(servers) >= 3  # tritonserver, its python-backend stub, the transformer
+        assert len(workdirs(root)) == 1
+        proc.send_signal(stop)
+        out, _ = proc.communicate(timeout=180)  # generous: a loaded 2-core machine stops slowly
+    finally:
+        kill_all([proc], servers)
     assert proc.returncode == 0, out
-    # the SIGINT may arrive before serve prints its URLs (the transformer answers ready a moment earlier)
+    # the signal may arrive before serve prints its URLs (the transformer answers ready a moment earlier)
     assert "stopped" in out, out
     none_alive(lambda: servers)  # the kernel reaps the children shortly after the launcher returns
+    assert not workdirs(root)
     assert (tmp_path / "logs" / "tritonserver.log").is_file() and (tmp_path / "logs" / "transformer.log").is_file()
+
+
+def test_the_next_serve_removes_the_work_directory_of_a_killed_one_and_keeps_a_running_ones(tiny_repo, tmp_path):
+    """kill -9 of serve leaves its work directory behind, here with its python-backend stub still in it (stopped,
+    its tritonserver killed as well): the next start removes both; the directory of a serve that runs stays."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    procs, found = [], set()
+    try:
+        killed, killed_ready = serve(tiny_repo, root)
+        running, running_ready = serve(tiny_repo, root)  # both start at once; each leaves the other's directory
+        procs += [killed, running]
+        wait_ready(killed_ready, killed)
+        wait_ready(running_ready, running)
+        assert len(workdirs(root)) == 2, workdirs(root)
+        killed_tree = descendants(killed.pid)
+        found |= killed_tree | descendants(running.pid)
+        stub = named(killed_tree, "triton_python_backend_stub")
+        triton = named(killed_tree, "bin/tritonserver")
+        assert len(triton) == 1 and stub, [cmdline(p) for p in killed_tree]
+        (dead_dir,) = {d for d in workdirs(root) if any(str(d) in cmdline(p) for p in killed_tree)}
+        (kept,) = workdirs(root) - {dead_dir}
+        for pid in stub:
+            os.kill(pid, signal.SIGSTOP)
+        killed.kill()
+        os.kill(next(iter(triton)), signal.SIGKILL)
+        killed.wait(30)
+        none_alive(lambda: killed_tree - stub)  # the transformer follows serve (SIGTERM on its parent's death)
+        assert dead_dir.is_dir() and all(alive(p) for p in stub)
+
+        again, again_ready = serve(tiny_repo, root)
+        procs.append(again)
+        wait_ready(again_ready, again)
+        found |= descendants(again.pid)
+        assert not dead_dir.exists()
+        none_alive(lambda: stub)
+        assert kept.is_dir() and len(workdirs(root)) == 2, workdirs(root)
+
+        for proc in (running, again):
+            proc.send_signal(signal.SIGINT)
+        for proc in (running, again):
+            out, _ = proc.communicate(timeout=180)
+            assert proc.returncode == 0, out
+    finally:
+        kill_all(procs, found)
+    none_alive(lambda: found)
+    assert not workdirs(root)
+
+
+def test_serve_exits_when_tritonserver_is_killed_and_leaves_no_process_of_its_run(tiny_repo, tmp_path):
+    root = tmp_path / "tmp"
+    root.mkdir()
+    proc, ready = serve(tiny_repo, root)
+    tree: set[int] = set()
+    try:
+        wait_ready(ready, proc)
+        tree = descendants(proc.pid)
+        triton, stubs = named(tree, "bin/tritonserver"), named(tree, "triton_python_backend_stub")
+        assert len(triton) == 1 and stubs, [cmdline(p) for p in tree]
+        assert stubs <= naming(root, tiny_repo)  # what the scan below looks for
+        os.kill(next(iter(triton)), signal.SIGKILL)
+        started = time.monotonic()
+        out, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - started
+    finally:
+        kill_all([proc], tree)
+    assert proc.returncode == 1 and "tritonserver exited with status -9" in out, out
+    assert took < 20, f"serve took {took:.1f} s to notice"  # a poll every 0.5 s, the transformer's 2 s grace
+    none_alive(lambda: tree | naming(root, tiny_repo))
+    assert not workdirs(root)
+
+
+def test_stopping_a_server_kills_what_it_started_in_another_session_and_what_it_orphaned(tmp_path):
+    """A child in a session of its own (found by its parent while that runs) and a grandchild orphaned at once
+    (found by the leader's session) both die with a leader that is killed."""
+    sleeper = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(600)"
+    leader = ("import os, subprocess, sys, time\n"
+              f"subprocess.Popen([sys.executable, '-c', {sleeper!r}, sys.argv[1]], start_new_session=True)\n"
+              "if os.fork() == 0:\n"
+              "    if os.fork() == 0:\n"
+              f"        os.execv(sys.executable, [sys.executable, '-c', {sleeper!r}, sys.argv[2]])\n"
+              "    os._exit(0)\n"
+              "time.sleep(600)\n")
+    pid_files = [tmp_path / "own-session.pid", tmp_path / "orphan.pid"]
+    server = _Server("fake", [sys.executable, "-c", leader, *map(str, pid_files)], dict(os.environ), tmp_path / "fake.log")
+    pids: set[int] = set()
+    try:
+        pids = wait_until(lambda: all(f.exists() and f.read_text() for f in pid_files) and
+                          {int(f.read_text()) for f in pid_files}, 30, "the children did not start")
+        own_session, orphan = (int(f.read_text()) for f in pid_files)
+        assert own_session in descendants(server.proc.pid)
+        wait_until(lambda: orphan not in descendants(server.proc.pid), 10, "the grandchild was not orphaned")
+        server.track()  # as every poll of LocalEndpoint.check_alive does
+        assert pids <= set(server.tree)
+        os.kill(server.proc.pid, signal.SIGKILL)
+        with pytest.raises(ServingError, match="fake exited with status -9"):
+            wait_until(lambda: server.check_alive(), 30, "the leader did not exit")
+        server.stop(5)
+        assert server.proc.returncode == -signal.SIGKILL
+    finally:
+        kill_all([server.proc], pids)
+    none_alive(lambda: pids)
+
+
+def test_only_the_work_directories_of_owners_that_no_longer_run_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    running = make_workdir()  # this process's
+    pid, start = (int(x) for x in running.name[len(WORKDIR_PREFIX):].split("-")[:2])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = tmp_path / f"{WORKDIR_PREFIX}{gone.pid}-{start}-dead0000"
+    reused = tmp_path / f"{WORKDIR_PREFIX}{pid}-{start + 1}-reused00"  # this pid, another process's start time
+    unknown = tmp_path / f"{WORKDIR_PREFIX}abcd1234"  # no owner in its name
+    for d in (dead, reused, unknown):
+        (d / "logs").mkdir(parents=True)
+    not_a_dir = tmp_path / f"{WORKDIR_PREFIX}{gone.pid}-{start}-file0000"
+    not_a_dir.write_text("")
+    assert sorted(remove_abandoned_workdirs()) == sorted([dead, reused])
+    assert running.is_dir() and unknown.is_dir() and not_a_dir.is_file()
+    assert not dead.exists() and not reused.exists()
 
 
 def test_a_server_that_fails_to_start_raises_with_its_log_and_leaves_nothing(tiny_repo, tmp_path):
