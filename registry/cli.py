@@ -6,6 +6,8 @@ Exit codes: 0 done; 1 the gate refused the challenger (`promote` only); 2 bad in
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Optional
 
 import typer
@@ -18,6 +20,26 @@ app = typer.Typer(help="MLflow model registry: register evaluated runs, promote 
 
 NameOption = Annotated[str, typer.Option("--name", help="Registered model name.")]
 UriOption = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the embedded store in .mlflow/).")]
+
+
+@contextmanager
+def _notices() -> Iterator[None]:
+    """Show the registry's warnings (an interrupted promotion completed, or read through) as `warning: ...`
+    on stderr while a command runs."""
+    import logging
+
+    class Echo(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            typer.secho(f"warning: {record.getMessage()}", fg=typer.colors.YELLOW, err=True)
+
+    logger, handler = logging.getLogger("registry"), Echo(logging.WARNING)  # registry.registry, registry.aliases
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _errors() -> tuple[type[Exception], ...]:
@@ -39,7 +61,7 @@ def register_cmd(
     """Register a run's logged model as a new version with alias `challenger`, its metrics as tags."""
     from registry.registry import register
 
-    with exits_on(*_errors()):
+    with _notices(), exits_on(*_errors()):
         version = register(_run_id(run_id, tracking_uri), name, split=split, tracking_uri=tracking_uri)
     typer.echo(f"registered {version.name} version {version.version} (run {version.run_id}, AVG-all "
                f"{version.avg_all:.2f}) as {', '.join(version.aliases)}; next: `omniretriever registry promote`")
@@ -72,7 +94,7 @@ def promote_cmd(
     """The gate: promote the challenger to champion if it passes (exit 0), else say why and change nothing (exit 1)."""
     from registry.registry import promote
 
-    with exits_on(*_errors()):
+    with _notices(), exits_on(*_errors()):
         decision = promote(name, min_gain, max_drop, floor, tracking_uri=tracking_uri)
     print_decision(decision)
     if not decision.promoted:
@@ -84,7 +106,7 @@ def rollback_cmd(name: NameOption = MODEL_NAME, tracking_uri: UriOption = None) 
     """Make the `previous` version champion again."""
     from registry.registry import rollback
 
-    with exits_on(*_errors()):
+    with _notices(), exits_on(*_errors()):
         version = rollback(name, tracking_uri=tracking_uri)
     typer.echo(f"rolled back: {name} version {version} is champion again")
 
@@ -94,7 +116,7 @@ def list_cmd(name: NameOption = MODEL_NAME, tracking_uri: UriOption = None) -> N
     """Versions with their aliases, AVG-all and lineage."""
     from registry.registry import list_versions
 
-    with exits_on(*_errors()):
+    with _notices(), exits_on(*_errors()):
         versions = list_versions(name, tracking_uri=tracking_uri)
     print_versions(name, versions)
 

@@ -14,7 +14,11 @@ over the champion's, and no direction's R@1 may drop by more than `max_drop` poi
 yet, the challenger is promoted if its AVG-all reaches `floor`. Both versions must have been scored on
 the same split and gallery size. Passing moves champion to the challenger, keeps the old champion as
 previous (and in the new champion's "previous_champion" tag, so rollbacks chain) and removes the
-challenger alias; failing changes nothing.
+challenger alias; failing changes nothing. A challenger that already is the champion is refused (it
+would make previous the champion itself and lose the real previous), and so is a rollback to a
+previous that is the champion; neither writes anything.
+
+All or nothing, also when killed: see registry/aliases.py (a write-ahead journal).
 
 Concurrency: register, promote and rollback read the aliases and write them while holding a file
 lock (beside the sqlite database; for a tracking server, in the temp directory, so it serialises the
@@ -26,6 +30,7 @@ cover, e.g. other machines sharing a tracking server); after writing they are ch
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import re
@@ -37,8 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from model.errors import OmniRetrieverError
 from model.modalities import DIRECTION_NAMES
+from registry.aliases import (CHALLENGER, CHAMPION, JOURNAL_TAG, KILL_AFTER_ENV, PREVIOUS, Journal, RegistryError,  # noqa: F401  (re-exported)
+                              aliases_of, check_state, commit, complete_interrupted, count_write, journal_of, managed,
+                              raw_aliases, resolved_aliases)
 from registry.evaluation_log import AVERAGES
 from registry.logged_model import MODEL_URI_TAG, WEIGHTS_TAG
 from registry.store import TrackingError, client, existing_run, no_progress_bars, sqlite_path
@@ -46,8 +53,9 @@ from registry.store import TrackingError, client, existing_run, no_progress_bars
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+log = logging.getLogger(__name__)
+
 MODEL_NAME = "omniretriever"
-CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 DEFAULT_MIN_GAIN = 0.0  # R@1 points of AVG-all the challenger must gain
 DEFAULT_MAX_DROP = 2.0  # R@1 points any one direction may lose
 DEFAULT_FLOOR = 1.0  # AVG-all a first champion needs (chance is 0.1 on the default 1,000-item gallery)
@@ -58,10 +66,6 @@ LINEAGE = ("data_version", "git_commit", "pipeline_run_id")
 # tags ("AVG-all", "t2v.R1"); a run holds them as "<split>.<key>"
 DIRECTION_R1 = {d: f"{d}.R1" for d in DIRECTION_NAMES}
 GATE_METRICS = (*AVERAGES, *DIRECTION_R1.values())
-
-
-class RegistryError(OmniRetrieverError, ValueError):
-    """A registry request that cannot be carried out; the registry is left as it was."""
 
 
 @dataclass
@@ -173,9 +177,9 @@ def verify_model(model_uri: str, expected_sha256: str | None) -> None:
         raise RegistryError(f"{model_uri}: the logged model embeds to non-finite values")
 
 
-def version_info(mv, aliases: dict[str, str]) -> RegisteredVersion:
-    """A registry ModelVersion -> RegisteredVersion (metrics from its tags)."""
-    tags = dict(mv.tags or {})
+def version_info(mv, aliases: dict[str, str], pending_tags: dict[str, str] | None = None) -> RegisteredVersion:
+    """A registry ModelVersion -> RegisteredVersion (metrics from its tags, `pending_tags` over them)."""
+    tags = {**(mv.tags or {}), **(pending_tags or {})}
     metrics = {}
     for key in GATE_METRICS:
         try:
@@ -188,11 +192,6 @@ def version_info(mv, aliases: dict[str, str]) -> RegisteredVersion:
         avg_all=metrics.get("AVG-all", float("nan")), aliases=sorted(a for a, v in aliases.items() if v == str(mv.version)),
         metrics=metrics, split=tags.get("split", ""), n_items=int(n_items) if n_items.isdigit() else None,
         model_uri=tags.get("model_uri", ""), tags=tags)
-
-
-def aliases_of(mlflow_client: "MlflowClient", name: str) -> dict[str, str]:
-    """alias -> version of a registered model."""
-    return {alias: str(version) for alias, version in (mlflow_client.get_registered_model(name).aliases or {}).items()}
 
 
 def _registered(mlflow_client: "MlflowClient", name: str):
@@ -276,13 +275,16 @@ def register(run_id: str, name: str = MODEL_NAME, *, split: str = "test", tracki
     tags = _version_tags(run, split, metrics, model_uri)
     with registry_lock(mlflow_client.tracking_uri, name):
         _ensure_registered_model(mlflow_client, name)
+        complete_interrupted(mlflow_client, name)
         mv = mlflow_client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags,
                                                 model_id=model_uri.removeprefix("models:/"))
+        count_write()
         try:
-            mlflow_client.set_registered_model_alias(name, CHALLENGER, mv.version)
+            mlflow_client.set_registered_model_alias(name, CHALLENGER, mv.version)  # one write: atomic
         except MlflowException:
             mlflow_client.delete_model_version(name, mv.version)
             raise
+        count_write()
         return _version(mlflow_client, name, str(mv.version), aliases_of(mlflow_client, name))
 
 
@@ -303,6 +305,7 @@ def _ensure_registered_model(mlflow_client: "MlflowClient", name: str) -> None:
     except MlflowException:
         mlflow_client.create_registered_model(name, description="OmniRetriever any-to-any audio-video-text encoder; "
                                                                 "aliases champion / challenger / previous")
+        count_write()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -381,41 +384,48 @@ def _evaluated(version: RegisteredVersion, role: str) -> RegisteredVersion:
 def promote(name: str = MODEL_NAME, min_gain: float = DEFAULT_MIN_GAIN, max_drop: float = DEFAULT_MAX_DROP,
             floor: float = DEFAULT_FLOOR, *, tracking_uri: str | None = None,
             lock_timeout: float = LOCK_TIMEOUT_S) -> GateDecision:
-    """Run the gate on the challenger; on a pass move champion to it (old champion -> previous)."""
+    """Run the gate on the challenger; on a pass move champion to it (old champion -> previous), all or
+    nothing (see the module docstring). A challenger that already is the champion is refused."""
     check_gate_options(min_gain, max_drop, floor)
     check_name(name)
     mlflow_client = client(tracking_uri)
     _registered(mlflow_client, name)
     with registry_lock(mlflow_client.tracking_uri, name, lock_timeout):
+        complete_interrupted(mlflow_client, name)
         seen = aliases_of(mlflow_client, name)  # read under the lock
         if CHALLENGER not in seen:
             holder = f" (version {seen[CHAMPION]} is champion)" if CHAMPION in seen else ""
             raise RegistryError(f"{name!r} has no version with alias {CHALLENGER!r}{holder}: register a run first")
+        if seen[CHALLENGER] == seen.get(CHAMPION):
+            raise RegistryError(f"alias {CHALLENGER!r} and alias {CHAMPION!r} of {name!r} both point to version "
+                                f"{seen[CHAMPION]}: it already is the champion, so there is nothing to promote (promoting "
+                                f"it would make {PREVIOUS!r} the champion itself and lose the real previous); nothing was "
+                                "changed. Register a new run as the challenger")
         challenger = _evaluated(_version(mlflow_client, name, seen[CHALLENGER], seen), CHALLENGER)
         champion = _evaluated(_version(mlflow_client, name, seen[CHAMPION], seen), CHAMPION) if CHAMPION in seen else None
         decision = gate(challenger, champion, min_gain, max_drop, floor)
         if decision.promoted:
+            journal = _promotion(name, seen, challenger, champion, decision)
             _pause_before_writing()
             _check_unchanged(mlflow_client, name, seen)
-            _move_champion(mlflow_client, name, challenger, champion, decision)
+            commit(mlflow_client, name, journal)
         decision.champion_after = aliases_of(mlflow_client, name).get(CHAMPION)
     return decision
 
 
-def _move_champion(mlflow_client: "MlflowClient", name: str, challenger: RegisteredVersion,
-                   champion: RegisteredVersion | None, decision: GateDecision) -> None:
-    """previous <- old champion, champion <- challenger, challenger alias removed; then verified."""
-    when = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    mlflow_client.set_model_version_tag(name, challenger.version, "previous_champion", champion.version if champion else "none")
-    mlflow_client.set_model_version_tag(name, challenger.version, "promoted_at", when)
-    mlflow_client.set_model_version_tag(name, challenger.version, "gate", _gate_summary(decision))
+def _promotion(name: str, seen: dict[str, str], challenger: RegisteredVersion, champion: RegisteredVersion | None,
+               decision: GateDecision) -> Journal:
+    """champion <- challenger, previous <- old champion (kept as it is when there was none), challenger removed;
+    the new champion's tags record its previous champion, when and why."""
+    before = managed(seen)
+    after = {a: v for a, v in before.items() if a == PREVIOUS}
+    after[CHAMPION] = challenger.version
     if champion is not None:
-        mlflow_client.set_registered_model_alias(name, PREVIOUS, champion.version)
-    mlflow_client.set_registered_model_alias(name, CHAMPION, challenger.version)
-    mlflow_client.delete_registered_model_alias(name, CHALLENGER)
-    after = aliases_of(mlflow_client, name)
-    if after.get(CHAMPION) != challenger.version or (champion and after.get(PREVIOUS) != champion.version):
-        raise RegistryError(f"aliases of {name!r} were changed by another writer during promotion: now {after}")
+        after[PREVIOUS] = champion.version
+    tags = {"previous_champion": champion.version if champion else "none",
+            "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "gate": _gate_summary(decision)}
+    check_state(name, after, f"promoting v{challenger.version}")
+    return Journal("promote", before, managed(after), {challenger.version: tags})
 
 
 def _gate_summary(decision: GateDecision) -> str:
@@ -426,27 +436,35 @@ def _gate_summary(decision: GateDecision) -> str:
 
 
 def rollback(name: str = MODEL_NAME, *, tracking_uri: str | None = None, lock_timeout: float = LOCK_TIMEOUT_S) -> str:
-    """Make `previous` the champion again; returns the restored version. `previous` then moves to the
-    restored version's own previous champion (if it still exists), so rollbacks can be repeated."""
+    """Make `previous` the champion again, all or nothing; returns the restored version. `previous` then moves
+    to the restored version's own previous champion (if it still exists), so rollbacks can be repeated. A
+    previous that is the champion itself is refused."""
     check_name(name)
     mlflow_client = client(tracking_uri)
     _registered(mlflow_client, name)
     with registry_lock(mlflow_client.tracking_uri, name, lock_timeout):
+        complete_interrupted(mlflow_client, name)
         seen = aliases_of(mlflow_client, name)
         if PREVIOUS not in seen:
             raise RegistryError(f"{name!r} has no version with alias {PREVIOUS!r}: nothing to roll back to "
                                 f"(champion: {seen.get(CHAMPION, 'none')})")
+        if seen[PREVIOUS] == seen.get(CHAMPION):
+            raise RegistryError(f"alias {PREVIOUS!r} and alias {CHAMPION!r} of {name!r} both point to version "
+                                f"{seen[CHAMPION]}: rolling back would not change the champion; nothing was changed. "
+                                f"Point {PREVIOUS!r} at the version to restore")
         restored = _version(mlflow_client, name, seen[PREVIOUS], seen)
         older = restored.tags.get("previous_champion", "none")
+        after = {**managed(seen), CHAMPION: restored.version}
+        if older not in ("none", restored.version) and _exists(mlflow_client, name, older):
+            after[PREVIOUS] = older
+        else:
+            del after[PREVIOUS]
+        check_state(name, after, f"rolling back to v{restored.version}")
+        tags = {seen[CHAMPION]: {"rolled_back_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}} if CHAMPION in seen else {}
+        journal = Journal("rollback", managed(seen), managed(after), tags)
         _pause_before_writing()
         _check_unchanged(mlflow_client, name, seen)
-        if CHAMPION in seen:
-            mlflow_client.set_model_version_tag(name, seen[CHAMPION], "rolled_back_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        mlflow_client.set_registered_model_alias(name, CHAMPION, restored.version)
-        if older != "none" and _exists(mlflow_client, name, older):
-            mlflow_client.set_registered_model_alias(name, PREVIOUS, older)
-        else:
-            mlflow_client.delete_registered_model_alias(name, PREVIOUS)
+        commit(mlflow_client, name, journal)
     return restored.version
 
 
@@ -464,7 +482,13 @@ def list_versions(name: str = MODEL_NAME, *, tracking_uri: str | None = None) ->
     """Every version of `name`, oldest first, with its aliases and evaluation."""
     check_name(name)
     mlflow_client = client(tracking_uri)
-    _registered(mlflow_client, name)
-    aliases = aliases_of(mlflow_client, name)
+    registered_model = _registered(mlflow_client, name)
+    journal = journal_of(registered_model)
+    if journal is not None:
+        log.warning("the %s of %r %s is not finished (killed, or still running): its aliases are shown as it "
+                    "leaves them; the next register, promote or rollback completes it", journal.operation, name,
+                    journal.describe().replace(": ", " (", 1) + ")")
+    aliases = resolved_aliases(registered_model)
+    pending = journal.version_tags if journal else {}
     versions = mlflow_client.search_model_versions(f"name = '{name}'")
-    return sorted((version_info(mv, aliases) for mv in versions), key=lambda v: int(v.version))
+    return sorted((version_info(mv, aliases, pending.get(str(mv.version))) for mv in versions), key=lambda v: int(v.version))
