@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from model.media import DecodeConfig
@@ -77,18 +77,23 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "<dict>") -> "EncoderConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known - {"comment"})
-        if unknown:
-            raise ValueError(f"{source}: unknown encoder config field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        values = {k: v for k, v in raw.items() if k in known}
-        if "decode" in values:
-            dknown = {f.name for f in fields(DecodeConfig)}
-            dunknown = sorted(set(values["decode"]) - dknown)
-            if dunknown:
-                raise ValueError(f"{source}: unknown decode field(s) {', '.join(dunknown)}")
-            values["decode"] = DecodeConfig(**values["decode"])
-        return cls(**values)
+        return cls(**config_fields(cls, raw, source, "encoder config"))
+
+
+def config_fields(cls: type, raw: dict, source: str, what: str, decode: DecodeConfig = DecodeConfig()) -> dict:
+    """The fields of dataclass `cls` in `raw` (a "comment" is ignored, an unknown field refused naming `source`),
+    with "decode" parsed into a DecodeConfig whose fields not given keep those of `decode`."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known - {"comment"})
+    if unknown:
+        raise ValueError(f"{source}: unknown {what} field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    values = {k: v for k, v in raw.items() if k in known}
+    if "decode" in values:
+        dunknown = sorted(set(values["decode"]) - {f.name for f in fields(DecodeConfig)})
+        if dunknown:
+            raise ValueError(f"{source}: unknown decode field(s) {', '.join(dunknown)}")
+        values["decode"] = replace(decode, **values["decode"])
+    return values
 
 
 def available_configs() -> list[str]:
