@@ -91,3 +91,35 @@ class TrainingDiverged(OmniRetrieverError, RuntimeError):
 
     def __reduce__(self):
         return (type(self), (self.step, self.reason, self.checkpoint))
+
+
+class CheckpointError(OmniRetrieverError, ValueError):
+    """A pretrained checkpoint directory that cannot be used: a missing file, a bad or missing field,
+    incomplete weights. `path` is the file (or directory) at fault, `field` the config field or weight
+    key concerned (None when the whole file is)."""
+
+    def __init__(self, path: str | Path, field: str | None, reason: str):
+        self.path = str(path)
+        self.field = field
+        self.reason = reason
+        where = self.path if field is None else f"{self.path}: {field}"
+        super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.field, self.reason))
+
+
+class PlaceholderMismatch(OmniRetrieverError, ValueError):
+    """Placeholder tokens that disagree with the features meant for them. Checked before splicing,
+    because a masked scatter would truncate or leave placeholders silently."""
+
+    def __init__(self, modality: str, placeholders: int, features: int, row: int | None = None):
+        self.modality = modality
+        self.placeholders = placeholders
+        self.features = features
+        self.row = row
+        where = "" if row is None else f"row {row}: "
+        super().__init__(f"{where}{modality}: {placeholders} placeholder tokens for {features} feature vectors")
+
+    def __reduce__(self):
+        return (type(self), (self.modality, self.placeholders, self.features, self.row))
