@@ -50,6 +50,22 @@ def augment_audio(mel: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -
     return x
 
 
+def augment_waveform(wave: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator, hop: int = 320) -> torch.Tensor:
+    """(B, S) waveforms -> augmented waveforms, for a backbone that computes its own features (Whisper):
+    augment_audio's three changes made before the features instead of on a log-mel. Gain in U(-g, g) dB,
+    Gaussian noise `noise_db` below the clip's mean power (scaled by U(0, 1)), and a circular shift by up
+    to time_shift hops of `hop` samples (time_shift counts the tiny log-mel's 20 ms frames)."""
+    B = wave.shape[0]
+    x = wave.float() * (10 ** (_uniform(B, -cfg.gain_db, cfg.gain_db, gen) / 20)).view(B, 1)
+    power = x.pow(2).mean(1, keepdim=True)  # (B, 1)
+    scale = (power * 10 ** (cfg.noise_db / 10) * torch.rand(B, 1, generator=gen)).sqrt()
+    x = x + scale * torch.randn(x.shape, generator=gen)
+    if cfg.time_shift:
+        shifts = torch.randint(-cfg.time_shift, cfg.time_shift + 1, (B,), generator=gen).tolist()
+        x = torch.stack([row.roll(s * hop) for row, s in zip(x, shifts)])
+    return x
+
+
 def augment_text(text: str, cfg: AugmentConfig, gen: torch.Generator) -> str:
     """Word dropout (keeps at least one word) and one adjacent swap with probability word_swap_prob."""
     words = text.split()

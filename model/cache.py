@@ -4,6 +4,9 @@ Entries are safetensors files (no pickle) under the cache root, keyed by
 
     sha256(CACHE_FORMAT, DecodeConfig fingerprint, MediaLimits, sha256(video bytes), sha256(audio bytes))
 
+with the audio input kind in the settings too when it is not the tiny encoder's log-mel ("waveform" for
+the Qwen2.5-Omni backbone): a log-mel entry's key is what it always was, and no two kinds share a key.
+
 so a changed file (its bytes, not its mtime) or changed decoding settings is never served stale.
 Hashing a clip costs a read of the file, far less than decoding it. Writes are atomic (temp file
 and rename), so a crash leaves either no entry or a whole one; an unreadable entry is a miss and is
@@ -47,13 +50,17 @@ class CacheStats:
 class FeatureCache:
     """get(video, audio) -> Clip, decoding only on a miss."""
 
-    def __init__(self, root: str | Path, config: DecodeConfig = DecodeConfig(), limits: MediaLimits = MediaLimits()):
+    def __init__(self, root: str | Path, config: DecodeConfig = DecodeConfig(), limits: MediaLimits = MediaLimits(),
+                 audio_input: str = "log_mel"):
         self.root = Path(root)
         self.config = config
         self.limits = limits
+        self.audio_input = audio_input
         self.stats = CacheStats()
-        self._settings = json.dumps({"format": CACHE_FORMAT, "decode": asdict(config), "limits": asdict(limits)},
-                                    sort_keys=True)
+        settings = {"format": CACHE_FORMAT, "decode": asdict(config), "limits": asdict(limits)}
+        if audio_input != "log_mel":
+            settings["audio_input"] = audio_input
+        self._settings = json.dumps(settings, sort_keys=True)
 
     def key(self, video: str | Path, audio: str | Path) -> str:
         video_path, audio_path = check_file(video, self.limits), check_file(audio, self.limits)
@@ -75,7 +82,7 @@ class FeatureCache:
             except (SafetensorError, OSError, KeyError, ValueError):
                 self.stats.rewrites += 1
         self.stats.misses += 1
-        clip = decode_clip(video, audio, self.config, self.limits)
+        clip = decode_clip(video, audio, self.config, self.limits, self.audio_input)
         self._put(entry, clip)
         return clip
 

@@ -68,7 +68,9 @@ def _train_command(trackers: tuple[TrainTrackerFactory, ...]) -> Callable[..., N
     def train_cmd(
         data: Annotated[Path, typer.Option(help="Dataset root (manifests/train.jsonl is used).")] = Path("data"),
         out: Annotated[Path, typer.Option(help="Run directory: model/, checkpoints/, train_log.jsonl.")] = Path("runs/latest"),
-        config: Annotated[str, typer.Option(help="Architecture: a packaged name (tiny, base) or a JSON file.")] = TRAIN_DEFAULTS["config"],
+        config: Annotated[str, typer.Option(help="Architecture: a packaged name (tiny, base, qwen2_5_omni) or a JSON file.")] = TRAIN_DEFAULTS["config"],
+        checkpoint: Annotated[Optional[Path], typer.Option(help="Base checkpoint directory of a pretrained backbone "
+                                                                 "(--config qwen2_5_omni); never copied into the run.")] = TRAIN_DEFAULTS["checkpoint"],
         objective: Annotated[str, typer.Option(help="pairwise (L_A) | distill (L_A+L_D) | full (L_A+L_D+L_T).")] = TRAIN_DEFAULTS["objective"],
         steps: Annotated[int, typer.Option(help="Optimizer steps.")] = TRAIN_DEFAULTS["steps"],
         batch_size: Annotated[int, typer.Option(help="Clips per step (per process).")] = TRAIN_DEFAULTS["batch_size"],
@@ -100,7 +102,7 @@ def _train_command(trackers: tuple[TrainTrackerFactory, ...]) -> Callable[..., N
 
         options = _tracking_options(tracking_uri, experiment, None, pipeline_run_id)
         try:
-            cfg = TrainConfig(data=data, out=out, config=config, objective=objective, steps=steps, batch_size=batch_size,
+            cfg = TrainConfig(data=data, out=out, config=config, checkpoint=checkpoint, objective=objective, steps=steps, batch_size=batch_size,
                               lr=lr, warmup_steps=warmup_steps, seed=seed, temperature=temperature,
                               fixed_temperature=fixed_temperature, rotate_pairs=rotate_pairs,
                               checkpoint_every=checkpoint_every, workers=workers, token_keep=token_keep,

@@ -2,6 +2,10 @@
 
     load_config("tiny")            a packaged config by name
     load_config("path/to.json")    any file with the same fields
+
+A config's "backbone" field names the encoder it configures: absent or "tiny", the from-scratch
+OmniEncoder (EncoderConfig); "qwen2_5_omni", the pretrained Qwen2.5-Omni thinker + LoRA
+(model.omni.config.OmniBackboneConfig, whose base checkpoint is a directory given at run time).
 """
 
 from __future__ import annotations
@@ -9,15 +13,23 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Union
 
 from model.media import DecodeConfig
 
+if TYPE_CHECKING:
+    from model.omni.config import OmniBackboneConfig
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+BACKBONES = ("tiny", "qwen2_5_omni")  # what a config's "backbone" field may name ("tiny" when absent)
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
     """The unified AVT encoder. Token counts: video (F/tt)*(S/ps)^2, audio (mels/af)*(frames/at), text <= max_text_len."""
+
+    backbone: ClassVar[str] = "tiny"  # not a field: a tiny config.json has no "backbone"
+    audio_input: ClassVar[str] = "log_mel"  # what the feature cache holds for audio (model.media.decode_clip)
 
     name: str = "tiny"
     dim: int = 128  # trunk width
@@ -100,7 +112,29 @@ def available_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 
-def load_config(name_or_path: str | Path) -> EncoderConfig:
+AnyConfig = Union[EncoderConfig, "OmniBackboneConfig"]
+
+
+def config_from_dict(raw: dict, source: str = "<dict>") -> AnyConfig:
+    """The config of the backbone `raw["backbone"]` names (the tiny encoder's when absent)."""
+    backbone = raw.get("backbone", "tiny")
+    if backbone not in BACKBONES:
+        raise ValueError(f"{source}: unknown backbone {backbone!r}; known: {', '.join(BACKBONES)}")
+    values = {k: v for k, v in raw.items() if k != "backbone"}
+    if backbone == "tiny":
+        return EncoderConfig.from_dict(values, source)
+    from model.omni.config import OmniBackboneConfig
+
+    return OmniBackboneConfig.from_dict(values, source)
+
+
+def config_dict(cfg: AnyConfig) -> dict:
+    """What a config.json holds: the fields, and "backbone" for any backbone but the tiny one (whose files
+    stay as they always were)."""
+    return cfg.to_dict() if cfg.backbone == "tiny" else {"backbone": cfg.backbone, **cfg.to_dict()}
+
+
+def load_config(name_or_path: str | Path) -> AnyConfig:
     path = Path(name_or_path)
     if not path.suffix:
         path = CONFIG_DIR / f"{name_or_path}.json"
@@ -110,4 +144,6 @@ def load_config(name_or_path: str | Path) -> EncoderConfig:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"cannot read encoder config {path}: {exc}") from None
-    return EncoderConfig.from_dict(raw, str(path))
+    if not isinstance(raw, dict):
+        raise ValueError(f"encoder config {path} must hold a JSON object")
+    return config_from_dict(raw, str(path))

@@ -4,6 +4,10 @@ A split is decoded once through the FeatureCache (in parallel, with a progress b
 frames uint8 (N, F, H, W, 3), mel float32 (N, M, Fr), has_audio bool (N,), plus ids and captions
 (each clip's main caption, and every caption it has when its record carries alt_texts).
 Batches are dicts with the keys the encoder reads: text_ids, text_mask, video, audio.
+
+For the Qwen2.5-Omni backbone (audio_input "waveform") `mel` holds 16 kHz waveforms (N, S) instead, and
+make_batch computes their Whisper features per batch (audio (B, 128, Fr), plus audio_mask (B, Fr)), so
+the L_T positive's audio can be augmented as a waveform before its features are computed.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +27,9 @@ from model.manifest import Record, read_split, resolve_media
 from model.media import DecodeConfig, MediaLimits
 from model.parallel import map_with_progress
 from model.text import TextTokenizer
+
+if TYPE_CHECKING:
+    from model.omni.text import OmniTokenizer
 
 
 
@@ -38,6 +46,7 @@ class ClipBank:
     mel: torch.Tensor  # float32 (N, M, Fr)
     has_audio: torch.Tensor  # bool (N,)
     captions: list[tuple[str, ...]] | None = None  # every caption of each clip, main first; None: texts only
+    audio_input: str = "log_mel"  # "waveform": mel holds float32 (N, S) 16 kHz waveforms (model.media.decode_clip)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -60,10 +69,10 @@ class ClipBank:
 _worker_cache: FeatureCache | None = None
 
 
-def _init_worker(cache_dir: str, config: DecodeConfig, limits: MediaLimits) -> None:
+def _init_worker(cache_dir: str, config: DecodeConfig, limits: MediaLimits, audio_input: str = "log_mel") -> None:
     global _worker_cache
     torch.set_num_threads(1)
-    _worker_cache = FeatureCache(cache_dir, config, limits)
+    _worker_cache = FeatureCache(cache_dir, config, limits, audio_input)
 
 
 def _decode_one(paths: tuple[str, str]) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -74,8 +83,9 @@ def _decode_one(paths: tuple[str, str]) -> tuple[np.ndarray, np.ndarray, bool]:
 
 def load_bank(data_root: str | Path, split: str, config: DecodeConfig, *, cache_dir: str | Path | None = None,
               limits: MediaLimits = MediaLimits(), workers: int | None = None, limit: int | None = None,
-              progress: bool = True) -> ClipBank:
-    """Decode (or read from the cache) every record of a split.
+              progress: bool = True, audio_input: str = "log_mel") -> ClipBank:
+    """Decode (or read from the cache) every record of a split; `audio_input` is the encoder config's
+    (log-mel, or waveforms for a backbone that computes its own audio features).
 
     A bad record stops the load with its typed error (ManifestError, PathEscapeError, MediaError),
     which names the manifest line or the media file; nothing is skipped silently."""
@@ -86,7 +96,7 @@ def load_bank(data_root: str | Path, split: str, config: DecodeConfig, *, cache_
     frames, mels, flags = [], [], []
     decoded = map_with_progress(_decode_one, paths, workers=workers, label=f"decoding {split}", progress=progress,
                                 transient=True, context=None, initializer=_init_worker,
-                                initargs=(str(cache_dir), config, limits))
+                                initargs=(str(cache_dir), config, limits, audio_input))
     for f, m, h in decoded:
         frames.append(f)
         mels.append(m)
@@ -96,15 +106,22 @@ def load_bank(data_root: str | Path, split: str, config: DecodeConfig, *, cache_
     return ClipBank(ids=[r.id for r in records], texts=[r.text for r in records],
                     frames=torch.from_numpy(np.ascontiguousarray(np.stack(frames))),
                     mel=torch.from_numpy(np.ascontiguousarray(np.stack(mels))),
-                    has_audio=torch.tensor(flags, dtype=torch.bool), captions=captions)
+                    has_audio=torch.tensor(flags, dtype=torch.bool), captions=captions, audio_input=audio_input)
 
 
-def make_batch(bank: ClipBank, idx: torch.Tensor | list[int], tokenizer: TextTokenizer,
-               texts: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """The encoder's input for rows `idx` of the bank (captions replaced by `texts` when given)."""
+def make_batch(bank: ClipBank, idx: torch.Tensor | list[int], tokenizer: TextTokenizer | OmniTokenizer,
+               texts: list[str] | None = None, waves: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The encoder's input for rows `idx` of the bank (captions replaced by `texts` when given). A waveform
+    bank's batch holds the Whisper features of its waveforms (of `waves` (B, S) when given: augmented ones)
+    and their audio_mask, the OmniBatch of model.omni.backbone."""
     idx = torch.as_tensor(idx, dtype=torch.long)
     ids, mask = tokenizer(texts if texts is not None else [bank.texts[i] for i in idx.tolist()])
-    return {"text_ids": ids, "text_mask": mask, "video": bank.frames[idx], "audio": bank.mel[idx]}
+    if bank.audio_input != "waveform":
+        return {"text_ids": ids, "text_mask": mask, "video": bank.frames[idx], "audio": bank.mel[idx]}
+    from model.omni.preprocess import audio_features
+
+    features, valid = audio_features(list((bank.mel[idx] if waves is None else waves).numpy()))
+    return {"text_ids": ids, "text_mask": mask, "video": bank.frames[idx], "audio": features, "audio_mask": valid}
 
 
 def swap_slot(per_modality: Mapping[str, tuple[torch.Tensor, ...]], slot: str,

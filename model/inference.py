@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.config import EncoderConfig
+from model.config import AnyConfig
 from model.errors import InputError, MediaError
 from model.media import MediaLimits, decode_audio, decode_video, log_mel
 from model.modalities import A, MODALITIES, T, V
@@ -33,19 +33,28 @@ MAX_TEXT_CHARS = 2_000  # longer captions are refused, not cut silently (the tok
 Media = str | os.PathLike | bytes | bytearray | memoryview
 
 
-def input_shapes(cfg: EncoderConfig) -> dict[str, tuple[tuple[int | str, ...], str]]:
-    """name -> (shape with "B" for the batch, numpy dtype) of every encoder input array."""
+def input_shapes(cfg: AnyConfig) -> dict[str, tuple[tuple[int | str, ...], str]]:
+    """name -> (shape with "B" for the batch, numpy dtype) of every encoder input array. A backbone with its
+    own audio features (the Qwen2.5-Omni one) takes Whisper features and their valid frames ("audio_mask")."""
     d = cfg.decode
-    return {
+    shapes = {
         "text_ids": (("B", cfg.max_text_len), "int64"),
         "text_mask": (("B", cfg.max_text_len), "bool"),
         "video": (("B", d.num_frames, d.frame_size, d.frame_size, 3), "uint8"),
         "audio": (("B", d.n_mels, d.num_mel_frames), "float32"),
         "present": (("B", len(MODALITIES)), "bool"),
     }
+    if cfg.audio_input == "waveform":
+        from model.omni.preprocess import HOP, WHISPER_MELS
+
+        frames = d.num_samples // HOP
+        shapes["audio"] = (("B", WHISPER_MELS, frames), "float32")
+        shapes["audio_mask"] = (("B", frames), "bool")
+    return shapes
 
 
-def _decode_media(value: Media, field: str, row: int, decode: Any, limits: MediaLimits, kind: str) -> tuple[np.ndarray, bool]:
+def _decode_media(value: Media, field: str, row: int, decode: Any, limits: MediaLimits, kind: str,
+                  audio_input: str = "log_mel") -> tuple[np.ndarray, bool]:
     """Decode a path or encoded bytes; bytes go through a private temp file so every limit and check applies."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
@@ -56,16 +65,16 @@ def _decode_media(value: Media, field: str, row: int, decode: Any, limits: Media
         with tempfile.NamedTemporaryFile(prefix="omniretriever-", suffix=".media") as tmp:
             tmp.write(data)
             tmp.flush()
-            return _decode_path(tmp.name, field, row, decode, limits, kind, shown="<bytes>")
+            return _decode_path(tmp.name, field, row, decode, limits, kind, "<bytes>", audio_input)
     if isinstance(value, (str, os.PathLike)):
         if not str(value).strip():
             raise InputError(row, field, "media path is empty")
-        return _decode_path(value, field, row, decode, limits, kind, shown=str(value))
+        return _decode_path(value, field, row, decode, limits, kind, str(value), audio_input)
     raise InputError(row, field, f"expected a path or media bytes, got {type(value).__name__}")
 
 
 def _decode_path(path: str | os.PathLike, field: str, row: int, decode: Any, limits: MediaLimits, kind: str,
-                 shown: str) -> tuple[np.ndarray, bool]:
+                 shown: str, audio_input: str = "log_mel") -> tuple[np.ndarray, bool]:
     try:
         if kind == "video":
             return decode_video(path, decode, limits), True
@@ -74,15 +83,15 @@ def _decode_path(path: str | os.PathLike, field: str, row: int, decode: Any, lim
         raise InputError(row, field, f"{shown}: {exc.reason}") from None
     if not has_audio:
         raise InputError(row, field, f"{shown}: has no audio stream")
-    return log_mel(wave, decode).numpy(), True
+    return (wave if audio_input == "waveform" else log_mel(wave, decode).numpy()), True
 
 
 @dataclass
 class Preprocessor:
     """Rows -> {name: array} for `INPUTS`; absent modalities are zero-filled and masked by "present"."""
 
-    tokenizer: TextTokenizer
-    config: EncoderConfig
+    tokenizer: TextTokenizer  # or a pretrained backbone's OmniTokenizer
+    config: AnyConfig
     limits: MediaLimits = MediaLimits()
 
     @classmethod
@@ -125,7 +134,15 @@ class Preprocessor:
                     texts[i] = self.text(value, i)
                 else:
                     kind = "video" if m == V else "audio"
-                    out[kind][i] = _decode_media(value, FIELDS[m], i, self.config.decode, self.limits, kind)[0]
+                    decoded = _decode_media(value, FIELDS[m], i, self.config.decode, self.limits, kind,
+                                            self.config.audio_input)[0]
+                    if kind == "audio" and "audio_mask" in out:  # a waveform: its Whisper features
+                        from model.omni.preprocess import audio_features
+
+                        features, valid = audio_features([decoded])
+                        out["audio"][i], out["audio_mask"][i] = features[0].numpy(), valid[0].numpy()
+                    else:
+                        out[kind][i] = decoded
         ids, mask = self.tokenizer(texts)
         out["text_ids"][:, : ids.shape[1]] = ids.numpy()
         out["text_mask"][:, : mask.shape[1]] = mask.numpy() & out["present"][:, :1]
@@ -134,7 +151,8 @@ class Preprocessor:
 
 def encoder_batch(arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Preprocessor output -> (the encoder's batch dict, present (B, 3) bool)."""
-    batch = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in ("text_ids", "text_mask", "video", "audio")}
+    keys = ("text_ids", "text_mask", "video", "audio") + (("audio_mask",) if "audio_mask" in arrays else ())
+    batch = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in keys}
     return batch, torch.from_numpy(np.ascontiguousarray(arrays["present"]))
 
 

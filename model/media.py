@@ -6,7 +6,7 @@
                            has_audio=False (a video-only clip is legal input; the flag lets callers
                            mask the modality or reject the clip, as the caller decides).
     log_mel(waveform)   -> float32 (n_mels, frames): log(mel power + 1e-6), computed with torch
-    decode_clip(...)    -> Clip: the three above for one record
+    decode_clip(...)    -> Clip: the three above for one record (or frames and the waveform itself)
 
 Every failure is a MediaError (or MediaLimitError) naming the file and the problem, raised before
 a decoder is ever handed something it could choke on: missing or empty files, files over the size
@@ -90,7 +90,7 @@ class Clip:
     """Decoded model input for one record."""
 
     frames: np.ndarray  # uint8 (N, H, W, 3)
-    mel: np.ndarray  # float32 (n_mels, num_mel_frames)
+    mel: np.ndarray  # float32 (n_mels, num_mel_frames); (num_samples,) waveform with audio_input="waveform"
     has_audio: bool
     meta: dict = field(default_factory=dict)
 
@@ -285,11 +285,17 @@ def probe(path: str | Path, limits: MediaLimits = MediaLimits()) -> dict:
     return info
 
 
+AUDIO_INPUTS = ("log_mel", "waveform")  # what Clip.mel holds: the tiny encoder's log-mel, or the waveform itself
+
+
 def decode_clip(video: str | Path, audio: str | Path, config: DecodeConfig = DecodeConfig(),
-                limits: MediaLimits = MediaLimits()) -> Clip:
-    """Frames from `video`, log-mel from `audio` (often the same mp4)."""
+                limits: MediaLimits = MediaLimits(), audio_input: str = "log_mel") -> Clip:
+    """Frames from `video`, log-mel (or, with audio_input="waveform", the (num_samples,) waveform, for a
+    backbone that computes its own features) from `audio` (often the same mp4)."""
+    if audio_input not in AUDIO_INPUTS:
+        raise ValueError(f"audio_input must be one of {', '.join(AUDIO_INPUTS)}, got {audio_input!r}")
     frames = decode_video(video, config, limits)
     wave, has_audio = decode_audio(audio, config, limits)
-    mel = log_mel(wave, config).numpy()
+    mel = wave if audio_input == "waveform" else log_mel(wave, config).numpy()
     return Clip(frames=frames, mel=mel, has_audio=has_audio)
 

@@ -5,10 +5,13 @@
         config.json                EncoderConfig (decode settings included)
         tokenizer.json             the trained text tokenizer
     RUN/checkpoints/step-000200/   a resumable checkpoint, written to a temp dir then renamed
-        model.safetensors          encoder + objective parameters
+        model.safetensors          encoder + objective parameters (a pretrained backbone's trainable ones only)
         optimizer.pt               AdamW state (tensors only; loaded with weights_only=True)
         rng.pt                     torch / numpy / python RNG states (tensors and ints only)
-        state.json                 step, train config
+        state.json                 step, train config (and a pretrained backbone's base identity)
+
+A pretrained backbone (model.omni) saves its LoRA and head and its base checkpoint's identity, never the
+base's weights; see model/omni/store.py for its RUN/model/ and how loading finds and checks the base.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.cache import file_digest
-from model.config import EncoderConfig
+from model.config import AnyConfig, EncoderConfig, config_from_dict
 from model.encoder import OmniEncoder
 from model.text import TextTokenizer
 
@@ -34,9 +37,9 @@ MODEL_FILES = ("model.safetensors", "config.json", "tokenizer.json")
 
 @dataclass
 class LoadedModel:
-    encoder: OmniEncoder
-    tokenizer: TextTokenizer
-    config: EncoderConfig
+    encoder: OmniEncoder  # or a model.omni QwenOmniEncoder (same tokenize / fuse / forward)
+    tokenizer: TextTokenizer  # or its OmniTokenizer (same call)
+    config: AnyConfig
     path: Path
 
 
@@ -52,6 +55,12 @@ def save_model(path: str | Path, encoder: OmniEncoder, tokenizer: TextTokenizer,
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    if hasattr(encoder, "trainable_state_dict"):  # a pretrained backbone: LoRA + head + its base's identity
+        from model.omni.store import write_omni_model
+
+        write_omni_model(tmp, encoder, extra or {})
+        replace_dir(tmp, path)
+        return path
     state = {k: v.detach().contiguous() for k, v in encoder.state_dict().items()}
     state.update({k: v.detach().contiguous() for k, v in (extra or {}).items()})
     save_file(state, tmp / "model.safetensors", metadata={"format": "omniretriever-encoder-v1"})
@@ -82,13 +91,21 @@ def weights_digest(model: str | Path) -> str:
     return file_digest(model_dir(model) / "model.safetensors")
 
 
-def load_model(path: str | Path) -> LoadedModel:
-    """The encoder (eval mode), tokenizer and config saved by save_model. Errors name the missing file."""
+def load_model(path: str | Path, base: str | Path | None = None) -> LoadedModel:
+    """The encoder (eval mode), tokenizer and config saved by save_model. Errors name the missing file.
+    A pretrained backbone's base checkpoint is `base`, else $OMNIRETRIEVER_OMNI_CHECKPOINT, else the path
+    recorded at training; its digest must be the recorded one (model/omni/store.py)."""
     path = model_dir(path)
     missing = [f for f in MODEL_FILES if not (path / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{path} is not a saved model: missing {', '.join(missing)}")
-    config = EncoderConfig.from_dict(json.loads((path / "config.json").read_text()), str(path / "config.json"))
+    raw = json.loads((path / "config.json").read_text())
+    config = config_from_dict(raw, str(path / "config.json"))
+    if not isinstance(config, EncoderConfig):
+        from model.omni.store import load_omni_encoder
+
+        encoder = load_omni_encoder(path, raw, base)
+        return LoadedModel(encoder, encoder.tokenizer, config, path)
     encoder = OmniEncoder(config)
     state = load_file(path / "model.safetensors")
     encoder_state = {k: v for k, v in state.items() if k in encoder.state_dict()}
@@ -118,7 +135,7 @@ def save_checkpoint(run: Path, step: int, modules: dict[str, torch.nn.Module], o
     tmp = root / f".tmp-step-{step:06d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    state = {f"{name}.{k}": v.detach().contiguous() for name, mod in modules.items() for k, v in mod.state_dict().items()}
+    state = {f"{name}.{k}": v.detach().contiguous() for name, mod in modules.items() for k, v in module_state(mod).items()}
     save_file(state, tmp / "model.safetensors")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(rng_state(), tmp / "rng.pt")
@@ -127,6 +144,11 @@ def save_checkpoint(run: Path, step: int, modules: dict[str, torch.nn.Module], o
     for old in sorted(root.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def module_state(mod: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint keeps of a module: its state, or only what trains of a pretrained backbone."""
+    return mod.trainable_state_dict() if hasattr(mod, "trainable_state_dict") else mod.state_dict()
 
 
 def latest_checkpoint(run: Path) -> Path | None:
@@ -144,7 +166,11 @@ def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module], optimizer: 
     state = load_file(path / "model.safetensors")
     for name, mod in modules.items():
         prefix = f"{name}."
-        mod.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+        part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if hasattr(mod, "load_trainable_state_dict"):
+            mod.load_trainable_state_dict(part)
+        else:
+            mod.load_state_dict(part, strict=True)
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
     set_rng_state(torch.load(path / "rng.pt", weights_only=True, map_location="cpu"))
     return checkpoint_step(path)

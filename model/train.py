@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from model.augment import augment_audio, augment_text, augment_video
-from model.config import EncoderConfig, load_config
+from model.augment import augment_audio, augment_text, augment_video, augment_waveform
+from model.config import AnyConfig, EncoderConfig, load_config
 from model.data import ClipBank, concat_tokens, load_bank, make_batch, swap_slot
 from model.distributed import World, process_group
 from model.encoder import OmniEncoder
@@ -146,6 +146,11 @@ def augmented_batch(bank: ClipBank, idx: torch.Tensor, tokenizer: TextTokenizer,
     """The L_T positive: frames, audio and a caption of each clip, augmented. The caption is drawn
     afresh, so with several captions per clip the positive is often a different description."""
     texts = [augment_text(t, aug, gen) for t in bank.sample_texts(idx, gen)]
+    if bank.audio_input == "waveform":  # augment the waveforms, then compute their features
+        video = augment_video(bank.frames[idx], aug, gen)
+        batch = make_batch(bank, idx, tokenizer, texts, waves=augment_waveform(bank.mel[idx], aug, gen))
+        batch["video"] = video
+        return batch
     batch = make_batch(bank, idx, tokenizer, texts)
     batch["video"] = augment_video(batch["video"], aug, gen)
     batch["audio"] = augment_audio(batch["audio"], aug, gen)
@@ -175,6 +180,8 @@ def keep_indices(lengths: Mapping[str, int], batch: int, keep: float, gen: torch
 def tokens_kept(encoder: OmniEncoder, batch: dict[str, torch.Tensor], mods: tuple[str, ...], keep: float,
                 gen: torch.Generator) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The batch's tokens with each row's random subset of video and audio tokens (see keep_indices)."""
+    if keep >= 1.0:  # every token, nothing drawn (what keep_indices gives)
+        return encoder.tokenize(batch, mods, {})
     cfg = encoder.cfg
     lengths = {m: n for m, n in ((V, cfg.video_tokens), (A, cfg.audio_tokens)) if m in mods}
     return encoder.tokenize(batch, mods, keep_indices(lengths, len(batch["text_ids"]), keep, gen))
@@ -202,9 +209,15 @@ def embed_step(encoder: OmniEncoder, bank: ClipBank, idx: torch.Tensor, tokenize
     return z
 
 
-def build(cfg: TrainConfig, enc_cfg: EncoderConfig) -> tuple[OmniEncoder, Objective, torch.optim.AdamW]:
-    """A freshly initialised encoder, the objective (holding the temperature) and their optimizer."""
-    encoder = OmniEncoder(enc_cfg)
+def build(cfg: TrainConfig, enc_cfg: AnyConfig) -> tuple[OmniEncoder, Objective, torch.optim.AdamW]:
+    """A freshly initialised encoder (a pretrained backbone: its base from cfg.checkpoint, frozen, with fresh
+    LoRA and head), the objective (holding the temperature) and their optimizer over what trains."""
+    if isinstance(enc_cfg, EncoderConfig):
+        encoder = OmniEncoder(enc_cfg)
+    else:
+        from model.omni.backbone import QwenOmniEncoder
+
+        encoder = QwenOmniEncoder.from_checkpoint(cfg.checkpoint, enc_cfg)
     objective = Objective(cfg.objective, cfg.temperature, not cfg.fixed_temperature, cfg.rotate_pairs)
     optimizer = torch.optim.AdamW(param_groups([encoder, objective], cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
     return encoder, objective, optimizer
@@ -218,14 +231,21 @@ class Trainer:
         self.progress = progress and world.is_main
         self.run = Path(cfg.out)
 
-    def _setup(self, resume: bool) -> tuple[EncoderConfig, ClipBank, TextTokenizer, int | None]:
+    def _setup(self, resume: bool) -> tuple[AnyConfig, ClipBank, TextTokenizer | None, int | None]:
+        """(encoder config, bank, tokenizer, checkpoint to resume from); a pretrained backbone's tokenizer is
+        its checkpoint's (None here: the encoder brings it)."""
         cfg = self.cfg
         checkpoint = latest_checkpoint(self.run) if resume else None
         if not resume and (self.run / "checkpoints").exists():
             raise FileExistsError(f"{self.run} already holds a training run: pass --resume to continue it, or choose a new --out")
         enc_cfg = load_config(cfg.config)  # an unknown name or a bad JSON file fails here, before decoding
+        self._check_backbone(enc_cfg)
         self._check_train_split()
         bank = self._load_train_split(enc_cfg)
+        if not isinstance(enc_cfg, EncoderConfig):
+            if self.world.is_main:
+                self.run.mkdir(parents=True, exist_ok=True)
+            return enc_cfg, bank, None, checkpoint
         tok_path = self.run / "tokenizer.json"
         tokenizer = None
         if checkpoint is not None and tok_path.exists():
@@ -238,6 +258,24 @@ class Trainer:
         if tokenizer is None:
             tokenizer = TextTokenizer.load(tok_path, enc_cfg.max_text_len)
         return replace(enc_cfg, vocab_size=tokenizer.vocab_size), bank, tokenizer, checkpoint
+
+    def _check_backbone(self, enc_cfg: AnyConfig) -> None:
+        """--checkpoint goes with a pretrained backbone and only with it; that backbone trains on every token."""
+        cfg = self.cfg
+        if isinstance(enc_cfg, EncoderConfig):
+            if cfg.checkpoint is not None:
+                raise ValueError(f"--checkpoint={cfg.checkpoint} is for a pretrained backbone, but --config={cfg.config} "
+                                 f"is the tiny encoder, trained from scratch")
+            return
+        from model.omni.checkpoint import find_checkpoint
+
+        if cfg.checkpoint is None:
+            raise ValueError(f"--config={cfg.config} is the {enc_cfg.backbone} backbone: give its base checkpoint "
+                             f"directory with --checkpoint DIR")
+        if cfg.token_keep != 1.0:
+            raise ValueError(f"--token-keep={cfg.token_keep} is not supported by the {enc_cfg.backbone} backbone "
+                             f"(its positions follow the full video grid and audio length): pass --token-keep 1")
+        find_checkpoint(cfg.checkpoint)  # a bad directory fails here, before decoding
 
     def _check_train_split(self) -> None:
         """The data directory, its training manifest and a batch that fits in it, checked by reading the
@@ -252,13 +290,13 @@ class Trainer:
             raise ValueError(f"--batch-size={cfg.batch_size} x {self.world.size} process(es) is larger than the "
                              f"training split ({records} clips in {manifest}); {hint}")
 
-    def _load_train_split(self, enc_cfg: EncoderConfig) -> ClipBank:
+    def _load_train_split(self, enc_cfg: AnyConfig) -> ClipBank:
         """Rank 0 decodes into the feature cache first; the other ranks then read the cache."""
         cfg = self.cfg
         if not self.world.is_main:
             self.world.barrier()
         bank = load_bank(cfg.data, "train", enc_cfg.decode, cache_dir=cfg.cache_dir, workers=cfg.workers,
-                         progress=self.progress)
+                         progress=self.progress, audio_input=enc_cfg.audio_input)
         if not cfg.alt_texts:
             bank.captions = None
         if self.world.is_main:
@@ -291,9 +329,14 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         enc_cfg, bank, tokenizer, checkpoint = self._setup(resume)
         encoder, objective, optimizer = build(cfg, enc_cfg)
+        tokenizer = tokenizer or encoder.tokenizer
         encoder.to(self.world.device)
         objective.to(self.world.device)
         modules = {"encoder": encoder, "objective": objective}
+        base = getattr(encoder, "checkpoint", None)  # a pretrained backbone's base checkpoint
+        meta = {"train_config": cfg.to_dict()} | ({"base": base.identity()} if base is not None else {})
+        if checkpoint and base is not None:
+            base.check_identity(json.loads((checkpoint / "state.json").read_text()).get("base", {}), checkpoint)
         start = load_checkpoint(checkpoint, modules, optimizer) if checkpoint else 0
         log = JsonlLog(self.run / "train_log.jsonl", start) if self.world.is_main else None
         params = {**cfg.to_dict(), "encoder": enc_cfg.to_dict(), "train_clips": len(bank), "resumed_from": start,
@@ -313,7 +356,7 @@ class Trainer:
                 _call(self.callbacks, "on_step", step + 1, last)
                 bar.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in last.items() if k.endswith("loss")})
                 if self.world.is_main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
-                    path = save_checkpoint(self.run, step + 1, modules, optimizer, {"train_config": cfg.to_dict()})
+                    path = save_checkpoint(self.run, step + 1, modules, optimizer, meta)
                     _call(self.callbacks, "on_checkpoint", step + 1, path)
         elapsed = time.perf_counter() - t0
         self.world.check_in_sync([encoder, objective])

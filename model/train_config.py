@@ -34,6 +34,7 @@ class TrainConfig:
     data: Path
     out: Path
     config: str = "tiny"  # packaged config name or a JSON path
+    checkpoint: Path | None = None  # a pretrained backbone's base checkpoint directory (qwen2_5_omni configs)
     objective: str = "full"  # pairwise | distill | full
     steps: int = TRAIN_STEPS
     batch_size: int = BATCH_SIZE

@@ -72,6 +72,17 @@ def loaded_by_import(modules: tuple[str, ...], heavy: tuple[str, ...]) -> list[s
     return out.split(",") if out else []
 
 
+class Interrupted(Exception):
+    """What StopAtFirstCheckpoint raises: a training run stopped right after its first checkpoint."""
+
+
+class StopAtFirstCheckpoint:
+    """A training callback that interrupts the run at its first checkpoint (to test --resume in-process)."""
+
+    def on_checkpoint(self, step, path):
+        raise Interrupted
+
+
 @dataclass(frozen=True)
 class MediaFiles:
     root: Path
@@ -171,3 +182,11 @@ def tracked_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     res = runner.invoke(app, ["evaluate", "--model", str(out), "--data", str(tiny_data), "--split", "test", "--workers", "1"])
     assert res.exit_code == 0 and f"mlflow run: {run_id}" in res.output, res.output  # found the training run
     return out, run_id
+
+
+@pytest.fixture(scope="session")
+def thinker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2.5-Omni thinker checkpoint (tests/omni_checkpoint.py)."""
+    from tests.omni_checkpoint import write_thinker
+
+    return write_thinker(tmp_path_factory.mktemp("qwen_thinker"))

@@ -68,7 +68,7 @@ def test_train_options_default_to_train_config():
     for cli in (model_app, app):
         params = {p.name: p.default for p in typer.main.get_command(cli).commands["train"].params}
         shared = sorted(set(params) & set(fields))
-        assert shared == sorted(["config", "objective", "steps", "batch_size", "lr", "warmup_steps", "seed", "temperature",
+        assert shared == sorted(["config", "checkpoint", "objective", "steps", "batch_size", "lr", "warmup_steps", "seed", "temperature",
                                  "fixed_temperature", "rotate_pairs", "checkpoint_every", "workers", "token_keep",
                                  "unmasked_steps", "alt_texts"])
         assert {k: params[k] for k in shared} == {k: fields[k] for k in shared}

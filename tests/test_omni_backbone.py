@@ -21,50 +21,10 @@ from model.omni.config import OmniBackboneConfig, load_backbone_config
 from model.train import param_groups
 from tests.conftest import loaded_by_import
 
-VOCAB = 256
-SPECIAL = {"audio_token_index": 250, "image_token_index": 251, "video_token_index": 252, "audio_start_token_id": 253,
-           "audio_end_token_id": 254, "vision_start_token_id": 245, "vision_end_token_id": 246}
-TOKENS = {250: "<|AUDIO|>", 251: "<|IMAGE|>", 252: "<|VIDEO|>", 253: "<|audio_bos|>", 254: "<|audio_eos|>",
-          245: "<|vision_bos|>", 246: "<|vision_eos|>"}
 CAPTIONS = ["w1 w2 w3", "w5", "w7 w8 w9 w10 w11"]
 SAMPLES = (64_000, 41_000, 64_000)  # 4 s, 2.56 s (not a multiple of a token), 4 s
 DECODE = DecodeConfig(num_frames=4, frame_size=56, audio_seconds=4.0)  # 2 x 2 x 2 = 8 video tokens a clip
 CFG = OmniBackboneConfig(dtype="float32", head_hidden=32, embed_dim=16, decode=DECODE)
-
-
-def _thinker_config():
-    from transformers import Qwen2_5OmniThinkerConfig
-
-    text = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=0,
-                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]})
-    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                  fullatt_block_indexes=[1], window_size=56)
-    audio = dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64, d_model=32,
-                 output_dim=64, n_window=50, max_source_positions=200)
-    return Qwen2_5OmniThinkerConfig(text_config=text, vision_config=vision, audio_config=audio, **SPECIAL)
-
-
-def _write_tokenizer(path: Path) -> None:
-    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
-
-    vocab = {"<pad>": 0} | {f"w{i}": i for i in range(1, 200)} | {"query": 200, "passage": 201, ":": 202}
-    tok = Tokenizer(models.WordLevel(vocab=vocab | {t: i for i, t in TOKENS.items()}, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.add_special_tokens([AddedToken(t, special=True) for t in TOKENS.values()])
-    tok.save(str(path))
-
-
-@pytest.fixture(scope="session")
-def thinker_dir(tmp_path_factory) -> Path:
-    """A tiny random thinker as save_pretrained writes it, with a word-level tokenizer.json."""
-    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
-
-    root = tmp_path_factory.mktemp("qwen_thinker")
-    torch.manual_seed(0)
-    Qwen2_5OmniThinkerForConditionalGeneration(_thinker_config()).save_pretrained(root)
-    _write_tokenizer(root / "tokenizer.json")
-    return root
 
 
 @pytest.fixture(scope="session")

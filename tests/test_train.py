@@ -19,6 +19,7 @@ from model.data import ClipBank
 from model.text import TextTokenizer
 from model.modalities import DIRECTION_NAMES, A, T, V
 from model.train import TrainConfig, batch_indices, keep_indices, lr_at, train
+from tests.conftest import Interrupted, StopAtFirstCheckpoint
 
 runner = CliRunner()
 
@@ -219,13 +220,6 @@ def test_a_run_that_decodes_equals_a_run_that_reads_the_feature_cache(tiny_data,
 
 def test_token_dropping_trains_and_resumes_exactly(tiny_data, tmp_path):
     """With --token-keep the subsets come from the step's generator: two runs, one resumed, agree."""
-    class Interrupted(Exception):
-        pass
-
-    class StopAtFirstCheckpoint:
-        def on_checkpoint(self, step, path):
-            raise Interrupted
-
     def cfg(out: Path) -> TrainConfig:
         return TrainConfig(data=tiny_data, out=out, steps=4, batch_size=8, warmup_steps=1, workers=1,
                            checkpoint_every=2, token_keep=0.5, unmasked_steps=0.25)

@@ -20,15 +20,15 @@ The batch (`OmniBatch`) keeps the tiny batch's keys with this backbone's content
     audio       float32 (B, 128, Fr)   Whisper features of 16 kHz audio (preprocess.audio_features)
     audio_mask  bool (B, Fr)          valid frames, a prefix of each row (none: the row has no audio)
 
-What the training loop must change to train this backbone (model/train.py, model/data.py, model/store.py):
-  - the bank must hold frames at decode.frame_size and 16 kHz waveforms (or Whisper features), not the
-    tiny log-mel; make_batch builds an OmniBatch (audio_features, OmniTokenizer instead of TextTokenizer)
-  - augment_audio works on the tiny log-mel: augment the waveform (or adapt it to Whisper features);
+How training uses it (model/train.py, model/data.py, model/store.py, model/omni/store.py):
+  - the bank holds frames at decode.frame_size and 16 kHz waveforms (config.audio_input "waveform");
+    make_batch computes their Whisper features and tokenizes with OmniTokenizer (an OmniBatch)
+  - the L_T positive's audio is augmented as a waveform (augment_waveform) before its features;
     augment_video's float frames are accepted as they are
-  - token_keep must stay 1.0: `keep` (FLIP token dropping) is refused, positions follow the full grid
-  - build() makes QwenOmniEncoder.from_checkpoint(dir, cfg); param_groups already skips frozen weights
-  - checkpoints and the saved model must hold trainable_state_dict() (LoRA + head) and the base's
-    identity (checkpoint.digest), not the frozen base's gigabytes; check_in_sync likewise
+  - token_keep must stay 1.0 (train refuses anything else): positions follow the full grid
+  - build() makes QwenOmniEncoder.from_checkpoint(--checkpoint, cfg); param_groups skips frozen weights
+  - checkpoints and the saved model hold trainable_state_dict() (LoRA + head) and checkpoint.identity(),
+    never the frozen base; loading and --resume check the base's digest (OmniCheckpoint.check_identity)
 """
 
 from __future__ import annotations
@@ -143,6 +143,17 @@ class QwenOmniEncoder(nn.Module):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights training changes: LoRA's and the head's."""
         return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load LoRA's and the head's weights (what trainable_state_dict gave), exactly those: a missing or
+        unexpected key is an error naming it."""
+        expected = set(self.trainable_state_dict())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise ValueError(f"trainable weights do not match this backbone's LoRA and head: "
+                             f"missing {missing[:3]} ({len(missing)}), unexpected {unexpected[:3]} ({len(unexpected)})")
+        result = self.load_state_dict(dict(state), strict=False)
+        assert not result.unexpected_keys, result.unexpected_keys
 
     # --- tokenize: the batch's caption embeddings and tower outputs, once ---
 

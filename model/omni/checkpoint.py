@@ -78,6 +78,18 @@ class OmniCheckpoint:
     def tokenizer_path(self) -> Path:
         return self.root / TOKENIZER
 
+    def identity(self) -> dict[str, str]:
+        """What a saved model or a training checkpoint records of its base: where it lay and its digest."""
+        return {"path": str(self.root.resolve()), "digest": self.digest, "layout": self.layout}
+
+    def check_identity(self, recorded: dict, where: str | Path) -> None:
+        """Refuse a base whose weights are not the ones `recorded` (an identity()) names, naming both digests."""
+        if recorded.get("digest") != self.digest:
+            raise CheckpointError(self.root, "digest",
+                                  f"the base checkpoint's weights have digest {self.digest}, but {where} was trained on "
+                                  f"weights with digest {recorded.get('digest')} (recorded at {recorded.get('path')}): "
+                                  f"give the checkpoint it was trained on")
+
 
 def weights_digest(files: tuple[Path, ...] | list[Path]) -> str:
     """sha256 over (name, NUL, size, bytes) of each file in name order; see the module docstring."""

@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from model.config import config_fields
 from model.media import DecodeConfig
@@ -32,6 +33,9 @@ def _qwen_decode() -> DecodeConfig:
 @dataclass(frozen=True)
 class OmniBackboneConfig:
     """A Qwen2.5-Omni thinker, frozen, with LoRA on its LLM and a projection head."""
+
+    backbone: ClassVar[str] = "qwen2_5_omni"  # a config.json's "backbone" (model.config.config_from_dict)
+    audio_input: ClassVar[str] = "waveform"  # the feature cache holds 16 kHz waveforms; Whisper features per batch
 
     name: str = "qwen2_5_omni"
     lora_rank: int = 16
@@ -107,4 +111,6 @@ def load_backbone_config(path: str | Path) -> OmniBackboneConfig:
         raise ValueError(f"cannot read omni backbone config {path}: {exc}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"omni backbone config {path} must hold a JSON object")
-    return OmniBackboneConfig.from_dict(raw, str(path))
+    if raw.get("backbone", OmniBackboneConfig.backbone) != OmniBackboneConfig.backbone:
+        raise ValueError(f"{path}: backbone {raw['backbone']!r} is not {OmniBackboneConfig.backbone!r}")
+    return OmniBackboneConfig.from_dict({k: v for k, v in raw.items() if k != "backbone"}, str(path))

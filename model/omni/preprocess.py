@@ -31,6 +31,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP, what Qwen2-VL's 
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 PATCH, MERGE, TEMPORAL = 14, 2, 2  # Qwen2.5-Omni's vision tower (its vision_config holds the same)
 SAMPLE_RATE, HOP = 16_000, 160  # Whisper features: 16 kHz, 10 ms hop
+WHISPER_MELS = 128  # Qwen2.5-Omni's audio tower takes 128 mel bins
 
 
 def frame_size(height: int, width: int, factor: int = PATCH * MERGE, min_pixels: int = 56 * 56,
@@ -95,7 +96,7 @@ def _extractor(n_mels: int):
     return WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=SAMPLE_RATE, hop_length=HOP)
 
 
-def audio_features(waves: Sequence[np.ndarray], n_mels: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+def audio_features(waves: Sequence[np.ndarray], n_mels: int = WHISPER_MELS) -> tuple[torch.Tensor, torch.Tensor]:
     """16 kHz mono waveforms -> (features float32 (B, n_mels, Fr), valid bool (B, Fr)), right-padded with zeros."""
     extractor = _extractor(n_mels)
     feats = []
