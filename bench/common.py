@@ -1,10 +1,13 @@
-"""Helpers shared by the benchmarks: a rich table on the console and a JSON file beside it."""
+"""Helpers shared by the benchmarks: a rich table on the console and a JSON file beside it, a stopwatch
+over the calls of a function, and how many video and audio tokens an encoder config gives a clip."""
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -32,3 +35,42 @@ def report(name: str, title: str, rows: list[dict], extra: dict | None = None, o
     path.write_text(json.dumps({"benchmark": name, "machine": machine(), "rows": rows, **(extra or {})}, indent=2) + "\n")
     Console().print(f"wrote {path}")
     return path
+
+
+class Stopwatch:
+    """The seconds spent inside the functions `wrap` returns, summed (`seconds`); a wrapped call made inside
+    another is counted once. `sync` runs before each reading of the clock (torch.cuda.synchronize on a GPU,
+    so queued kernels are counted where they ran)."""
+
+    def __init__(self, sync: Callable[[], object] | None = None):
+        self.seconds = 0.0
+        self.sync = sync or (lambda: None)
+        self._depth = 0
+
+    def wrap(self, fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def timed(*args, **kwargs):
+            if self._depth:
+                return fn(*args, **kwargs)
+            self.sync()
+            start = time.perf_counter()
+            self._depth += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                self.sync()
+                self.seconds += time.perf_counter() - start
+        return timed
+
+
+def media_tokens(cfg) -> tuple[int, int]:
+    """(video, audio) tokens one clip gives the trunk under encoder config `cfg`, every token kept: the tiny
+    encoder's tubelets and patches, or the Qwen2.5-Omni towers' outputs (merged patches, 25 audio tokens a second)."""
+    if cfg.backbone == "tiny":
+        return cfg.video_tokens, cfg.audio_tokens
+    from model.omni.preprocess import HOP, MERGE, PATCH, SAMPLE_RATE, TEMPORAL, audio_token_count, video_token_count
+
+    d, side = cfg.decode, cfg.decode.frame_size // PATCH
+    grid = (-(-d.num_frames // TEMPORAL), side, side)
+    return video_token_count(grid, MERGE), audio_token_count(int(d.audio_seconds * SAMPLE_RATE) // HOP)

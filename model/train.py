@@ -209,12 +209,14 @@ def embed_step(encoder: OmniEncoder, bank: ClipBank, idx: torch.Tensor, tokenize
     return z
 
 
-def build(cfg: TrainConfig, enc_cfg: AnyConfig) -> tuple[OmniEncoder, Objective, torch.optim.AdamW]:
+def build(cfg: TrainConfig, enc_cfg: AnyConfig, encoder: torch.nn.Module | None = None
+          ) -> tuple[OmniEncoder, Objective, torch.optim.AdamW]:
     """A freshly initialised encoder (a pretrained backbone: its base from cfg.checkpoint, frozen, with fresh
-    LoRA and head), the objective (holding the temperature) and their optimizer over what trains."""
-    if isinstance(enc_cfg, EncoderConfig):
+    LoRA and head), the objective (holding the temperature) and their optimizer over what trains. Given an
+    `encoder` (one built elsewhere, e.g. over a random thinker), only the objective and optimizer are new."""
+    if encoder is None and isinstance(enc_cfg, EncoderConfig):
         encoder = OmniEncoder(enc_cfg)
-    else:
+    elif encoder is None:
         from model.omni.backbone import QwenOmniEncoder
 
         encoder = QwenOmniEncoder.from_checkpoint(cfg.checkpoint, enc_cfg)

@@ -186,7 +186,7 @@ def tracked_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
 
 @pytest.fixture(scope="session")
 def thinker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Qwen2.5-Omni thinker checkpoint (tests/omni_checkpoint.py)."""
-    from tests.omni_checkpoint import write_thinker
+    """A tiny random Qwen2.5-Omni thinker checkpoint (model/omni/random_checkpoint.py)."""
+    from model.omni.random_checkpoint import write_random_thinker
 
-    return write_thinker(tmp_path_factory.mktemp("qwen_thinker"))
+    return write_random_thinker(tmp_path_factory.mktemp("qwen_thinker"), "tiny")

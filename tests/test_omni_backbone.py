@@ -80,7 +80,7 @@ def rows(batch: dict, index: list[int]) -> dict:
 
 def test_importing_the_package_loads_neither_transformers_nor_peft():
     modules = ("model", "model.omni", "model.omni.backbone", "model.omni.checkpoint", "model.omni.config",
-               "model.omni.layout", "model.omni.preprocess", "model.omni.text")
+               "model.omni.layout", "model.omni.preprocess", "model.omni.random_checkpoint", "model.omni.text")
     assert loaded_by_import(modules, ("transformers", "peft", "accelerate")) == []
 
 
@@ -374,3 +374,24 @@ def test_the_config_round_trips_through_json_and_names_bad_fields(thinker_dir, t
         OmniBackboneConfig(pooling="max")
     with pytest.raises(ValueError, match="decode.frame_size=64 must be a multiple of 28"):
         build(thinker_dir, OmniBackboneConfig(dtype="float32", decode=DecodeConfig(num_frames=4, frame_size=64)))
+
+
+@pytest.mark.parametrize("size", ["3b", "7b"])
+def test_the_large_random_sizes_have_the_released_thinkers_parameter_counts(size):
+    from model.omni.random_checkpoint import EXPECTED_PARAMS, part_params, random_thinker
+
+    counts = part_params(random_thinker(size, "meta"))  # shapes only: no memory, well under a second
+    for part, millions in EXPECTED_PARAMS[size].items():
+        assert counts[part] == pytest.approx(millions * 1e6, rel=0.05), part
+
+
+def test_an_in_memory_random_encoder_has_the_written_checkpoints_ids_and_embeds(encoder, tmp_path):
+    from model.omni.random_checkpoint import random_encoder
+
+    enc = random_encoder("tiny", CFG, tmp_path).eval()  # no weights file: only its tokenizer.json is written
+    assert enc.checkpoint.special_ids == encoder.checkpoint.special_ids
+    assert enc.checkpoint.pad_token_id == encoder.checkpoint.pad_token_id
+    batch = make_batch(encoder)
+    with torch.no_grad():
+        z = enc(batch, VIEWS["tva"])
+    assert z.shape == (len(CAPTIONS), CFG.embed_dim) and torch.isfinite(z).all()

@@ -1,4 +1,4 @@
-"""Training the Qwen2.5-Omni backbone end to end on a tiny RANDOM thinker (tests/omni_checkpoint.py):
+"""Training the Qwen2.5-Omni backbone end to end on a tiny RANDOM thinker (model/omni/random_checkpoint.py):
 `omniretriever train --config <qwen json> --checkpoint DIR`, the saved run (LoRA + head and the base's
 identity only), loading it over its base, `omniretriever evaluate`, and exact resume."""
 

@@ -6,6 +6,7 @@
     config       OmniBackboneConfig (LoRA, pooling, attention, prompts, interleave), from JSON
     layout       one view's token sequence per row: placeholders, interleave, left padding, positions
     backbone     QwenOmniEncoder: towers once per batch, any view fused from them, LoRA + head
+    random_checkpoint  RANDOM thinkers of the tiny, 3B and 7B sizes (tests, benchmarks; nothing downloaded)
 
 Importing this package (or any module in it) imports neither transformers nor peft: they are imported
 when a checkpoint is loaded or features are computed, so the tiny encoder's users never pay for them.

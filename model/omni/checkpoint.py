@@ -249,6 +249,16 @@ def find_checkpoint(path: str | Path) -> OmniCheckpoint:
     return OmniCheckpoint(root, layout, thinker, ids, pad, vocab, files)
 
 
+def unsaved_checkpoint(root: str | Path, thinker: dict[str, Any]) -> OmniCheckpoint:
+    """The record of a thinker built in memory (a random one, model.omni.random_checkpoint), whose config
+    dict is checked as find_checkpoint checks a config.json's; it has no weights files and its tokenizer.json
+    is the caller's to write at root."""
+    config_path = Path(root) / "config.json"
+    vocab = _check_sizes(config_path, thinker, "")
+    ids = _special_ids(config_path, thinker, "", vocab)
+    return OmniCheckpoint(Path(root), "thinker", thinker, ids, _pad_id(config_path, thinker, "", ids, vocab), vocab, ())
+
+
 def _check_tokenizer(path: Path, vocab: int) -> None:
     from tokenizers import Tokenizer
 
