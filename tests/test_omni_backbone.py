@@ -365,7 +365,7 @@ def test_captions_cannot_insert_placeholders(encoder):
 
 def test_the_config_round_trips_through_json_and_names_bad_fields(thinker_dir, tmp_path):
     path = tmp_path / "omni.json"
-    path.write_text(json.dumps({**CFG.to_dict(), "decode": {"num_frames": 4, "frame_size": 56}}))
+    path.write_text(json.dumps({**CFG.to_dict(), "decode": {"num_frames": 4, "frame_size": 56, "audio_seconds": 4.0}}))
     assert load_backbone_config(path) == CFG  # decode fields not given keep this backbone's defaults
     path.write_text(json.dumps({"lora_rnak": 8}))
     with pytest.raises(ValueError, match="unknown omni backbone field.*lora_rnak"):

@@ -24,10 +24,10 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _qwen_decode() -> DecodeConfig:
-    # 8 frames of 224 x 224 (multiples of 28: 4 temporal x 8 x 8 = 256 video tokens) and 4 s of 16 kHz
-    # audio (100 audio tokens). The mel fields are the tiny encoder's: this backbone computes Whisper
-    # features from the waveform (model.omni.preprocess.audio_features).
-    return DecodeConfig(num_frames=8, frame_size=224, sample_rate=16_000, audio_seconds=4.0)
+    # the authors' recipe: 8 frames of 224 x 224 (multiples of 28: 4 temporal x 8 x 8 = 256 video tokens) and
+    # 8 s of 16 kHz audio (200 audio tokens). The mel fields are the tiny encoder's: this backbone computes
+    # Whisper features from the waveform (model.omni.preprocess.audio_features).
+    return DecodeConfig(num_frames=8, frame_size=224, sample_rate=16_000, audio_seconds=8.0)
 
 
 @dataclass(frozen=True)
