@@ -140,10 +140,15 @@ def load_config(name_or_path: str | Path) -> AnyConfig:
         path = CONFIG_DIR / f"{name_or_path}.json"
         if not path.exists():
             raise ValueError(f"unknown config {str(name_or_path)!r}: packaged configs are {', '.join(available_configs())}")
+    return config_from_dict(read_json_object(path, "encoder config"), str(path))
+
+
+def read_json_object(path: Path, what: str) -> dict:
+    """The JSON object in `path`; ValueError naming `what` and the file if it cannot be read or is not one."""
     try:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read encoder config {path}: {exc}") from None
+        raise ValueError(f"cannot read {what} {path}: {exc}") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"encoder config {path} must hold a JSON object")
-    return config_from_dict(raw, str(path))
+        raise ValueError(f"{what} {path} must hold a JSON object")
+    return raw

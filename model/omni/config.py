@@ -8,13 +8,12 @@ given at run time, validated by model.omni.checkpoint, and identified by its wei
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from model.config import config_fields
+from model.config import config_fields, read_json_object
 from model.media import DecodeConfig
 
 POOLINGS = ("last_all_layers", "mean")
@@ -105,12 +104,7 @@ def _compiles(pattern: str) -> bool:
 
 def load_backbone_config(path: str | Path) -> OmniBackboneConfig:
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read omni backbone config {path}: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"omni backbone config {path} must hold a JSON object")
+    raw = read_json_object(path, "omni backbone config")
     if raw.get("backbone", OmniBackboneConfig.backbone) != OmniBackboneConfig.backbone:
         raise ValueError(f"{path}: backbone {raw['backbone']!r} is not {OmniBackboneConfig.backbone!r}")
     return OmniBackboneConfig.from_dict({k: v for k, v in raw.items() if k != "backbone"}, str(path))
