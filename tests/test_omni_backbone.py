@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from model.config import config_dict, load_config
 from model.data import concat_tokens, swap_slot
 from model.errors import CheckpointError, PlaceholderMismatch
 from model.losses import info_nce
 from model.media import DecodeConfig
 from model.modalities import VIEWS, A, T, V
 from model.omni.checkpoint import find_checkpoint
-from model.omni.config import OmniBackboneConfig, load_backbone_config
+from model.omni.config import OmniBackboneConfig
 from model.train import param_groups
 from tests.conftest import loaded_by_import
 
@@ -365,11 +366,12 @@ def test_captions_cannot_insert_placeholders(encoder):
 
 def test_the_config_round_trips_through_json_and_names_bad_fields(thinker_dir, tmp_path):
     path = tmp_path / "omni.json"
-    path.write_text(json.dumps({**CFG.to_dict(), "decode": {"num_frames": 4, "frame_size": 56, "audio_seconds": 4.0}}))
-    assert load_backbone_config(path) == CFG  # decode fields not given keep this backbone's defaults
-    path.write_text(json.dumps({"lora_rnak": 8}))
+    decode = {"num_frames": 4, "frame_size": 56, "audio_seconds": 4.0}
+    path.write_text(json.dumps({**config_dict(CFG), "decode": decode}))
+    assert load_config(path) == CFG  # decode fields not given keep this backbone's defaults
+    path.write_text(json.dumps({"backbone": "qwen2_5_omni", "lora_rnak": 8}))
     with pytest.raises(ValueError, match="unknown omni backbone field.*lora_rnak"):
-        load_backbone_config(path)
+        load_config(path)
     with pytest.raises(ValueError, match="pooling must be one of last_all_layers, mean, got 'max'"):
         OmniBackboneConfig(pooling="max")
     with pytest.raises(ValueError, match="decode.frame_size=64 must be a multiple of 28"):

@@ -1,6 +1,7 @@
 """OmniBackboneConfig: the pretrained omni backbone's settings, a small JSON file parsed into a dataclass.
 
-    load_backbone_config("path/to.json")   any file with these fields (unknown fields are refused)
+    model.config.load_config(NAME or PATH)   a config.json whose "backbone" is "qwen2_5_omni" (unknown fields
+                                             are refused)
 
 The checkpoint itself (which thinker, its sizes and token ids) is not part of it: it is a directory
 given at run time, validated by model.omni.checkpoint, and identified by its weights' digest.
@@ -10,10 +11,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
-from model.config import config_fields, read_json_object
+from model.config import config_fields
 from model.media import DecodeConfig
 
 POOLINGS = ("last_all_layers", "mean")
@@ -100,11 +100,3 @@ def _compiles(pattern: str) -> bool:
     except re.error:
         return False
     return True
-
-
-def load_backbone_config(path: str | Path) -> OmniBackboneConfig:
-    path = Path(path)
-    raw = read_json_object(path, "omni backbone config")
-    if raw.get("backbone", OmniBackboneConfig.backbone) != OmniBackboneConfig.backbone:
-        raise ValueError(f"{path}: backbone {raw['backbone']!r} is not {OmniBackboneConfig.backbone!r}")
-    return OmniBackboneConfig.from_dict({k: v for k, v in raw.items() if k != "backbone"}, str(path))
