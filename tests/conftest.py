@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -190,3 +191,36 @@ def thinker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model.omni.random_checkpoint import write_random_thinker
 
     return write_random_thinker(tmp_path_factory.mktemp("qwen_thinker"), "tiny")
+
+
+# 4 frames of 56 x 56 (8 video tokens) and 2 s of audio (50 audio tokens): a CPU-sized copy of qwen2_5_omni
+SMALL = {"dtype": "float32", "lora_rank": 4, "head_hidden": 32, "embed_dim": 16,
+         "decode": {"num_frames": 4, "frame_size": 56, "audio_seconds": 2.0}}
+
+
+@pytest.fixture(scope="session")
+def omni_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """model/configs/qwen2_5_omni.json made CPU-sized (SMALL), as a config file."""
+    raw = json.loads(Path("model/configs/qwen2_5_omni.json").read_text()) | SMALL | {"name": "qwen_small"}
+    path = tmp_path_factory.mktemp("omni-config") / "qwen_small.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def omni_train_args(data: Path, out: Path, config: Path, checkpoint: Path, *extra: str) -> list[str]:
+    return ["train", "--data", str(data), "--out", str(out), "--config", str(config), "--checkpoint", str(checkpoint),
+            "--token-keep", "1", "--batch-size", "4", "--steps", "3", "--warmup-steps", "1", "--checkpoint-every", "3",
+            "--workers", "1", *extra]
+
+
+@pytest.fixture(scope="session")
+def omni_run(tiny_data: Path, thinker_dir: Path, omni_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run trained 3 steps on the tiny random thinker: LoRA + head + the base's identity."""
+    from typer.testing import CliRunner
+
+    from model.cli import app
+
+    out = tmp_path_factory.mktemp("omni-run") / "run"
+    res = CliRunner().invoke(app, omni_train_args(tiny_data, out, omni_config, thinker_dir))
+    assert res.exit_code == 0, res.output
+    return out

@@ -20,34 +20,7 @@ from model.errors import CheckpointError
 from model.modalities import DIRECTION_NAMES
 from model.store import load_model
 from model.train import TrainConfig, train
-from tests.conftest import Interrupted, StopAtFirstCheckpoint
-
-# 4 frames of 56 x 56 (8 video tokens) and 2 s of audio (50 audio tokens): a CPU-sized copy of qwen2_5_omni
-SMALL = {"dtype": "float32", "lora_rank": 4, "head_hidden": 32, "embed_dim": 16,
-         "decode": {"num_frames": 4, "frame_size": 56, "audio_seconds": 2.0}}
-
-
-@pytest.fixture(scope="module")
-def omni_config(tmp_path_factory) -> Path:
-    raw = json.loads(Path("model/configs/qwen2_5_omni.json").read_text()) | SMALL | {"name": "qwen_small"}
-    path = tmp_path_factory.mktemp("omni-config") / "qwen_small.json"
-    path.write_text(json.dumps(raw))
-    return path
-
-
-def train_args(data: Path, out: Path, config: Path, checkpoint: Path, *extra: str) -> list[str]:
-    return ["train", "--data", str(data), "--out", str(out), "--config", str(config), "--checkpoint", str(checkpoint),
-            "--token-keep", "1", "--batch-size", "4", "--steps", "3", "--warmup-steps", "1", "--checkpoint-every", "3",
-            "--workers", "1", *extra]
-
-
-@pytest.fixture(scope="module")
-def omni_run(tiny_data, thinker_dir, omni_config, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("omni-run") / "run"
-    res = CliRunner().invoke(app, train_args(tiny_data, out, omni_config, thinker_dir))
-    assert res.exit_code == 0, res.output
-    return out
-
+from tests.conftest import Interrupted, StopAtFirstCheckpoint, omni_train_args as train_args
 
 def test_training_ends_with_finite_losses_and_changes_only_lora_and_head(omni_run, thinker_dir, omni_config):
     from model.omni.backbone import QwenOmniEncoder
