@@ -53,6 +53,23 @@ def input_shapes(cfg: AnyConfig) -> dict[str, tuple[tuple[int | str, ...], str]]
     return shapes
 
 
+def input_names(cfg: AnyConfig) -> tuple[str, ...]:
+    """The encoder input arrays of `cfg`'s backbone, in order: INPUTS, then "audio_mask" for the Qwen2.5-Omni one."""
+    return tuple(input_shapes(cfg))
+
+
+def load_tokenizer(cfg: AnyConfig, path: str | Path, pad_id: int | None = None) -> Any:
+    """The captions' tokenizer saved beside a model (tokenizer.json): the tiny encoder's TextTokenizer, or a
+    pretrained backbone's OmniTokenizer, which pads with the base checkpoint's `pad_id`."""
+    if cfg.backbone == "tiny":
+        return TextTokenizer.load(path, cfg.max_text_len)
+    if pad_id is None:
+        raise ValueError(f"{path}: the {cfg.backbone} tokenizer needs the base checkpoint's pad_token_id")
+    from model.omni.text import OmniTokenizer
+
+    return OmniTokenizer.load(path, cfg.max_text_len, pad_id)
+
+
 def _decode_media(value: Media, field: str, row: int, decode: Any, limits: MediaLimits, kind: str,
                   audio_input: str = "log_mel") -> tuple[np.ndarray, bool]:
     """Decode a path or encoded bytes; bytes go through a private temp file so every limit and check applies."""
@@ -172,7 +189,7 @@ class Embedder:
     def forward(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
         """Encoder input arrays -> embeddings: every modality in one joint forward, absent ones masked per row."""
         batch, present = encoder_batch(arrays)
-        return self.loaded.encoder(batch, MODALITIES, present).float().numpy()
+        return self.loaded.encoder(batch, MODALITIES, present).float().cpu().numpy()
 
     def embed(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         if len(rows) == 0:

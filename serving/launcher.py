@@ -38,6 +38,7 @@ import socket
 import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.error
@@ -408,8 +409,13 @@ class LocalEndpoint:
     def _triton_env(self) -> dict[str, str]:
         env = dict(os.environ)
         libs = str(triton_paths()["libs"])
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libs, env.get("LD_LIBRARY_PATH")) if p)
+        # the stub links libpython3.11.so: let it find this interpreter's, whose extension modules it imports
+        # (a system libpython of another patch release lacks symbols they need, e.g. _ssl's _PyModule_Add)
+        own = sysconfig.get_config_var("LIBDIR") if sysconfig.get_config_var("Py_ENABLE_SHARED") else None
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libs, own, env.get("LD_LIBRARY_PATH")) if p)
         env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+        # a pretrained backbone's python model (triton_torch_model.py) imports this project
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
         return env
 
     def _transformer_argv(self) -> list[str]:

@@ -1,4 +1,6 @@
-"""The Triton model repository built from a saved model: one ONNX graph, two configs.
+"""The Triton model repository built from a saved model: the encoder Triton serves, two configs.
+
+For the tiny encoder, one ONNX graph:
 
     REPO/
       repository.json                       what was built: source model, digests, parity, tensors
@@ -13,10 +15,28 @@
           config.pbtxt                      backend python, KIND_CPU, same tensors and batching
           1/model.py                        ONNX Runtime on ../../production/.../1/model.onnx (sha256-checked)
 
+For a pretrained backbone (Qwen2.5-Omni), the saved PyTorch model in the python backend instead: its
+per-row sequence layout does not trace to one graph. The base's weights are never copied in:
+
+      production/omniretriever-encoder/
+          config.pbtxt                      backend python, KIND_GPU; base_checkpoint = BASE_MOUNT, where the
+                                            InferenceService mounts the base (serving/manifests.py)
+          1/model.py                        serving/triton_torch_model.py: load, merge LoRA, forward
+          1/saved/                          the saved model: LoRA + head, base.json, tokenizer.json
+          encoder.json  tokenizer.json  model.json
+      local/omniretriever-encoder/
+          config.pbtxt                      backend python, KIND_CPU; saved_model ../../production/.../1/saved,
+                                            base_checkpoint = the base export loaded (its digest checked)
+          1/model.py
+
+Export checks what Triton will run against the offline model: ONNX Runtime against PyTorch for the graph,
+the LoRA-merged model against the unmerged one for a pretrained backbone (model.omni.export), on random
+rows with every subset of modalities, within PARITY_TOLERANCE.
+
 Both configs render the tensors of serving.tensors, so they cannot drift apart. The local tree holds no
-second copy of the graph: its model.py reads production's model.onnx and refuses it if the digest does
-not match. The tritonserver shipped in the nvidia-pytriton wheel has the python backend only, which is
-why the local config exists; a cluster's Triton serves `production/` with the onnxruntime backend.
+second copy of the model: it names production's file and refuses it if the digest does not match. The
+tritonserver shipped in the nvidia-pytriton wheel has the python backend only, which is why the local
+config exists; a cluster's Triton serves `production/`.
 
 The repository is built in a temp directory beside REPO and renamed into place, so a failed build leaves
 REPO as it was; an existing REPO is replaced only if it is a repository built here (it has repository.json).
@@ -30,17 +50,21 @@ import shutil
 import time
 from pathlib import Path
 
-from model.config import EncoderConfig
 from model.cache import file_digest
-from model.export import ExportResult, export_onnx
-from model.store import load_model, model_dir, replace_dir, weights_digest
+from model.config import AnyConfig, config_dict
+from model.errors import ExportError
+from model.export import PARITY_TOLERANCE, ExportResult, export_onnx
+from model.store import LoadedModel, load_model, model_dir, replace_dir, weights_digest
+from serving.manifests import BASE_MOUNT
 from serving.tensors import ENCODER_MODEL, MAX_BATCH_SIZE, TensorSpec, encoder_inputs, encoder_outputs
 
 FORMAT = "omniretriever-repository-v1"
 VERSION = "1"  # the one model version directory
 PRODUCTION, LOCAL = "production", "local"
 QUEUE_DELAY_US = {PRODUCTION: 2000, LOCAL: 1000}  # dynamic batching: how long a request may wait for others
-MODEL_PY = Path(__file__).resolve().parent / "triton_model.py"
+MODEL_PY = Path(__file__).resolve().parent / "triton_model.py"  # ONNX Runtime on the graph
+TORCH_MODEL_PY = Path(__file__).resolve().parent / "triton_torch_model.py"  # a pretrained backbone in PyTorch
+SAVED = "saved"  # VERSION/SAVED: a pretrained backbone's saved model
 PREPROCESS_FILES = ("encoder.json", "tokenizer.json")
 
 
@@ -63,11 +87,13 @@ def _tensor_block(spec: TensorSpec) -> str:
     return f'  {{\n    name: "{spec.name}"\n    data_type: {spec.triton_type}\n    dims: [ {dims} ]\n  }}'
 
 
-def render_config(cfg: EncoderConfig, kind: str, parameters: dict[str, str] | None = None) -> str:
-    """config.pbtxt text for the production (onnxruntime, GPU) or local (python backend, CPU) model."""
+def render_config(cfg: AnyConfig, kind: str, parameters: dict[str, str] | None = None) -> str:
+    """config.pbtxt text for the production (GPU) or local (CPU) model: onnxruntime for the tiny encoder's
+    production graph, the python backend otherwise."""
     if kind not in (PRODUCTION, LOCAL):
         raise ValueError(f"config kind must be {PRODUCTION!r} or {LOCAL!r}, got {kind!r}")
-    engine = 'platform: "onnxruntime_onnx"' if kind == PRODUCTION else 'backend: "python"'
+    onnx = kind == PRODUCTION and cfg.backbone == "tiny"
+    engine = 'platform: "onnxruntime_onnx"' if onnx else 'backend: "python"'
     device = "KIND_GPU" if kind == PRODUCTION else "KIND_CPU"
     lines = [
         f'name: "{ENCODER_MODEL}"',
@@ -83,24 +109,52 @@ def render_config(cfg: EncoderConfig, kind: str, parameters: dict[str, str] | No
     return "\n".join(lines) + "\n"
 
 
-
-def _write_production(tmp: Path, model: Path, cfg: EncoderConfig) -> tuple[ExportResult, str]:
-    model_root = production_dir(tmp) / ENCODER_MODEL
-    result = export_onnx(model, model_root / VERSION / "model.onnx")
-    source = model_dir(model)
-    (model_root / "config.pbtxt").write_text(render_config(cfg, PRODUCTION))
-    (model_root / "encoder.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+def _write_preprocessing(model_root: Path, source: Path, cfg: AnyConfig) -> None:
+    """encoder.json and tokenizer.json: what the transformer needs to preprocess requests as training did."""
+    (model_root / "encoder.json").write_text(json.dumps(config_dict(cfg), indent=2) + "\n")
     shutil.copyfile(source / "tokenizer.json", model_root / "tokenizer.json")
-    return result, file_digest(result.onnx)
 
 
-def _write_local(tmp: Path, cfg: EncoderConfig, onnx_sha256: str) -> None:
-    model_root = local_dir(tmp) / ENCODER_MODEL
-    (model_root / VERSION).mkdir(parents=True)
-    shutil.copyfile(MODEL_PY, model_root / VERSION / "model.py")
+def _write_onnx(tmp: Path, model: Path, cfg: AnyConfig) -> dict:
+    """The tiny encoder: production's ONNX graph, local's python model running it; what repository.json adds."""
+    model_root = production_dir(tmp) / ENCODER_MODEL
+    result: ExportResult = export_onnx(model, model_root / VERSION / "model.onnx")
+    (model_root / "config.pbtxt").write_text(render_config(cfg, PRODUCTION))
+    _write_preprocessing(model_root, model_dir(model), cfg)
+    onnx_sha256 = file_digest(result.onnx)
+    local_root = local_dir(tmp) / ENCODER_MODEL
+    (local_root / VERSION).mkdir(parents=True)
+    shutil.copyfile(MODEL_PY, local_root / VERSION / "model.py")
     onnx_rel = f"../../{PRODUCTION}/{ENCODER_MODEL}/{VERSION}/model.onnx"  # relative to local/<model>/
     params = {"onnx_model": onnx_rel, "onnx_sha256": onnx_sha256, "intra_op_threads": "0"}
-    (model_root / "config.pbtxt").write_text(render_config(cfg, LOCAL, params))
+    (local_root / "config.pbtxt").write_text(render_config(cfg, LOCAL, params))
+    return {"onnx_sha256": onnx_sha256, "max_abs_diff": result.max_abs_diff, "rows_checked": result.rows_checked}
+
+
+def _write_torch(tmp: Path, model: Path, loaded: LoadedModel, tolerance: float = PARITY_TOLERANCE) -> dict:
+    """A pretrained backbone: the saved model (never its base) under both python-backend configs."""
+    from model.omni.export import check_merge_parity
+
+    diff, rows = check_merge_parity(loaded)
+    if not diff < tolerance:
+        raise ExportError(f"{model}: merging the LoRA weights changes the embeddings by {diff:.3g} "
+                          f"(limit {tolerance:g}); the repository was not written")
+    cfg, source = loaded.config, model_dir(model)
+    prod_root, local_root = production_dir(tmp) / ENCODER_MODEL, local_dir(tmp) / ENCODER_MODEL
+    shutil.copytree(source, prod_root / VERSION / SAVED)
+    saved_sha256 = file_digest(prod_root / VERSION / SAVED / "model.safetensors")
+    _write_preprocessing(prod_root, source, cfg)
+    base = loaded.encoder.checkpoint
+    for root, kind, saved, base_path in ((prod_root, PRODUCTION, f"{VERSION}/{SAVED}", BASE_MOUNT),
+                                         (local_root, LOCAL, f"../../{PRODUCTION}/{ENCODER_MODEL}/{VERSION}/{SAVED}",
+                                          str(base.root.resolve()))):
+        (root / VERSION).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(TORCH_MODEL_PY, root / VERSION / "model.py")
+        params = {"saved_model": saved, "saved_sha256": saved_sha256, "base_checkpoint": base_path,
+                  "intra_op_threads": "0"}
+        (root / "config.pbtxt").write_text(render_config(cfg, kind, params))
+    return {"saved_sha256": saved_sha256, "max_abs_diff": diff, "rows_checked": rows, "base": base.identity(),
+            "pad_token_id": loaded.tokenizer.pad_id}
 
 
 def _check_replaceable(repo: Path) -> None:
@@ -115,16 +169,16 @@ def build_repository(model: Path, repo: Path) -> Path:
     """Export `model` (RUN or RUN/model) and lay out REPO as in this module's docstring; returns REPO."""
     model, repo = Path(model), Path(repo)
     _check_replaceable(repo)
-    cfg = load_model(model).config  # also checks that MODEL is a saved model before anything is written
+    loaded = load_model(model)  # also checks that MODEL is a saved model before anything is written
+    cfg = loaded.config
     repo.parent.mkdir(parents=True, exist_ok=True)
     tmp = repo.with_name(f".{repo.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        result, onnx_sha256 = _write_production(tmp, model, cfg)
-        _write_local(tmp, cfg, onnx_sha256)
-        info = {"format": FORMAT, "model": str(model_dir(model).resolve()), "weights_sha256": weights_digest(model),
-                "onnx_sha256": onnx_sha256, "max_abs_diff": result.max_abs_diff, "rows_checked": result.rows_checked,
-                "embed_dim": cfg.embed_dim, "triton_model": ENCODER_MODEL, "max_batch_size": MAX_BATCH_SIZE,
+        built = _write_onnx(tmp, model, cfg) if cfg.backbone == "tiny" else _write_torch(tmp, model, loaded)
+        info = {"format": FORMAT, "model": str(model_dir(model).resolve()), "backbone": cfg.backbone,
+                "weights_sha256": weights_digest(model), **built, "embed_dim": cfg.embed_dim,
+                "triton_model": ENCODER_MODEL, "max_batch_size": MAX_BATCH_SIZE,
                 "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (production_dir(tmp) / ENCODER_MODEL / "model.json").write_text(json.dumps(info, indent=2) + "\n")
         (tmp / "repository.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -132,7 +186,6 @@ def build_repository(model: Path, repo: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return repo
-
 
 
 def read_repository(repo: str | Path) -> dict:

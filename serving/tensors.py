@@ -1,7 +1,8 @@
 """Every tensor the serving stack exchanges, defined once: names, V2 datatypes and shapes.
 
     Triton model `omniretriever-encoder` (ENCODER_MODEL), both configs (production ONNX, local python):
-        inputs   the five arrays of model.inference.INPUTS, shapes and dtypes from input_shapes(cfg)
+        inputs   the arrays of model.inference.input_names(cfg) (INPUTS; a Qwen2.5-Omni model adds
+                 audio_mask), shapes and dtypes from input_shapes(cfg)
         output   EMBEDDING  FP32 [B, embed_dim]
     KServe transformer `omniretriever` (EMBEDDING_MODEL):
         inputs   TEXT, VIDEO, AUDIO  BYTES [B]  (any subset; an empty element is an absent modality)
@@ -22,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.config import EncoderConfig
+from model.config import AnyConfig
 from model.export import OUTPUT
-from model.inference import INPUTS, input_shapes
+from model.inference import input_names, input_shapes
 from serving.limits import MAX_BATCH_SIZE  # noqa: F401  config.pbtxt max_batch_size, defined with the limits
 
 ENCODER_MODEL = "omniretriever-encoder"  # the Triton model (predictor)
@@ -67,14 +68,15 @@ def v2_datatype(numpy_dtype: str | np.dtype) -> str:
     return _NUMPY_V2[np.dtype(numpy_dtype).name]
 
 
-def encoder_inputs(cfg: EncoderConfig) -> tuple[TensorSpec, ...]:
-    """The Triton model's inputs, in the order of model.inference.INPUTS."""
+def encoder_inputs(cfg: AnyConfig) -> tuple[TensorSpec, ...]:
+    """The Triton model's inputs, in the order of model.inference.input_names (INPUTS, then "audio_mask"
+    for a backbone with its own audio features)."""
     shapes = input_shapes(cfg)
     return tuple(TensorSpec(name, v2_datatype(shapes[name][1]), tuple(int(d) for d in shapes[name][0][1:]))
-                 for name in INPUTS)
+                 for name in input_names(cfg))
 
 
-def encoder_outputs(cfg: EncoderConfig) -> tuple[TensorSpec, ...]:
+def encoder_outputs(cfg: AnyConfig) -> tuple[TensorSpec, ...]:
     return (TensorSpec(EMBEDDING, "FP32", (cfg.embed_dim,)),)
 
 
@@ -83,11 +85,11 @@ def request_inputs() -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(name, "BYTES", ()) for name in REQUEST_FIELDS)
 
 
-def embedding_outputs(cfg: EncoderConfig) -> tuple[TensorSpec, ...]:
+def embedding_outputs(cfg: AnyConfig) -> tuple[TensorSpec, ...]:
     """The embedding model's outputs: the encoder's EMBEDDING, as Triton returns it."""
     return encoder_outputs(cfg)
 
 
-def search_outputs(cfg: EncoderConfig, top_k: int) -> tuple[TensorSpec, ...]:
+def search_outputs(cfg: AnyConfig, top_k: int) -> tuple[TensorSpec, ...]:
     """The search model's outputs for `top_k` results per row: IDS, SCORES, then the embedding outputs."""
     return (TensorSpec(IDS, "BYTES", (top_k,)), TensorSpec(SCORES, "FP32", (top_k,)), *embedding_outputs(cfg))

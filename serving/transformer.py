@@ -42,10 +42,9 @@ from kserve.errors import InferenceError, InvalidInput
 from kserve.predictor_config import PredictorConfig
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 
-from model.config import EncoderConfig
+from model.config import config_from_dict
 from model.errors import InputError
-from model.inference import Preprocessor
-from model.text import TextTokenizer
+from model.inference import Preprocessor, load_tokenizer
 from serving.index import GalleryIndex, load_index
 from serving.limits import ServingLimits
 from serving.server.model_server import TransformerServer
@@ -93,10 +92,10 @@ class EmbeddingModel(kserve.Model):
         if missing:
             raise FileNotFoundError(f"{root} lacks {', '.join(missing)}: --model_dir must be a repository's "
                                     "production/ directory built by `omniretriever export`")
-        config = EncoderConfig.from_dict(json.loads((root / "encoder.json").read_text()), str(root / "encoder.json"))
-        tokenizer = TextTokenizer.load(root / "tokenizer.json", config.max_text_len)
-        self.preprocessor = Preprocessor(tokenizer, config, self.limits.media())
+        config = config_from_dict(json.loads((root / "encoder.json").read_text()), str(root / "encoder.json"))
         self.info = json.loads((root / "model.json").read_text())
+        tokenizer = load_tokenizer(config, root / "tokenizer.json", self.info.get("pad_token_id"))
+        self.preprocessor = Preprocessor(tokenizer, config, self.limits.media())
         self.ready = True
         return self.ready
 
