@@ -28,19 +28,27 @@ def export_cmd(
     model: Annotated[Path, typer.Option(help="Run directory or model directory to export.")] = Path("runs/default"),
     out: Annotated[Path, typer.Option(help="Model repository to build (replaced if it is one already).")] = Path("model_repository"),
 ) -> None:
-    """Export the encoder to ONNX (checked against PyTorch) and build the Triton model repository."""
+    """Build the Triton model repository: the tiny encoder as ONNX (checked against PyTorch), a pretrained
+    backbone as its saved PyTorch model in the python backend (LoRA merged, checked against unmerged)."""
     from model.errors import OmniRetrieverError
+    from serving.manifests import BASE_MOUNT
     from serving.repository import build_repository, read_repository
 
     from rich.console import Console
 
     with exits_on(OmniRetrieverError, FileNotFoundError, FileExistsError, ValueError):
-        with Console(stderr=True).status(f"exporting {model} to ONNX, checking parity, writing {out}"):
+        with Console(stderr=True).status(f"exporting {model}, checking parity, writing {out}"):
             build_repository(model, out)
     info = read_repository(out)
-    typer.echo(f"repository: {out}  (production/: onnxruntime on GPU, local/: python backend on CPU)")
-    typer.echo(f"ONNX parity: max |onnxruntime - pytorch| = {info['max_abs_diff']:.2e} over {info['rows_checked']} rows "
-               "with random subsets of modalities")
+    if info.get("backbone", "tiny") == "tiny":
+        typer.echo(f"repository: {out}  (production/: onnxruntime on GPU, local/: python backend on CPU)")
+        typer.echo(f"ONNX parity: max |onnxruntime - pytorch| = {info['max_abs_diff']:.2e} over {info['rows_checked']} "
+                   "rows with random subsets of modalities")
+        return
+    typer.echo(f"repository: {out}  (production/: PyTorch in the python backend on GPU, base at the mount "
+               f"{BASE_MOUNT}; local/: the same on CPU, base {info['base']['path']})")
+    typer.echo(f"LoRA merge parity: max |merged - unmerged| = {info['max_abs_diff']:.2e} over {info['rows_checked']} "
+               f"rows with random subsets of modalities; base digest {info['base']['digest'][:16]}…")
 
 
 def _limits(**options: float) -> ServingLimits:
@@ -165,12 +173,23 @@ def manifest_cmd(
     canary_percent: Annotated[Optional[int], typer.Option(help="Share of traffic for this revision (0-100).")] = None,
     gpus: Annotated[int, typer.Option(help="GPUs for the Triton predictor.")] = 1,
     index: Annotated[Optional[str], typer.Option(help="Gallery index path inside the transformer container.")] = None,
+    predictor_image: Annotated[Optional[str], typer.Option(
+        help="Triton image with torch and this project (serving/Dockerfile.triton), for a pretrained backbone.")] = None,
+    base_pvc: Annotated[Optional[str], typer.Option(
+        help="PersistentVolumeClaim holding the base checkpoint of a pretrained backbone.")] = None,
+    base_path: Annotated[Optional[str], typer.Option(
+        help="The base checkpoint's directory inside that claim (relative).")] = None,
 ) -> None:
-    """Print the KServe InferenceService (v1beta1) for a repository as YAML."""
+    """Print the KServe InferenceService (v1beta1) for a repository as YAML. A pretrained backbone's needs
+    --predictor-image, --base-pvc and --base-path: the predictor mounts the base read-only."""
     import yaml
 
-    from serving.manifests import inference_service
+    from serving.manifests import BaseCheckpoint, inference_service
 
+    if (base_pvc is None) != (base_path is None):
+        fail("--base-pvc and --base-path go together: the claim and the checkpoint's directory inside it")
+    base = BaseCheckpoint(base_pvc, base_path) if base_pvc is not None else None
     with exits_on(ValueError):
-        manifest = inference_service(name, storage_uri, image, canary_percent, gpus, index=index)
+        manifest = inference_service(name, storage_uri, image, canary_percent, gpus, index=index,
+                                     predictor_image=predictor_image, base=base)
     typer.echo(yaml.safe_dump(manifest, sort_keys=False))

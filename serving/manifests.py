@@ -6,6 +6,12 @@
                   --predictor_protocol grpc-v2; STORAGE_URI makes KServe download the same repository to
                   /mnt/models, where the transformer reads the preprocessing (encoder.json, tokenizer.json)
 
+For a pretrained backbone (Qwen2.5-Omni) the predictor runs the saved PyTorch model in Triton's python
+backend, so it needs an image with torch, transformers, peft and this project (serving/Dockerfile.triton,
+`predictor_image`) and the base checkpoint, which the repository never holds: `base` mounts it read-only
+at BASE_MOUNT from a PersistentVolumeClaim (the workspace volume the pipeline fetched it into), where the
+production config.pbtxt looks for it. The python model checks its weights digest on load.
+
 The controller adds --model_name (the service's name), --predictor_host and --http_port to the
 transformer's arguments; the embedding model is then served as <name> and search as <name>-search.
 The dict is plain data (what `kubectl apply` or the Kubernetes API takes); a test checks it against the
@@ -14,11 +20,15 @@ kserve SDK's models, key for key.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from serving.limits import ServingLimits
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
 MODELS_DIR = "/mnt/models"  # where KServe's storage initializer puts storageUri
+BASE_MOUNT = "/mnt/base"  # where the predictor finds a pretrained backbone's base checkpoint
+BASE_VOLUME = "base-checkpoint"
 TRITON_RUNTIME = "kserve-tritonserver"
 H2C_PORT = 9000
 
@@ -28,8 +38,25 @@ def _resources(cpu: str, memory: str, gpus: int = 0) -> dict:
     return {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}
 
 
+@dataclass(frozen=True)
+class BaseCheckpoint:
+    """Where a pretrained backbone's base checkpoint lies for the predictor: `sub_path` inside the claim `pvc`."""
+
+    pvc: str
+    sub_path: str
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.pvc:
+            out.append("base.pvc must name the PersistentVolumeClaim that holds the base checkpoint")
+        parts = self.sub_path.split("/")
+        if not self.sub_path or self.sub_path.startswith("/") or ".." in parts:
+            out.append(f"base.sub_path {self.sub_path!r} must be a relative path inside the claim, without '..'")
+        return out
+
+
 def _predictor(storage_uri: str, gpus: int, canary_percent: int | None, min_replicas: int, max_replicas: int,
-               cpu: str, memory: str) -> dict:
+               cpu: str, memory: str, image: str | None = None, base: BaseCheckpoint | None = None) -> dict:
     predictor = {
         "minReplicas": min_replicas,
         "maxReplicas": max_replicas,
@@ -43,6 +70,13 @@ def _predictor(storage_uri: str, gpus: int, canary_percent: int | None, min_repl
             "resources": _resources(cpu, memory, gpus),
         },
     }
+    if image is not None:  # the runtime's Triton, with what a pretrained backbone's python model imports
+        predictor["model"]["image"] = image
+    if base is not None:
+        predictor["model"]["volumeMounts"] = [{"name": BASE_VOLUME, "mountPath": BASE_MOUNT, "subPath": base.sub_path,
+                                               "readOnly": True}]
+        predictor["volumes"] = [{"name": BASE_VOLUME,
+                                 "persistentVolumeClaim": {"claimName": base.pvc, "readOnly": True}}]
     if canary_percent is not None:
         predictor["canaryTrafficPercent"] = canary_percent
     return predictor
@@ -70,20 +104,27 @@ def inference_service(name: str, storage_uri: str, transformer_image: str, canar
                       gpus: int = 1, *, namespace: str | None = None, index: str | None = None,
                       min_replicas: int = 1, max_replicas: int = 1, predictor_cpu: str = "2", predictor_memory: str = "8Gi",
                       transformer_cpu: str = "2", transformer_memory: str = "4Gi",
-                      limits: ServingLimits = ServingLimits()) -> dict:
+                      limits: ServingLimits = ServingLimits(), predictor_image: str | None = None,
+                      base: BaseCheckpoint | None = None) -> dict:
     """A v1beta1 InferenceService: Triton predictor (GPU, grpc-v2, storageUri) plus the transformer container.
 
     `storage_uri` points at a repository's production/ directory (s3://, gs://, pvc://, ...); `index` is a
     gallery index path inside the transformer container (e.g. /mnt/models/omniretriever-encoder/gallery.safetensors)
-    to serve search as well; `canary_percent` sends that share of traffic to this revision."""
+    to serve search as well; `canary_percent` sends that share of traffic to this revision. A pretrained
+    backbone's repository needs `predictor_image` and `base` (see the module docstring), and a GPU."""
     problems = []
     if not name or not name.replace("-", "").isalnum() or name != name.lower() or len(name) > 63:
         problems.append(f"name {name!r} must be a DNS label (lower-case letters, digits, '-'; at most 63)")
     if "://" not in storage_uri:
         problems.append(f"storage_uri {storage_uri!r} needs a scheme such as s3://, gs:// or pvc://")
-    tail = transformer_image.rsplit("/", 1)[-1]
-    if not ("@" in transformer_image or (":" in tail and not tail.endswith(":latest"))):
-        problems.append(f"transformer_image {transformer_image!r} must be pinned by tag or digest (not :latest)")
+    for what, image in (("transformer_image", transformer_image), ("predictor_image", predictor_image)):
+        tail = (image or "").rsplit("/", 1)[-1]
+        if image is not None and not ("@" in image or (":" in tail and not tail.endswith(":latest"))):
+            problems.append(f"{what} {image!r} must be pinned by tag or digest (not :latest)")
+    if base is not None:
+        problems += base.problems()
+        if predictor_image is None:
+            problems.append("a model with a base checkpoint runs in PyTorch: give predictor_image (serving/Dockerfile.triton)")
     if canary_percent is not None and not 0 <= canary_percent <= 100:
         problems.append(f"canary_percent {canary_percent} must be within 0..100")
     if gpus < 0 or min_replicas < 0 or max_replicas < max(min_replicas, 1):
@@ -100,7 +141,7 @@ def inference_service(name: str, storage_uri: str, transformer_image: str, canar
         "metadata": metadata,
         "spec": {
             "predictor": _predictor(storage_uri, gpus, canary_percent, min_replicas, max_replicas,
-                                    predictor_cpu, predictor_memory),
+                                    predictor_cpu, predictor_memory, predictor_image, base),
             "transformer": _transformer(transformer_image, storage_uri, index, limits, min_replicas, max_replicas,
                                         transformer_cpu, transformer_memory),
         },

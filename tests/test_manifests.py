@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 
 from serving.deploy import apply_inference_service
 from serving.limits import ServingLimits
-from serving.manifests import inference_service
+from serving.manifests import BASE_MOUNT, BaseCheckpoint, inference_service
 
 ROOT = Path(__file__).resolve().parent.parent
 STORAGE = "s3://models/omniretriever/v3/production"
@@ -65,6 +66,33 @@ def test_manifest_is_a_valid_inference_service_for_the_kserve_sdk(canary, gpus):
     assert json.loads(res.stdout) == manifest  # every key known to the SDK, nothing dropped or retyped
 
 
+def test_a_pretrained_backbone_gets_the_torch_triton_image_a_gpu_and_its_base_mounted_read_only():
+    manifest = inference_service("omniretriever", STORAGE, IMAGE, gpus=1, predictor_image="registry/omniretriever-triton:0.1.0",
+                                 base=BaseCheckpoint("omniretriever-workspace", "checkpoints/3f2a"))
+    res = sdk_roundtrip(manifest)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout) == manifest
+    predictor = manifest["spec"]["predictor"]
+    model = predictor["model"]
+    assert model["image"] == "registry/omniretriever-triton:0.1.0" and model["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    (mount,) = model["volumeMounts"]
+    (volume,) = predictor["volumes"]
+    assert mount == {"name": volume["name"], "mountPath": BASE_MOUNT, "subPath": "checkpoints/3f2a", "readOnly": True}
+    assert volume["persistentVolumeClaim"] == {"claimName": "omniretriever-workspace", "readOnly": True}
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"base": BaseCheckpoint("ws", "checkpoints/x")}, "give predictor_image"),
+    ({"base": BaseCheckpoint("", "checkpoints/x"), "predictor_image": "r/t:1"}, "base.pvc"),
+    ({"base": BaseCheckpoint("ws", "../etc"), "predictor_image": "r/t:1"}, "base.sub_path"),
+    ({"base": BaseCheckpoint("ws", "/abs"), "predictor_image": "r/t:1"}, "base.sub_path"),
+    ({"base": BaseCheckpoint("ws", "c"), "predictor_image": "r/triton:latest"}, "predictor_image .* pinned"),
+])
+def test_bad_base_checkpoint_arguments_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        inference_service("omniretriever", STORAGE, IMAGE, **kwargs)
+
+
 def test_the_sdk_check_catches_a_misspelled_field():
     manifest = inference_service("omniretriever", STORAGE, IMAGE)
     manifest["spec"]["predictor"]["model"]["storageUrl"] = manifest["spec"]["predictor"]["model"].pop("storageUri")
@@ -108,6 +136,21 @@ def test_bad_manifest_arguments_are_refused(kwargs, message):
 def test_deploy_refuses_anything_but_an_inference_service():
     with pytest.raises(ValueError, match="expected an serving.kserve.io/v1beta1 InferenceService"):
         apply_inference_service({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}}, "default", api=object())
+
+
+def test_the_triton_image_for_a_pretrained_backbone_runs_the_wheels_stub_for_the_projects_python():
+    text = (ROOT / "serving" / "Dockerfile.triton").read_text()
+    (base,) = re.findall(r"^FROM\s+(\S+)", text, flags=re.M)
+    assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-py3", base), base  # a release, not latest
+    assert "torch==2.13.0" in text and "-c constraints.txt" in text and re.search(r"^USER 1000$", text, flags=re.M)
+    stub = Path(importlib.util.find_spec("pytriton").origin).parent / "tritonserver" / "python_backend_stubs" / "3.11"
+    assert (stub / "triton_python_backend_stub").is_file() and "python_backend_stubs/3.11/triton_python_backend_stub" in text
+    for source in re.findall(r"^COPY\s+(.+?)\s+\S+$", text, flags=re.M):
+        for path in source.split():
+            assert (ROOT / path).exists(), f"Dockerfile.triton copies {path}, which the repository lacks"
+    packages = re.findall(r'"(\w+)\*"', (ROOT / "pyproject.toml").read_text())
+    assert not [p for p in packages if f"COPY {p} ./{p}" not in text], "the image must copy every package"
+    assert (ROOT / "serving" / "Dockerfile.triton.dockerignore").is_file()
 
 
 def test_transformer_dockerfile_is_pinned_and_runs_the_transformer():
