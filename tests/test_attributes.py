@@ -68,9 +68,10 @@ def test_bad_scene_files_are_named(tmp_path, lines, message):
         read_scene_attributes(root, "test", ["c0"])
 
 
-def test_cli_writes_the_table_for_a_trained_model(tiny_run, tiny_data, tmp_path):
+@pytest.mark.parametrize("run", ["tiny_run", "omni_run"])
+def test_cli_writes_the_table_for_a_trained_model(run, tiny_data, tmp_path, request):
     out = tmp_path / "attributes.json"
-    res = runner.invoke(app, ["attributes", "--model", str(tiny_run), "--data", str(tiny_data), "--out", str(out),
+    res = runner.invoke(app, ["attributes", "--model", str(request.getfixturevalue(run)), "--data", str(tiny_data), "--out", str(out),
                               "--workers", "1"])
     assert res.exit_code == 0, res.output
     assert "top-1 attribute agreement" in res.output and "chance" in res.output
