@@ -1,5 +1,6 @@
-"""`omniretriever registry ...`: register, promote (the gate), rollback, list. mlflow is imported inside
-the commands, so `--help` stays fast.
+"""`omniretriever registry ...`: register, promote (the gate), rollback, list, show. mlflow is imported
+inside the commands, so `--help` stays fast. `list` and `show` name each version's backbone and the base
+checkpoint it needs (a pretrained backbone's model never contains the base's weights).
 
 Exit codes: 0 done; 1 the gate refused the challenger (`promote` only); 2 bad input (error: ... on stderr).
 """
@@ -15,7 +16,7 @@ import typer
 from model.cli_errors import exits_on, fail
 from registry.registry import DEFAULT_FLOOR, DEFAULT_MAX_DROP, DEFAULT_MIN_GAIN, MODEL_NAME
 
-app = typer.Typer(help="MLflow model registry: register evaluated runs, promote through the gate, roll back, list.",
+app = typer.Typer(help="MLflow model registry: register evaluated runs, promote through the gate, roll back, list, show.",
                   no_args_is_help=True)
 
 NameOption = Annotated[str, typer.Option("--name", help="Registered model name.")]
@@ -89,13 +90,14 @@ def promote_cmd(
     min_gain: Annotated[float, typer.Option(help="AVG-all R@1 points the challenger must gain over the champion.")] = DEFAULT_MIN_GAIN,
     max_drop: Annotated[float, typer.Option(help="R@1 points any one direction may lose.")] = DEFAULT_MAX_DROP,
     floor: Annotated[float, typer.Option(help="AVG-all a first champion must reach (no champion yet).")] = DEFAULT_FLOOR,
+    allow_base_change: Annotated[bool, typer.Option("--allow-base-change", help="Promote a challenger whose backbone or base checkpoint differs from the champion's (serve its base first).")] = False,
     tracking_uri: UriOption = None,
 ) -> None:
     """The gate: promote the challenger to champion if it passes (exit 0), else say why and change nothing (exit 1)."""
     from registry.registry import promote
 
     with _notices(), exits_on(*_errors()):
-        decision = promote(name, min_gain, max_drop, floor, tracking_uri=tracking_uri)
+        decision = promote(name, min_gain, max_drop, floor, tracking_uri=tracking_uri, allow_base_change=allow_base_change)
     print_decision(decision)
     if not decision.promoted:
         raise typer.Exit(1)
@@ -121,18 +123,58 @@ def list_cmd(name: NameOption = MODEL_NAME, tracking_uri: UriOption = None) -> N
     print_versions(name, versions)
 
 
+@app.command("show")
+def show_cmd(
+    version: Annotated[str, typer.Argument(help="A version number or an alias (champion, challenger, previous).")] = "champion",
+    name: NameOption = MODEL_NAME,
+    tracking_uri: UriOption = None,
+) -> None:
+    """One version: aliases, evaluation, lineage, and the backbone and base checkpoint it needs to load."""
+    from registry.registry import show_version
+
+    with _notices(), exits_on(*_errors()):
+        found = show_version(name, version, tracking_uri=tracking_uri)
+    print_version(found)
+
+
 def print_versions(name: str, versions: list) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{name}: {len(versions)} version(s)")
-    for col in ("version", "aliases", "AVG-all", "AVG-single", "AVG-dual", "split/items", "run", "data", "registered"):
+    for col in ("version", "aliases", "AVG-all", "AVG-single", "AVG-dual", "split/items", "backbone (base sha256)", "run",
+                "data", "registered"):
         table.add_column(col, justify="right" if col.startswith(("version", "AVG")) else "left", no_wrap=True)
     for v in versions:
         table.add_row(v.version, ", ".join(v.aliases), _num(v.avg_all), _num(v.metrics.get("AVG-single")),
-                      _num(v.metrics.get("AVG-dual")), f"{v.split}/{v.n_items}", v.run_id[:12],
+                      _num(v.metrics.get("AVG-dual")), f"{v.split}/{v.n_items}", _base_cell(v), v.run_id[:12],
                       v.tags.get("data_version", "")[:12], v.tags.get("registered_at", ""))
-    Console(width=160).print(table)
+    Console(width=180).print(table)
+
+
+def _base_cell(version) -> str:
+    backbone, digest = version.base
+    return (backbone or "-") + (f" ({digest[:8]})" if digest else "")
+
+
+def print_version(v) -> None:
+    """A version's fields, one a line; for a pretrained backbone, the base it needs and how to give another path."""
+    from registry.logged_model import BACKBONE_TAG, BASE_TAGS
+
+    lines = [("version", f"{v.name} {v.version}"), ("aliases", ", ".join(v.aliases) or "-"), ("model_uri", v.model_uri),
+             ("run", v.run_id), ("AVG-all", _num(v.avg_all)), ("AVG-single", _num(v.metrics.get("AVG-single"))),
+             ("AVG-dual", _num(v.metrics.get("AVG-dual"))), ("split/items", f"{v.split}/{v.n_items}"),
+             (BACKBONE_TAG, v.tags.get(BACKBONE_TAG, "unrecorded"))]
+    lines += [(tag, v.tags[tag]) for tag in BASE_TAGS if tag in v.tags]
+    lines += [(tag, v.tags[tag]) for tag in ("data_version", "git_commit", "pipeline_run_id", "registered_at",
+                                             "promoted_at", "previous_champion", "gate") if tag in v.tags]
+    width = max(len(key) for key, _ in lines)
+    for key, value in lines:
+        typer.echo(f"{key:<{width}}  {value}")
+    if v.base[1] is not None:
+        typer.echo(f"\nloads over its base checkpoint (weights sha256 {v.base[1]}); where the base lies elsewhere: "
+                   f"mlflow.pyfunc.load_model({v.uri!r}, model_config={{'base_checkpoint': DIR}}) "
+                   "or $OMNIRETRIEVER_OMNI_CHECKPOINT=DIR")
 
 
 def print_decision(decision) -> None:
@@ -152,6 +194,8 @@ def print_decision(decision) -> None:
     if decision.promoted:
         previous = f"; previous: v{decision.champion_before}" if decision.champion_before else ""
         console.print(f"promoted: v{decision.challenger} is champion{previous}")
+        for note in decision.notes:
+            console.print(f"  - allowed: {note}")
     else:
         console.print(f"refused: v{decision.challenger} stays challenger; champion unchanged ({before})")
         for reason in decision.reasons:

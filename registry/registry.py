@@ -6,13 +6,21 @@ Aliases of a registered model (default name "omniretriever"):
     previous    the champion before the last promotion (what `rollback` restores)
 
 A version's tags hold the evaluation it was registered with (AVG-all, AVG-single, AVG-dual and
-"<direction>.R1" for the 12 directions, the split and gallery size) and its lineage (run_id,
-data_version, git_commit, pipeline_run_id), so the gate compares versions without re-reading runs.
+"<direction>.R1" for the 12 directions, the split and gallery size), its lineage (run_id,
+data_version, git_commit, pipeline_run_id), so the gate compares versions without re-reading runs, and
+what it needs to load (registry/logged_model.py `backbone_tags`, read from the verified artifacts): its
+backbone ("tiny" or "qwen2_5_omni") and, for a pretrained one, the base checkpoint it was trained on
+(base_checkpoint: the path at training; base_sha256: the weights' digest; base_layout), which the
+logged model never contains. `registry show` prints them, and how to load the version over a base that
+has moved.
 
 The gate (`gate`, used by `promote`): the challenger's AVG-all must gain at least `min_gain` R@1 points
 over the champion's, and no direction's R@1 may drop by more than `max_drop` points. With no champion
 yet, the challenger is promoted if its AVG-all reaches `floor`. Both versions must have been scored on
-the same split and gallery size. Passing moves champion to the challenger, keeps the old champion as
+the same split and gallery size, and have the same backbone and base checkpoint (base_sha256): a
+challenger over another base needs that base where the champion is served, so it is promoted only when
+the caller says so (allow_base_change, `promote --allow-base-change`; the change is noted in the
+decision and in the "gate" tag). Passing moves champion to the challenger, keeps the old champion as
 previous (and in the new champion's "previous_champion" tag, so rollbacks chain) and removes the
 challenger alias; failing changes nothing. A challenger that already is the champion is refused (it
 would make previous the champion itself and lose the real previous), and so is a rollback to a
@@ -47,7 +55,7 @@ from registry.aliases import (CHALLENGER, CHAMPION, JOURNAL_TAG, KILL_AFTER_ENV,
                               aliases_of, check_state, commit, complete_interrupted, count_write, journal_of, managed,
                               raw_aliases, resolved_aliases)
 from registry.evaluation_log import AVERAGES
-from registry.logged_model import MODEL_URI_TAG, WEIGHTS_TAG
+from registry.logged_model import BACKBONE_TAG, BASE_CHECKPOINT_TAG, BASE_DIGEST_TAG, MODEL_URI_TAG, WEIGHTS_TAG
 from registry.store import TrackingError, client, existing_run, no_progress_bars, sqlite_path
 
 if TYPE_CHECKING:
@@ -87,6 +95,17 @@ class RegisteredVersion:
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
 
+    @property
+    def base(self) -> tuple[str, str | None]:
+        """(backbone, base_sha256) as registered. A version registered before backbones were tagged is a tiny
+        one (the only backbone there was), so a registry's existing champion keeps comparing with new tiny runs."""
+        return self.tags.get(BACKBONE_TAG, "tiny"), self.tags.get(BASE_DIGEST_TAG)
+
+    def describe_base(self) -> str:
+        """The backbone and the base it needs, e.g. "tiny" or "qwen2_5_omni over base sha256 1a2b3c4d5e6f"."""
+        backbone, digest = self.base
+        return backbone if digest is None else f"{backbone} over base sha256 {digest[:12]}"
+
 
 @dataclass
 class GateRow:
@@ -110,6 +129,7 @@ class GateDecision:
     reasons: list[str]
     rows: list[GateRow]
     champion_after: str | None = None
+    notes: list[str] = field(default_factory=list)  # what passed only because the caller allowed it
     min_gain: float = DEFAULT_MIN_GAIN
     max_drop: float = DEFAULT_MAX_DROP
     floor: float = DEFAULT_FLOOR
@@ -149,15 +169,17 @@ def logged_model_uri(run) -> str:
                         "(train without --no-track)")
 
 
-def verify_model(model_uri: str, expected_sha256: str | None) -> None:
-    """Download a logged model and prove its artifacts load: the saved model loads and embeds a caption to
-    finite vectors, and the weights' checksum matches the one recorded when the model was logged."""
+def verify_model(model_uri: str, expected_sha256: str | None) -> dict[str, str]:
+    """Download a logged model and prove its artifacts load: the saved model loads (a pretrained backbone over
+    its base checkpoint, found as model.store.load_model finds it) and embeds a caption to finite vectors, and
+    the weights' checksum matches the one recorded when the model was logged. Returns its backbone_tags."""
     import mlflow
     import numpy as np
     from mlflow.models import Model
 
     from model.inference import Embedder
     from model.store import weights_digest
+    from registry.logged_model import backbone_tags
 
     with tempfile.TemporaryDirectory(prefix="omniretriever-verify-") as tmp:
         try:
@@ -165,8 +187,9 @@ def verify_model(model_uri: str, expected_sha256: str | None) -> None:
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
             flavor = Model.load(str(local / "MLmodel")).flavors["python_function"]
             model_dir = local / flavor["artifacts"]["model_dir"]["path"]
-            embedding = Embedder(model_dir).embed([{"text": "a check that the model loads"}])
-            actual = weights_digest(model_dir)
+            embedder = Embedder(model_dir)
+            embedding = embedder.embed([{"text": "a check that the model loads"}])
+            actual, needs = weights_digest(model_dir), backbone_tags(embedder.loaded)
         except Exception as exc:  # any failure to read the artifacts means they cannot be served
             raise RegistryError(f"{model_uri}: the logged model's artifacts do not load "
                                 f"({type(exc).__name__}: {str(exc)[:300]})") from None
@@ -175,6 +198,7 @@ def verify_model(model_uri: str, expected_sha256: str | None) -> None:
                             f"({actual[:12]}... != {expected_sha256[:12]}...): the artifact is corrupted")
     if not np.isfinite(embedding).all():
         raise RegistryError(f"{model_uri}: the logged model embeds to non-finite values")
+    return needs
 
 
 def version_info(mv, aliases: dict[str, str], pending_tags: dict[str, str] | None = None) -> RegisteredVersion:
@@ -271,8 +295,8 @@ def register(run_id: str, name: str = MODEL_NAME, *, split: str = "test", tracki
         raise RegistryError(str(exc)) from None
     metrics = evaluation_of(run, split)
     model_uri = logged_model_uri(run)
-    verify_model(model_uri, run.data.tags.get(WEIGHTS_TAG))
-    tags = _version_tags(run, split, metrics, model_uri)
+    needs = verify_model(model_uri, run.data.tags.get(WEIGHTS_TAG))
+    tags = {**_version_tags(run, split, metrics, model_uri), **needs}
     with registry_lock(mlflow_client.tracking_uri, name):
         _ensure_registered_model(mlflow_client, name)
         complete_interrupted(mlflow_client, name)
@@ -313,8 +337,9 @@ def _ensure_registered_model(mlflow_client: "MlflowClient", name: str) -> None:
 
 
 def gate(challenger: RegisteredVersion, champion: RegisteredVersion | None, min_gain: float = DEFAULT_MIN_GAIN,
-         max_drop: float = DEFAULT_MAX_DROP, floor: float = DEFAULT_FLOOR) -> GateDecision:
-    """Decide (without touching the registry) whether `challenger` may replace `champion`."""
+         max_drop: float = DEFAULT_MAX_DROP, floor: float = DEFAULT_FLOOR, allow_base_change: bool = False) -> GateDecision:
+    """Decide (without touching the registry) whether `challenger` may replace `champion`. A challenger with
+    another backbone or base checkpoint is refused unless `allow_base_change` (then it is noted)."""
     base = dict(challenger=challenger.version, champion_before=champion.version if champion else None,
                 min_gain=min_gain, max_drop=max_drop, floor=floor)
     if champion is None:
@@ -323,6 +348,11 @@ def gate(challenger: RegisteredVersion, champion: RegisteredVersion | None, min_
         reasons = [] if ok else [f"AVG-all {challenger.avg_all:.2f} is below the floor {floor:.2f} (--floor)"]
         return GateDecision(promoted=ok, reasons=reasons, rows=[row], **base)
     reasons = _comparable(challenger, champion)
+    notes = []
+    changed = _base_change(challenger, champion)
+    if changed:
+        (notes if allow_base_change else reasons).append(
+            changed + ("" if allow_base_change else ": serve the new base first, then promote with --allow-base-change"))
     rows = []
     gain = challenger.avg_all - champion.avg_all
     rows.append(GateRow("AVG-all", challenger.avg_all, champion.avg_all, gain, f"gain >= {min_gain:.2f}", gain >= min_gain))
@@ -338,7 +368,17 @@ def gate(challenger: RegisteredVersion, champion: RegisteredVersion | None, min_
         if not ok:
             reasons.append(f"{d}: R@1 dropped {-delta:.2f} ({old:.2f} -> {new:.2f}), more than the allowed {max_drop:.2f} "
                            "(--max-drop)" if math.isfinite(delta) else f"{d}: R@1 missing on one side")
-    return GateDecision(promoted=not reasons, reasons=reasons, rows=rows, **base)
+    return GateDecision(promoted=not reasons, reasons=reasons, rows=rows, notes=notes, **base)
+
+
+def _base_change(challenger: RegisteredVersion, champion: RegisteredVersion) -> str:
+    """What changes in what serving must provide (backbone, base checkpoint) when the challenger replaces the
+    champion; "" when nothing does."""
+    if challenger.base == champion.base:
+        return ""
+    return (f"different base: challenger v{challenger.version} is {challenger.describe_base()} "
+            f"(base_checkpoint {challenger.tags.get(BASE_CHECKPOINT_TAG, '-')}), champion v{champion.version} is "
+            f"{champion.describe_base()} (base_checkpoint {champion.tags.get(BASE_CHECKPOINT_TAG, '-')})")
 
 
 def _comparable(challenger: RegisteredVersion, champion: RegisteredVersion) -> list[str]:
@@ -383,9 +423,10 @@ def _evaluated(version: RegisteredVersion, role: str) -> RegisteredVersion:
 
 def promote(name: str = MODEL_NAME, min_gain: float = DEFAULT_MIN_GAIN, max_drop: float = DEFAULT_MAX_DROP,
             floor: float = DEFAULT_FLOOR, *, tracking_uri: str | None = None,
-            lock_timeout: float = LOCK_TIMEOUT_S) -> GateDecision:
+            lock_timeout: float = LOCK_TIMEOUT_S, allow_base_change: bool = False) -> GateDecision:
     """Run the gate on the challenger; on a pass move champion to it (old champion -> previous), all or
-    nothing (see the module docstring). A challenger that already is the champion is refused."""
+    nothing (see the module docstring). A challenger that already is the champion is refused, and so is one
+    over another backbone or base checkpoint unless `allow_base_change`."""
     check_gate_options(min_gain, max_drop, floor)
     check_name(name)
     mlflow_client = client(tracking_uri)
@@ -403,7 +444,7 @@ def promote(name: str = MODEL_NAME, min_gain: float = DEFAULT_MIN_GAIN, max_drop
                                 "changed. Register a new run as the challenger")
         challenger = _evaluated(_version(mlflow_client, name, seen[CHALLENGER], seen), CHALLENGER)
         champion = _evaluated(_version(mlflow_client, name, seen[CHAMPION], seen), CHAMPION) if CHAMPION in seen else None
-        decision = gate(challenger, champion, min_gain, max_drop, floor)
+        decision = gate(challenger, champion, min_gain, max_drop, floor, allow_base_change)
         if decision.promoted:
             journal = _promotion(name, seen, challenger, champion, decision)
             _pause_before_writing()
@@ -432,7 +473,8 @@ def _gate_summary(decision: GateDecision) -> str:
     if decision.champion_before is None:
         return f"first champion: AVG-all {decision.rows[0].challenger:.2f} >= floor {decision.floor:.2f}"
     return (f"passed against v{decision.champion_before}: AVG-all {decision.rows[0].delta:+.2f} "
-            f"(min gain {decision.min_gain:.2f}), no direction dropped more than {decision.max_drop:.2f}")
+            f"(min gain {decision.min_gain:.2f}), no direction dropped more than {decision.max_drop:.2f}"
+            + "".join(f"; allowed: {note}" for note in decision.notes))
 
 
 def rollback(name: str = MODEL_NAME, *, tracking_uri: str | None = None, lock_timeout: float = LOCK_TIMEOUT_S) -> str:
@@ -492,3 +534,14 @@ def list_versions(name: str = MODEL_NAME, *, tracking_uri: str | None = None) ->
     pending = journal.version_tags if journal else {}
     versions = mlflow_client.search_model_versions(f"name = '{name}'")
     return sorted((version_info(mv, aliases, pending.get(str(mv.version))) for mv in versions), key=lambda v: int(v.version))
+
+
+def show_version(name: str = MODEL_NAME, which: str = CHAMPION, *, tracking_uri: str | None = None) -> RegisteredVersion:
+    """One version of `name` as list_versions reads it, by number or by alias (champion, challenger, previous)."""
+    versions = list_versions(name, tracking_uri=tracking_uri)
+    found = next((v for v in versions if which == v.version or which in v.aliases), None)
+    if found is None:
+        aliases = sorted({a for v in versions for a in v.aliases})
+        raise RegistryError(f"{name!r} has no version or alias {which!r} (versions {', '.join(v.version for v in versions)}; "
+                            f"aliases {', '.join(aliases) or 'none'})")
+    return found

@@ -2,7 +2,9 @@
 
 A training run records its parameters (the TrainConfig, the encoder config, the objective, the seed),
 every step's loss terms as `train/<term>`, lineage tags (registry/lineage.py), and at the end the pyfunc
-model (registry/logged_model.py) logged as "model". Its run id is kept in RUN/mlflow_run.json
+model (registry/logged_model.py) logged as "model", with tags naming its backbone and, for a pretrained
+one, the base checkpoint it was trained on (backbone, base_checkpoint, base_sha256, base_layout: what the
+model needs besides its own files). Its run id is kept in RUN/mlflow_run.json
 (registry/run_record.py), so `train --resume` continues the same MLflow run and `evaluate` logs into it.
 `train_tracker` builds the tracker for `omniretriever train` and for the pipeline's train step alike.
 """

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.config import config_dict
+from model.errors import CheckpointError
 from model.omni.backbone import QwenOmniEncoder
 from model.omni.checkpoint import find_checkpoint
 from model.omni.config import OmniBackboneConfig
@@ -40,6 +41,24 @@ def write_omni_model(tmp: Path, encoder: QwenOmniEncoder, extra: dict[str, torch
     shutil.copyfile(encoder.checkpoint.tokenizer_path, tmp / "tokenizer.json")
 
 
+def read_base_identity(model_dir: str | Path) -> dict | None:
+    """The identity a saved model's base.json records (OmniCheckpoint.identity(): path, digest, layout), or
+    None when the model has no base.json (the tiny encoder, which needs no base checkpoint)."""
+    path = Path(model_dir) / BASE_FILE
+    if not path.is_file():
+        return None
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(path, None, f"cannot read the base checkpoint's identity: {exc}") from None
+    if not isinstance(recorded, dict):
+        raise CheckpointError(path, None, f"must hold a JSON object, got {type(recorded).__name__}")
+    for field in ("path", "digest"):
+        if not isinstance(recorded.get(field), str) or not recorded[field]:
+            raise CheckpointError(path, field, f"expected a non-empty string, got {recorded.get(field)!r}")
+    return recorded
+
+
 def base_path(recorded: dict, base: str | Path | None = None) -> Path:
     """The base checkpoint to load: `base`, else $OMNIRETRIEVER_OMNI_CHECKPOINT, else the recorded path."""
     return Path(base or os.environ.get(BASE_ENV) or recorded["path"])
@@ -48,10 +67,9 @@ def base_path(recorded: dict, base: str | Path | None = None) -> Path:
 def load_omni_encoder(path: Path, raw_config: dict, base: str | Path | None = None) -> QwenOmniEncoder:
     """The saved backbone in `path` (a model directory) over its base, in eval mode."""
     cfg = OmniBackboneConfig.from_dict({k: v for k, v in raw_config.items() if k != "backbone"}, str(path / "config.json"))
-    identity_file = path / BASE_FILE
-    if not identity_file.is_file():
+    recorded = read_base_identity(path)
+    if recorded is None:
         raise FileNotFoundError(f"{path} is not a saved model: missing {BASE_FILE} (the base checkpoint's identity)")
-    recorded = json.loads(identity_file.read_text())
     checkpoint = find_checkpoint(base_path(recorded, base))
     checkpoint.check_identity(recorded, path)
     encoder = QwenOmniEncoder.from_checkpoint(checkpoint.root, cfg)
