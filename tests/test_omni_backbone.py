@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -228,6 +229,73 @@ def test_lora_sits_on_the_llm_attention_only(thinker_dir, encoder):
     assert [n for n, _ in encoder.thinker.audio_tower.named_modules() if n.endswith("q_proj")]  # a bare suffix would hit these
     with pytest.raises(ValueError, match=r"outside the language model \(audio_tower\.layers\.0\.self_attn\.q_proj"):
         build(thinker_dir, OmniBackboneConfig(dtype="float32", lora_targets=r".*q_proj", decode=DECODE))
+
+
+def _step_with_checkpointing(thinker_dir: Path, on: bool) -> tuple[float, dict[str, torch.Tensor], int, bool]:
+    """(loss, the trained weights' gradients, q_proj calls of layer 0, whether the tokens require grad) of one
+    training-mode step (LoRA dropout on, seeded) with gradient checkpointing `on`."""
+    enc = build(thinker_dir, replace(CFG, gradient_checkpointing=on), seed=3).train()
+    calls = []
+    enc.thinker.language_model.layers[0].self_attn.q_proj.register_forward_hook(lambda *_: calls.append(1))
+    torch.manual_seed(7)  # dropout
+    tokens = enc.tokenize(make_batch(enc), (T, V, A))
+    loss = info_nce(enc.fuse(tokens, (T,)), enc.fuse(tokens, (T, V, A)), torch.tensor(10.0))
+    loss.backward()
+    grads = {n: p.grad for n, p in enc.named_parameters() if p.requires_grad}
+    return float(loss.detach()), grads, len(calls), any(x.requires_grad for x, _ in tokens.values())
+
+
+def test_gradient_checkpointing_recomputes_the_llm_with_the_same_loss_and_gradients(thinker_dir):
+    loss, grads, calls, _ = _step_with_checkpointing(thinker_dir, False)
+    loss_ckpt, grads_ckpt, calls_ckpt, tokens_grad = _step_with_checkpointing(thinker_dir, True)
+    assert (calls, calls_ckpt) == (2, 4), "two views forward; with checkpointing each is run again in the backward"
+    assert not tokens_grad, "the embeddings stay without gradient (transformers' input hook is removed)"
+    assert loss_ckpt == pytest.approx(loss, rel=1e-6)
+    assert grads.keys() == grads_ckpt.keys() and any("lora_A" in k for k in grads)
+    for k in grads:
+        assert torch.allclose(grads[k], grads_ckpt[k], rtol=1e-5, atol=1e-7), k
+
+
+@pytest.mark.parametrize("attention", ["causal", "bidirectional"])
+def test_eager_attention_embeds_as_sdpa(thinker_dir, attention):
+    z = {}
+    for impl in ("sdpa", "eager"):
+        enc = build(thinker_dir, replace(CFG, attn_implementation=impl, attention=attention))
+        assert enc.thinker.language_model.config._attn_implementation == impl
+        with torch.no_grad():
+            z[impl] = enc(make_batch(enc), VIEWS["tva"])
+    assert torch.allclose(z["sdpa"], z["eager"], atol=1e-5)
+
+
+def test_the_head_and_embeddings_stay_float32_under_autocast(encoder):
+    """Training's bfloat16 autocast (CUDA; the CPU's here) reaches the LLM's matmuls, not the head."""
+    tokens = encoder.tokenize(make_batch(encoder), (T, V, A))
+    dtypes = []
+    hook = encoder.thinker.language_model.layers[0].mlp.down_proj.register_forward_hook(
+        lambda module, args, out: dtypes.append(out.dtype))
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            seq = encoder.sequences(tokens, (T, V, A))
+            pooled = encoder.pool(encoder.hidden(encoder.inputs_embeds(tokens, seq), seq), seq)
+            z = encoder.fuse(tokens, (T, V, A))
+    finally:
+        hook.remove()
+    assert dtypes == [torch.bfloat16] * 2, "the LLM ran under autocast"
+    assert z.dtype == torch.float32
+    with torch.no_grad():  # the head in float32 on the pooled states (in bfloat16 it would be ~1e-2 off)
+        assert torch.allclose(z, torch.nn.functional.normalize(encoder.head(pooled.float()), dim=-1), atol=1e-6)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("attn_implementation", "flash_attention_2", "attn_implementation must be one of sdpa, eager, got 'flash_attention_2'"),
+    ("gradient_checkpointing", "yes", "gradient_checkpointing must be true or false, got 'yes'"),
+    ("autocast", "fp16", "autocast must be one of bf16, none, got 'fp16'"),
+])
+def test_bad_gpu_training_options_are_named(tmp_path, field, value, message):
+    path = tmp_path / "omni.json"
+    path.write_text(json.dumps({"backbone": "qwen2_5_omni", field: value}))
+    with pytest.raises(ValueError, match=message):
+        load_config(path)
 
 
 def _rewrite_config(edit):

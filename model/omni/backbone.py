@@ -29,6 +29,9 @@ How training uses it (model/train.py, model/data.py, model/store.py, model/omni/
   - build() makes QwenOmniEncoder.from_checkpoint(--checkpoint, cfg); param_groups skips frozen weights
   - checkpoints and the saved model hold trainable_state_dict() (LoRA + head) and checkpoint.identity(),
     never the frozen base; loading and --resume check the base's digest (OmniCheckpoint.check_identity)
+  - on a GPU: attn_implementation goes to from_pretrained, gradient_checkpointing recomputes the LLM's layers
+    (set_gradient_checkpointing), and under training's bfloat16 autocast (model.train.forward_autocast) the
+    head runs in float32 (fuse), so embeddings and the loss are float32
 """
 
 from __future__ import annotations
@@ -85,12 +88,13 @@ class QwenOmniEncoder(nn.Module):
         self.head = (nn.Sequential(nn.Linear(width, cfg.head_hidden), nn.GELU(), nn.Linear(cfg.head_hidden, cfg.embed_dim))
                      if cfg.head == "mlp" else nn.Identity())
         self.embed_dim = cfg.embed_dim if cfg.head == "mlp" else width
+        self.set_gradient_checkpointing(cfg.gradient_checkpointing)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, cfg: OmniBackboneConfig = OmniBackboneConfig()) -> "QwenOmniEncoder":
         """Validate and load a local checkpoint (either layout), then add LoRA and the head."""
         checkpoint = find_checkpoint(path)
-        thinker = load_thinker(checkpoint, cfg.dtype, cfg.interleave_seconds)
+        thinker = load_thinker(checkpoint, cfg.dtype, cfg.interleave_seconds, cfg.attn_implementation)
         tokenizer = OmniTokenizer.load(checkpoint.tokenizer_path, cfg.max_text_len, checkpoint.pad_token_id)
         return cls(thinker, cfg, checkpoint, tokenizer)
 
@@ -132,6 +136,18 @@ class QwenOmniEncoder(nn.Module):
             if "lora_" in name and p.dtype != torch.float32:
                 p.data = p.data.float()  # adapters train in float32 over a bfloat16 base
         return tuple(targets)
+
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """Recompute the LLM's decoder layers in the backward instead of keeping their activations (in training
+        mode only; the towers run without gradients anyway). Non-reentrant torch.utils.checkpoint reaches LoRA
+        inside a frozen layer without its input requiring grad, so the hook transformers adds for that is removed:
+        this backbone's input embeddings are computed without gradient, and must stay so."""
+        llm = self.thinker.language_model
+        if on and not llm.is_activation_checkpointing:
+            llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            llm.disable_input_require_grads()
+        elif not on and llm.is_activation_checkpointing:
+            llm.activation_checkpointing_disable()
 
     def train(self, mode: bool = True) -> "QwenOmniEncoder":
         """The towers stay in eval mode: they are frozen and their outputs shared by every view."""
@@ -236,7 +252,8 @@ class QwenOmniEncoder(nn.Module):
             raise ValueError("at least one modality is needed")
         seq = self.sequences(tokens, modalities, present)
         pooled = self.pool(self.hidden(self.inputs_embeds(tokens, seq), seq), seq)
-        return F.normalize(self.head(pooled.float()), dim=-1)
+        with torch.autocast(pooled.device.type, enabled=False):  # float32 under training's autocast too
+            return F.normalize(self.head(pooled.float()), dim=-1)
 
     def forward(self, batch: OmniBatch, modalities: tuple[str, ...], present: torch.Tensor | None = None) -> torch.Tensor:
         """Embed `modalities` of every row; `present` (B, 3) bool (order T, V, A) drops a modality per row."""
@@ -267,6 +284,9 @@ class QwenOmniEncoder(nn.Module):
         else:  # every valid token sees every other; a pad row sees itself only (never all-masked: no NaN)
             L = mask.shape[1]
             allowed = (mask[:, None, :, None] & mask[:, None, None, :]) | torch.eye(L, dtype=torch.bool, device=mask.device)
+            if self.thinker.language_model.config._attn_implementation == "eager":  # it adds the mask to the scores
+                allowed = torch.zeros(allowed.shape, dtype=embeds.dtype, device=mask.device).masked_fill(
+                    ~allowed, torch.finfo(embeds.dtype).min)
             attention = {kind: allowed for kind in set(self.thinker.config.text_config.layer_types)}
         return self.thinker.language_model(inputs_embeds=embeds, attention_mask=attention,
                                            position_ids=seq.positions.to(embeds.device), use_cache=False,

@@ -272,10 +272,11 @@ def _check_tokenizer(path: Path, vocab: int) -> None:
         raise CheckpointError(path, "vocab", f"{size} tokens do not fit the model's vocabulary of {vocab}")
 
 
-def load_thinker(checkpoint: OmniCheckpoint, dtype: str = "float32", seconds_per_chunk: int | None = None
-                 ) -> Qwen2_5OmniThinkerModel:
-    """The checkpoint's Qwen2_5OmniThinkerModel (no lm_head: embeddings need none), in eval mode, with
-    sdpa attention, read from local files only. `seconds_per_chunk` overrides the audio/video interleave."""
+def load_thinker(checkpoint: OmniCheckpoint, dtype: str = "float32", seconds_per_chunk: int | None = None,
+                 attn_implementation: str = "sdpa") -> Qwen2_5OmniThinkerModel:
+    """The checkpoint's Qwen2_5OmniThinkerModel (no lm_head: embeddings need none), in eval mode, read from
+    local files only. `seconds_per_chunk` overrides the audio/video interleave; `attn_implementation` is
+    "sdpa" (torch's fused attention, on the CPU too) or "eager", for the LLM and both towers."""
     import torch
     from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerModel
 
@@ -288,7 +289,7 @@ def load_thinker(checkpoint: OmniCheckpoint, dtype: str = "float32", seconds_per
         config.seconds_per_chunk = seconds_per_chunk
     model, info = Qwen2_5OmniThinkerModel.from_pretrained(
         checkpoint.root, config=config, local_files_only=True, dtype=getattr(torch, dtype),
-        attn_implementation="sdpa", output_loading_info=True)
+        attn_implementation=attn_implementation, output_loading_info=True)
     missing = sorted(info.get("missing_keys") or ()) + sorted(str(k) for k in info.get("mismatched_keys") or ())
     if missing:
         raise CheckpointError(checkpoint.weight_files[0], missing[0],

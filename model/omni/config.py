@@ -20,6 +20,8 @@ POOLINGS = ("last_all_layers", "mean")
 ATTENTIONS = ("causal", "bidirectional")
 HEADS = ("mlp", "none")
 DTYPES = ("float32", "bfloat16", "float16")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")  # what from_pretrained is given for the thinker; both run on the CPU
+AUTOCASTS = ("bf16", "none")
 
 
 def _qwen_decode() -> DecodeConfig:
@@ -57,6 +59,13 @@ class OmniBackboneConfig:
     interleave_seconds: int = 2  # video and audio alternate in chunks of this many seconds (TVA, AV)
     max_text_len: int = 64  # caption tokens, longer captions are cut
     dtype: str = "bfloat16"  # the backbone's weights; LoRA and the head train in float32
+    attn_implementation: str = "sdpa"  # sdpa (torch's fused attention) | eager (the reference matmul-softmax)
+    # recompute the LLM's decoder layers in the backward instead of keeping their activations (non-reentrant
+    # torch.utils.checkpoint; the same loss and gradients, less memory, one more LLM forward a step)
+    gradient_checkpointing: bool = False
+    # bf16: on CUDA, training's forward runs under torch.autocast(bfloat16); the head, the embeddings and the
+    # loss stay float32. On the CPU autocast is never used (float32 weights stay float32 exactly). none: off
+    autocast: str = "bf16"
     decode: DecodeConfig = field(default_factory=_qwen_decode)
 
     def __post_init__(self) -> None:
@@ -74,6 +83,11 @@ class OmniBackboneConfig:
              f"must be a whole number of seconds >= 1 (the thinker's seconds_per_chunk), got {self.interleave_seconds!r}"),
             ("max_text_len", self.max_text_len >= 1, f"must be >= 1, got {self.max_text_len}"),
             ("dtype", self.dtype in DTYPES, f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}"),
+            ("attn_implementation", self.attn_implementation in ATTN_IMPLEMENTATIONS,
+             f"must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, got {self.attn_implementation!r}"),
+            ("gradient_checkpointing", isinstance(self.gradient_checkpointing, bool),
+             f"must be true or false, got {self.gradient_checkpointing!r}"),
+            ("autocast", self.autocast in AUTOCASTS, f"must be one of {', '.join(AUTOCASTS)}, got {self.autocast!r}"),
             ("decode.sample_rate", self.decode.sample_rate == 16_000,
              f"must be 16000 (Whisper features), got {self.decode.sample_rate}"),
         ]
