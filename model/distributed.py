@@ -4,9 +4,12 @@ torchrun sets RANK, LOCAL_RANK and WORLD_SIZE in each process it starts. `proces
 environment into an initialised torch.distributed group (and gives a world of one without it), so the
 same `model.train.train` runs alone on a laptop and as N ranks on a GPU node. What the ranks share:
 
-- negatives: `model.losses.gather_features` gathers every rank's features, with gradient;
+- negatives: `model.losses.gather_features` gathers every rank's features, with gradient (each step's
+  log records the gathered batch, `gathered_batch` = world x batch);
 - gradients: averaged over ranks after each backward (`World.average_gradients`), so every rank takes
-  the same optimizer step and the replicas stay identical (checked at the end, `World.check_in_sync`);
+  the same optimizer step and the replicas stay identical (checked at the end, `World.check_in_sync`).
+  Only parameters that train have gradients: a pretrained backbone's frozen base has none, and only its
+  LoRA and head are all-reduced (no DistributedDataParallel wrapper, so no unused-parameter bookkeeping);
 - divergence: each step every rank says whether its loss or gradient norm is non-finite
   (`World.flagged_rank`, one all-reduce), so all ranks stop at the same step instead of one leaving
   the others waiting in a collective;
@@ -65,10 +68,11 @@ class World:
         return highest - 1 if highest else None
 
     def check_in_sync(self, modules: Iterable[torch.nn.Module], rtol: float = 1e-5) -> None:
-        """Raise if the replicas' parameters differ across ranks (a checksum per rank, compared)."""
+        """Raise if the replicas' trained parameters differ across ranks (a checksum per rank, compared). Frozen
+        ones (a pretrained backbone's base: gigabytes, never stepped) are left out."""
         if self.size == 1:
             return
-        total = sum(float(p.detach().double().abs().sum()) for m in modules for p in m.parameters())
+        total = sum(float(p.detach().double().abs().sum()) for m in modules for p in m.parameters() if p.requires_grad)
         sums = torch.tensor([total], dtype=torch.float64, device=self.device)
         gathered = [torch.zeros_like(sums) for _ in range(self.size)]
         dist.all_gather(gathered, sums)

@@ -20,10 +20,15 @@ Under torchrun (one process per GPU) each rank trains on its own slice of a glob
 batch_size x world clips, gradients are averaged across ranks and only rank 0 writes files and calls
 trackers (see model/distributed.py); a non-finite loss on any rank stops every rank at that step. A
 world of one is exactly the single-process run.
+
+A pretrained backbone trains on CUDA under bfloat16 autocast when its config says autocast "bf16" (the
+default; `forward_autocast`): the forward only, with the head, the embeddings and the loss in float32.
+On the CPU there is no autocast, so a float32 run stays float32 exactly; the tiny encoder never uses it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -42,7 +47,7 @@ from model.data import ClipBank, concat_tokens, load_bank, make_batch, swap_slot
 from model.distributed import World, process_group
 from model.encoder import OmniEncoder
 from model.errors import TrainingDiverged
-from model.losses import Objective, hard_negative_partner, hard_negative_slot
+from model.losses import Objective, gather_features, hard_negative_partner, hard_negative_slot
 from model.manifest import existing_split, read_manifest
 from model.modalities import A, T, V
 from model.store import checkpoint_step, latest_checkpoint, load_checkpoint, save_checkpoint, save_model
@@ -54,7 +59,8 @@ class Callback(Protocol):
     """What a tracker implements to follow training; every method is optional in practice.
 
     on_train_start(params)     once, after setup (split decoded, tokenizer ready), before the first step
-    on_step(step, metrics)     after each finished step (1-based): its loss terms, logit_scale, lr, grad_norm
+    on_step(step, metrics)     after each finished step (1-based): its loss terms, logit_scale, lr, grad_norm,
+                               gathered_batch (the rows an anchor is scored against: world x batch)
     on_checkpoint(step, path)  after each checkpoint is written
     on_train_end(summary)      once, after the final model and train_summary.json are written
     on_train_abort(exc)        once, when training ends in an error or Ctrl-C (`exc`, re-raised after the
@@ -207,6 +213,15 @@ def embed_step(encoder: OmniEncoder, bank: ClipBank, idx: torch.Tensor, tokenize
         both = encoder.fuse(concat_tokens(positive, hard), (T, V, A))  # (2B, E)
         z["TVA_aug"], z["TVA_hard"] = both[: len(idx)], both[len(idx):]
     return z
+
+
+def forward_autocast(enc_cfg: AnyConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """The precision of a training step's forward: bfloat16 autocast on CUDA for a pretrained backbone whose config
+    says autocast "bf16" (its head, hence the embeddings, and the loss stay float32); on the CPU, and for the tiny
+    encoder everywhere, no autocast at all (float32 stays float32 exactly)."""
+    if device.type == "cuda" and getattr(enc_cfg, "autocast", "none") == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def build(cfg: TrainConfig, enc_cfg: AnyConfig, encoder: torch.nn.Module | None = None
@@ -390,9 +405,12 @@ def train_step(step: int, cfg: TrainConfig, encoder: OmniEncoder, objective: Obj
     idx = batch_indices(len(bank), cfg.batch_size * world.size, step, cfg.seed)
     idx = idx[world.rank * cfg.batch_size: (world.rank + 1) * cfg.batch_size]
     device = None if world.device.type == "cpu" else world.device
-    z = embed_step(encoder, bank, idx, tokenizer, objective.views(step), step, cfg.augment, gen, device,
-                   cfg.token_keep if step < cfg.steps * (1 - cfg.unmasked_steps) else 1.0)
-    out = objective(z, step)
+    with forward_autocast(encoder.cfg, world.device):
+        z = embed_step(encoder, bank, idx, tokenizer, objective.views(step), step, cfg.augment, gen, device,
+                       cfg.token_keep if step < cfg.steps * (1 - cfg.unmasked_steps) else 1.0)
+    out = objective(z, step)  # in float32, outside autocast
+    # the batch an anchor is scored against: every rank's rows, brought together by the losses' own gather
+    gathered = len(gather_features(torch.ones(len(idx), 1, device=world.device)))  # world x batch
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
     params = list(encoder.parameters()) + list(objective.parameters())
@@ -402,7 +420,7 @@ def train_step(step: int, cfg: TrainConfig, encoder: OmniEncoder, objective: Obj
     stop_if_diverged(step, values, world)
     optimizer.step()
     metrics = {k: v for k, v in values.items() if k != "grad_norm"}
-    metrics.update(lr=optimizer.param_groups[0]["lr"], grad_norm=values["grad_norm"])
+    metrics.update(lr=optimizer.param_groups[0]["lr"], grad_norm=values["grad_norm"], gathered_batch=gathered)
     return metrics
 
 

@@ -1,12 +1,18 @@
 """Training the Qwen2.5-Omni backbone end to end on a tiny RANDOM thinker (model/omni/random_checkpoint.py):
 `omniretriever train --config <qwen json> --checkpoint DIR`, the saved run (LoRA + head and the base's
-identity only), loading it over its base, `omniretriever evaluate`, and exact resume."""
+identity only), loading it over its base, `omniretriever evaluate`, exact resume (in process and after kill -9),
+and the precision a step's forward runs at."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -91,6 +97,51 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_data, 
     train(cfg(tmp_path / "b"), resume=True, progress=False)
     a, b = load_file(tmp_path / "a" / "model" / "model.safetensors"), load_file(tmp_path / "b" / "model" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow  # about 55 s on 2 cores: two trainings as subprocesses, one killed with SIGKILL, then resumed
+def test_killed_run_resumes_to_identical_weights(tiny_data, thinker_dir, omni_config, tmp_path):
+    """kill -9 after the first checkpoint, rerun with --resume: the same LoRA and head as an uninterrupted run."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+
+    def args(out: Path) -> list[str]:
+        cli = train_args(tiny_data, out, omni_config, thinker_dir)
+        for flag, value in {"--steps": "5", "--checkpoint-every": "2"}.items():
+            cli[cli.index(flag) + 1] = value
+        return [sys.executable, "-m", "model.cli", *cli]
+
+    subprocess.run(args(straight), check=True, capture_output=True, timeout=300)
+    proc = subprocess.Popen(args(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (killed / "checkpoints" / "step-000002" / "state.json").exists():
+        assert time.time() < deadline and proc.poll() is None, "training ended before its first checkpoint"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model").exists()
+    resumed = subprocess.run(args(killed) + ["--resume"], check=True, capture_output=True, text=True, timeout=300)
+    assert json.loads((killed / "train_summary.json").read_text())["resumed_from"] >= 2, resumed.stdout
+    a, b = load_file(straight / "model" / "model.safetensors"), load_file(killed / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and any("lora_B" in k for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    log = [json.loads(line)["step"] for line in (killed / "train_log.jsonl").read_text().splitlines()]
+    assert log == list(range(1, 6))
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")  # autocast("cuda") is built, never entered, here
+def test_a_steps_forward_autocasts_only_the_pretrained_backbone_on_cuda(omni_config):
+    from contextlib import nullcontext
+    from dataclasses import replace
+
+    from model.config import EncoderConfig
+    from model.train import forward_autocast
+
+    omni, cuda, cpu = load_config(omni_config), torch.device("cuda"), torch.device("cpu")
+    ctx = forward_autocast(omni, cuda)
+    assert isinstance(ctx, torch.autocast) and ctx.device == "cuda" and ctx.fast_dtype == torch.bfloat16
+    for enc_cfg, device in ((omni, cpu), (replace(omni, autocast="none"), cuda), (EncoderConfig(), cuda)):
+        assert isinstance(forward_autocast(enc_cfg, device), nullcontext), (enc_cfg.name, device)
 
 
 @pytest.mark.parametrize("change,message", [

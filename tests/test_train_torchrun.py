@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from safetensors.torch import load_file
 
 from components.training import run_training, torchrun_command
 from model.distributed import World, process_group
@@ -26,6 +27,25 @@ def test_two_ranks_train_one_run(tiny_data: Path, tmp_path: Path):
     assert [r["step"] for r in log] == [1, 2, 3, 4], "one log, written by rank 0 only"
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002", "step-000004"]
     assert (out / "model" / "model.safetensors").is_file()
+    assert {r["gathered_batch"] for r in log} == {16}, "each anchor is scored against both ranks' 8 clips"
+
+
+@pytest.mark.timeout(300)
+def test_two_ranks_train_the_omni_backbone_with_negatives_from_both(tiny_data: Path, thinker_dir: Path,
+                                                                   omni_config: Path, tmp_path: Path):
+    """LoRA + head over a frozen base under torchrun: only they are averaged, saved and checked in sync."""
+    out = tmp_path / "omni"
+    result = run_training(dict(data=tiny_data, out=out, config=str(omni_config), checkpoint=thinker_dir, token_keep=1.0,
+                               steps=2, batch_size=4, warmup_steps=1, checkpoint_every=2, workers=1),
+                          nproc=2, tracking=False)
+    assert result.summary["world_size"] == 2 and result.summary["steps"] == 2
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and all(r["gathered_batch"] == 2 * 4 for r in log)
+    assert result.summary["final"]["gathered_batch"] == 8
+    for weights in (out / "model" / "model.safetensors", out / "checkpoints" / "step-000002" / "model.safetensors"):
+        keys = load_file(weights)
+        assert keys and all("lora_" in k or "head." in k or "logit_scale" in k for k in keys), weights
+    assert json.loads((out / "model" / "base.json").read_text())["path"] == str(thinker_dir.resolve())
 
 
 def test_a_diverging_torchrun_run_fails_naming_the_step(tiny_data: Path, tmp_path: Path):
