@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
 
         args.data = Path(tempfile.mkdtemp(prefix="bench-data-")) / "data"
         synthesize(args.data, SynthConfig(train=4 * batch_size, val=0, test=0))
-    bank = load_bank(args.data, "train", enc_cfg.decode, limit=8 * batch_size, audio_input=enc_cfg.audio_input)
+    bank = load_bank(args.data, "train", enc_cfg, limit=8 * batch_size)
     tokenizer = None
     if tiny:
         tokenizer = TextTokenizer.train(bank.all_texts(), enc_cfg.vocab_size, enc_cfg.max_text_len)

@@ -85,8 +85,7 @@ def agreement(model_path: str | Path, data: str | Path, split: str = "test", out
     from model.store import load_model
 
     model = load_model(model_path)
-    bank = load_bank(data, split, model.config.decode, workers=workers, progress=progress,
-                     audio_input=model.config.audio_input)
+    bank = load_bank(data, split, model.config, workers=workers, progress=progress)
     attributes = read_scene_attributes(Path(data), split, bank.ids)
     result = {**attribute_agreement(embed_views(model, bank), attributes), "split": split, "n_items": len(bank),
               "model": str(model.path), "data": str(data)}

@@ -29,6 +29,7 @@ from model.parallel import map_with_progress
 from model.text import TextTokenizer
 
 if TYPE_CHECKING:
+    from model.config import AnyConfig
     from model.omni.text import OmniTokenizer
 
 
@@ -81,14 +82,16 @@ def _decode_one(paths: tuple[str, str]) -> tuple[np.ndarray, np.ndarray, bool]:
     return clip.frames, clip.mel, clip.has_audio
 
 
-def load_bank(data_root: str | Path, split: str, config: DecodeConfig, *, cache_dir: str | Path | None = None,
-              limits: MediaLimits = MediaLimits(), workers: int | None = None, limit: int | None = None,
-              progress: bool = True, audio_input: str = "log_mel") -> ClipBank:
-    """Decode (or read from the cache) every record of a split; `audio_input` is the encoder config's
-    (log-mel, or waveforms for a backbone that computes its own audio features).
+def load_bank(data_root: str | Path, split: str, config: DecodeConfig | AnyConfig, *,
+              cache_dir: str | Path | None = None, limits: MediaLimits = MediaLimits(), workers: int | None = None,
+              limit: int | None = None, progress: bool = True) -> ClipBank:
+    """Decode (or read from the cache) every record of a split for the encoder `config`: its decode settings
+    and the audio it takes (log-mel, or waveforms for a backbone that computes its own audio features). Bare
+    DecodeConfig settings mean log-mel audio (the tiny encoder's).
 
     A bad record stops the load with its typed error (ManifestError, PathEscapeError, MediaError),
     which names the manifest line or the media file; nothing is skipped silently."""
+    decode, audio_input = (config, "log_mel") if isinstance(config, DecodeConfig) else (config.decode, config.audio_input)
     cache_dir = cache_dir or default_cache_dir()
     records: list[Record] = read_split(data_root, split)[:limit]
     paths = [(str(resolve_media(data_root, r.video)), str(resolve_media(data_root, r.audio))) for r in records]
@@ -96,7 +99,7 @@ def load_bank(data_root: str | Path, split: str, config: DecodeConfig, *, cache_
     frames, mels, flags = [], [], []
     decoded = map_with_progress(_decode_one, paths, workers=workers, label=f"decoding {split}", progress=progress,
                                 transient=True, context=None, initializer=_init_worker,
-                                initargs=(str(cache_dir), config, limits, audio_input))
+                                initargs=(str(cache_dir), decode, limits, audio_input))
     for f, m, h in decoded:
         frames.append(f)
         mels.append(m)

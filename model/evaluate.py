@@ -139,8 +139,7 @@ def evaluate(model_path: str | Path, data: str | Path, split: str = "test", out:
     last, so they never raise a score."""
     model = load_model(model_path)
     existing_split(data, split)
-    bank = load_bank(data, split, model.config.decode, cache_dir=cache_dir, workers=workers, limit=limit,
-                     progress=progress, audio_input=model.config.audio_input)
+    bank = load_bank(data, split, model.config, cache_dir=cache_dir, workers=workers, limit=limit, progress=progress)
     results = score_embeddings(embed_views(model, bank), n_boot=n_boot)
     results.update(split=split, n_items=len(bank), model=str(model.path), data=str(data))
     warn_nonfinite(results["nonfinite_rows"], len(bank))

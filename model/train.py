@@ -312,8 +312,7 @@ class Trainer:
         cfg = self.cfg
         if not self.world.is_main:
             self.world.barrier()
-        bank = load_bank(cfg.data, "train", enc_cfg.decode, cache_dir=cfg.cache_dir, workers=cfg.workers,
-                         progress=self.progress, audio_input=enc_cfg.audio_input)
+        bank = load_bank(cfg.data, "train", enc_cfg, cache_dir=cfg.cache_dir, workers=cfg.workers, progress=self.progress)
         if not cfg.alt_texts:
             bank.captions = None
         if self.world.is_main:

@@ -113,8 +113,7 @@ def build_index(model: str | Path, data: str | Path, split: str, views: list[str
     if not canonical:
         raise ValueError("give at least one --view (t, v, a, tv, av, at or tva)")
     loaded = load_model(model)
-    bank = load_bank(data, split, loaded.config.decode, workers=workers, progress=progress,
-                     audio_input=loaded.config.audio_input)
+    bank = load_bank(data, split, loaded.config, workers=workers, progress=progress)
     embedded = embed_views(loaded, bank, tuple(canonical))
     embeddings = {v: e.float().numpy() for v, e in embedded.items()}
     extra = {"model": str(loaded.path), "data": str(data), "split": split}

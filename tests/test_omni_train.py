@@ -195,8 +195,7 @@ def test_requests_embed_as_evaluation_does(omni_run, tiny_data):
 
     embedder = Embedder(omni_run)
     records = read_split(tiny_data, "test")[:3]
-    bank = load_bank(tiny_data, "test", embedder.loaded.config.decode, limit=3, workers=1, progress=False,
-                     audio_input=embedder.loaded.config.audio_input)
+    bank = load_bank(tiny_data, "test", embedder.loaded.config, limit=3, workers=1, progress=False)
     views = embed_views(embedder.loaded, bank, ("t", "tva", "a"))
     media = [str(resolve_media(tiny_data, r.video)) for r in records]
     rows = ([{"text": r.text} for r in records] + [{"text": r.text, "video": m, "audio": m} for r, m in zip(records, media)]
