@@ -55,6 +55,17 @@ class BaseCheckpoint:
         return out
 
 
+def base_on_volume(path: str, mount: str, pvc: str) -> BaseCheckpoint:
+    """The base checkpoint at `path` (as a pipeline step saw it) on the volume `pvc`, mounted at `mount` there."""
+    from pathlib import PurePosixPath
+
+    base, root = PurePosixPath(path), PurePosixPath(mount)
+    if not base.is_relative_to(root) or base == root:
+        raise ValueError(f"the base checkpoint {path} is not on the volume {pvc} (mounted at {mount}): the predictor "
+                         "mounts it from there; fetch it onto the volume with the pipeline's checkpoint parameter")
+    return BaseCheckpoint(pvc, str(base.relative_to(root)))
+
+
 def _predictor(storage_uri: str, gpus: int, canary_percent: int | None, min_replicas: int, max_replicas: int,
                cpu: str, memory: str, image: str | None = None, base: BaseCheckpoint | None = None) -> dict:
     predictor = {

@@ -13,7 +13,7 @@ import pytest
 
 from serving.deploy import apply_inference_service
 from serving.limits import ServingLimits
-from serving.manifests import BASE_MOUNT, BaseCheckpoint, inference_service
+from serving.manifests import BASE_MOUNT, BaseCheckpoint, base_on_volume, inference_service
 
 ROOT = Path(__file__).resolve().parent.parent
 STORAGE = "s3://models/omniretriever/v3/production"
@@ -91,6 +91,16 @@ def test_a_pretrained_backbone_gets_the_torch_triton_image_a_gpu_and_its_base_mo
 def test_bad_base_checkpoint_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         inference_service("omniretriever", STORAGE, IMAGE, **kwargs)
+
+
+def test_a_base_fetched_onto_the_workspace_volume_is_mounted_from_its_directory_there():
+    assert base_on_volume("/workspace/checkpoints/3f2a", "/workspace", "ws") == BaseCheckpoint("ws", "checkpoints/3f2a")
+    for outside in ("/data/qwen", "/workspace", "/workspaces/qwen"):
+        with pytest.raises(ValueError, match="is not on the volume ws .*checkpoint parameter"):
+            base_on_volume(outside, "/workspace", "ws")
+    with pytest.raises(ValueError, match="without '..'"):
+        inference_service("omniretriever", STORAGE, IMAGE, predictor_image="r/t:1",
+                          base=base_on_volume("/workspace/../etc", "/workspace", "ws"))
 
 
 def test_the_sdk_check_catches_a_misspelled_field():
