@@ -201,11 +201,11 @@ def _running_from(directory: Path) -> list[int]:
 class _Server:
     """One child process in a session of its own, logging to a file, with every process it starts."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path):
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = None):
         self.name, self.log = name, log
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True,
+                                         start_new_session=True, cwd=cwd,
                                          preexec_fn=_die_with(os.getpid()) if sys.platform == "linux" else None)
         self.tree = {self.proc.pid: (_stat(self.proc.pid) or (0, 0, -1))[2]}  # pid -> start time
 
@@ -357,7 +357,8 @@ class LocalEndpoint:
         self._workdir = make_workdir()
         logs = self.log_dir or self._workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        triton = _Server("tritonserver", self._triton_argv(), self._triton_env(), logs / "tritonserver.log")
+        # in its work directory, so that what the python-backend stubs import never depends on the caller's cwd
+        triton = _Server("tritonserver", self._triton_argv(), self._triton_env(), logs / "tritonserver.log", self._workdir)
         self._servers.append(triton)
         self._wait(triton, [f"{self.triton_http_url}/v2/health/ready", f"{self.triton_http_url}/v2/models/{ENCODER_MODEL}/ready"])
         transformer = _Server("transformer", self._transformer_argv(), self._transformer_env(), logs / "transformer.log")

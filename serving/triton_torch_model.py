@@ -13,7 +13,8 @@ Loading goes through model.store.load_model (every checkpoint check, the digest 
 model.omni.export.merge_lora; the instance kind picks the device. The stub must import torch,
 transformers, peft and this project: in production the predictor image carries them
 (serving/Dockerfile.triton), locally the launcher puts this environment first on PATH and the project
-on PYTHONPATH. As in triton_model.py, a row with no modality present is refused alone, and requests the
+on PYTHONPATH (the stub imports this file under the name `model`, the package's name: initialize hands the
+name back first). As in triton_model.py, a row with no modality present is refused alone, and requests the
 dynamic batcher gathered run as one forward.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,24 @@ def _saved_model(model_dir: Path, params: dict) -> Path:
     return path
 
 
+def _import_the_package() -> None:
+    """Triton's stub imports this file as the module `model`, which is also the name of this project's package,
+    and puts this directory on sys.path: give the name back to the package and import it from where it is
+    installed (the stub keeps its own reference to this module; the package's lazy imports at request time
+    need `model` to be the package)."""
+    import importlib
+
+    here = Path(__file__).resolve().parent
+    module = sys.modules.get("model")
+    if module is not None and not hasattr(module, "__path__"):
+        del sys.modules["model"]
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    package = importlib.import_module("model")
+    if not hasattr(package, "__path__"):
+        raise pb_utils.TritonModelException(f"cannot import the omniretriever package `model` (found {package.__file__}); "
+                                            f"install the project or put it on PYTHONPATH (sys.path: {sys.path})")
+
+
 def _bad_request(message: str) -> "pb_utils.InferenceResponse":
     code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
     error = pb_utils.TritonError(message, code) if code is not None else pb_utils.TritonError(message)
@@ -58,6 +78,7 @@ def _bad_request(message: str) -> "pb_utils.InferenceResponse":
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
+        _import_the_package()
         import torch
 
         from model.inference import Embedder
