@@ -2,7 +2,8 @@
 per GPU when GPUs are visible. Either way the work is `model.train.train`; under torchrun each rank
 runs `python -m components.training SPEC` (this module's `main`), and rank 0 reports to MLflow.
 
-The spec is a small JSON file: {"train": TrainConfig keyword arguments, "tracking": bool,
+The spec is a small JSON file: {"train": TrainConfig keyword arguments (paths as strings; "checkpoint"
+is a pretrained backbone's base checkpoint directory, or null), "tracking": bool,
 "tracking_uri": str, "pipeline_run_id": str, "data_version": str (the lineage tag; "": computed from
 the data)}. The MLflow tracker (registry.tracking.train_tracker, as `omniretriever train` builds it)
 records its run id in RUN/mlflow_run.json, which is how the launching process learns it.
@@ -73,6 +74,26 @@ def run_training(train_kwargs: dict[str, Any], *, nproc: int | None = None, trac
     return TrainResult(summary, run_id, 1)
 
 
+def base_identity(run: Path, sha256: str = "") -> dict | None:
+    """The base checkpoint's identity the trained model records (RUN/model/base.json: path, digest, layout),
+    None for a model without a base. With `sha256` (the fetch step's digest), a recorded digest that differs
+    is an error: the weights trained on are not the ones that were fetched."""
+    from model.omni.store import BASE_FILE, read_base_identity
+
+    path = run / "model" / BASE_FILE
+    identity = read_base_identity(run / "model")
+    if identity is None:
+        if sha256:
+            raise RuntimeError(f"{path} is missing: the run was given a base checkpoint (sha256 {sha256}) but its "
+                               f"model records none")
+        return None
+    if sha256 and identity.get("digest") != sha256:
+        raise RuntimeError(f"{path}: the run trained on weights with digest {identity.get('digest')} at "
+                           f"{identity.get('path')}, but the fetched checkpoint's digest is {sha256}: the copy "
+                           f"changed after it was fetched")
+    return identity
+
+
 def _train(spec: dict) -> tuple[dict, str]:
     """Run model.train.train from a spec, with an MLflow tracker on rank 0 when spec["tracking"]. A run
     that fails (an error, divergence, Ctrl-C) reaches the tracker's on_train_abort from the trainer
@@ -80,7 +101,9 @@ def _train(spec: dict) -> tuple[dict, str]:
     from model.train import TrainConfig, train
 
     kwargs = dict(spec["train"])
-    cfg = TrainConfig(**{**kwargs, "data": Path(kwargs["data"]), "out": Path(kwargs["out"])})
+    checkpoint = kwargs.get("checkpoint")
+    cfg = TrainConfig(**{**kwargs, "data": Path(kwargs["data"]), "out": Path(kwargs["out"]),
+                         "checkpoint": Path(checkpoint) if checkpoint else None})
     rank = int(os.environ.get("RANK", "0"))
     tracker = _mlflow_tracker(cfg, spec) if spec["tracking"] and rank == 0 else None
     summary = train(cfg, callbacks=[tracker] if tracker else [], progress=rank == 0)

@@ -68,7 +68,8 @@ def run_cmd(
     with exits_on(ValueError):  # the train step's own checks, before any step runs
         TrainConfig(data=data, out=root, config=config, steps=train_steps, batch_size=batch_size, seed=seed)
     pipeline = build_pipeline(local_steps(), cluster=False)
-    overrides = _overrides(param, list(pipeline.component_spec.inputs))
+    overrides = _overrides(param, {k: v.type for k, v in pipeline.component_spec.inputs.items()})
+    _check_checkpoint(config, overrides.get("checkpoint", ""))
     console = Console(file=sys.stdout)
     arguments = local_arguments(data, train_steps=train_steps, config=config, batch_size=batch_size, seed=seed,
                                 tracking_uri=tracking_uri, dvc_remote=dvc_remote, **overrides)
@@ -87,16 +88,45 @@ def run_cmd(
         raise typer.Exit(result.code)
 
 
-def _overrides(pairs: list[str], parameters: list[str]) -> dict[str, Any]:
-    """`run`'s --param KEY=VALUE pairs, refusing a KEY that one of its options sets or that the pipeline lacks."""
+def _check_checkpoint(config: str, checkpoint: str) -> None:
+    """--param checkpoint=... fits the config (a pretrained backbone needs a base checkpoint, the tiny encoder
+    takes none), and a local directory is a valid checkpoint: checked before any step runs."""
+    from model.config import load_config
+    from model.errors import CheckpointError
+    from model.omni.checkpoint import find_checkpoint
+    from model.omni.fetch import parse_source
+
+    if "'" in checkpoint or "\\" in checkpoint:  # kfp.local evaluates its conditions as Python expressions
+        fail(f"--param checkpoint={checkpoint}: a local run cannot pass quotes or backslashes in this parameter")
+    with exits_on(ValueError):
+        backbone = load_config(config).backbone
+    if backbone == "tiny" and checkpoint:
+        fail(f"--param checkpoint={checkpoint}: --config {config} is the tiny encoder, trained from scratch; a base "
+             f"checkpoint is for a pretrained backbone (e.g. --config qwen2_5_omni)")
+    if backbone != "tiny" and not checkpoint:
+        fail(f"--config {config} is the {backbone} backbone: give its base checkpoint with --param checkpoint=DIR "
+             f"(or an s3:// or hf:// URI)")
+    with exits_on(CheckpointError):
+        if checkpoint and not parse_source(checkpoint).remote:
+            find_checkpoint(checkpoint)
+
+
+def _overrides(pairs: list[str], parameters: dict[str, str]) -> dict[str, Any]:
+    """`run`'s --param KEY=VALUE pairs, refusing a KEY that one of its options sets or that the pipeline lacks.
+    `parameters` maps each pipeline parameter to its type: a String one takes VALUE as it is (a name made of
+    digits stays a string), a Float one takes an integer too."""
     params = _parse_params(pairs)
     for pair in pairs:
-        key = pair.partition("=")[0]
+        key, _, raw = pair.partition("=")
         if key in RUN_OPTIONS:
             fail(f"--param {pair}: use {RUN_OPTIONS[key]}")
         if key not in parameters:
             fail(f"--param {pair}: the pipeline has no parameter {key!r}; --param sets any of "
                   f"{', '.join(p for p in parameters if p not in RUN_OPTIONS)}")
+        if parameters[key] == "String":
+            params[key] = raw
+        elif parameters[key] == "Float" and isinstance(params[key], int) and not isinstance(params[key], bool):
+            params[key] = float(params[key])
     return params
 
 

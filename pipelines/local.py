@@ -135,10 +135,19 @@ class LocalRun:
 
 def local_arguments(data: str | Path, *, train_steps: int = TRAIN_STEPS, config: str = "tiny", batch_size: int = BATCH_SIZE,
                     seed: int = 0, tracking_uri: str | None = None, dvc_remote: str = "",
-                    model_name: str = "omniretriever", **overrides: Any) -> dict[str, Any]:
+                    model_name: str = "omniretriever", checkpoint: str | Path = "",
+                    checkpoint_cache: str | Path | None = None, **overrides: Any) -> dict[str, Any]:
     """The pipeline arguments of a run on this machine: the local dataset, no pull, MLflow in a local
-    sqlite store (MLFLOW_TRACKING_URI when set), deploy to the local endpoint."""
+    sqlite store (MLFLOW_TRACKING_URI when set), deploy to the local endpoint. A local `checkpoint`
+    directory is made absolute (every step must find it); downloaded checkpoints go to this machine's
+    cache ($OMNIRETRIEVER_CACHE/checkpoints or .cache/omniretriever/checkpoints) unless `checkpoint_cache`."""
+    from model.omni.fetch import default_cache
+
+    checkpoint = str(checkpoint)
+    if checkpoint and "://" not in checkpoint:
+        checkpoint = str(Path(checkpoint).resolve())
     return {"data": str(Path(data).resolve()), "dvc_remote": dvc_remote, "pull_data": False, "config": config,
+            "checkpoint": checkpoint, "checkpoint_cache": str(Path(checkpoint_cache or default_cache()).resolve()),
             "train_steps": train_steps, "batch_size": batch_size, "seed": seed,
             "mlflow_tracking_uri": tracking_uri or default_tracking_uri(), "model_name": model_name,
             "deploy_target": "local", **overrides}

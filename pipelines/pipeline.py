@@ -1,19 +1,25 @@
-"""The omniretriever pipeline: data -> validate (GX) -> version (DVC) -> train -> evaluate -> register
--> gate -> export + deploy, the last two only when the gate promotes the challenger.
+"""The omniretriever pipeline: data -> validate (GX) -> version (DVC) -> base checkpoint -> train ->
+evaluate -> register -> gate -> export + deploy, the last two only when the gate promotes the challenger.
 
-    pull-data ─► validate-data ─► [passed] version-data ─► train-model ─► evaluate-model ─► register-model ─► gate-model
-                                                                                      [promoted] ─► export-model ─► deploy-model
+    pull-data ─► validate-data ─► [passed] version-data ──────────────────────┐
+                                           [checkpoint] fetch-checkpoint ─┬─► train-model ─► evaluate-model ─► register-model ─► gate-model
+                                           [none]       no-checkpoint ────┘                       [promoted] ─► export-model ─► deploy-model
 
 Data is validated before it is published: pull-data fetches the recorded version (with pull_data; a
 local run uses the data in place), and only data that passed validation is versioned and pushed
-(version-data), under the version the training run's lineage then records.
+(version-data), under the version the training run's lineage then records. A pretrained backbone's
+base checkpoint (the `checkpoint` parameter: a directory on the workspace volume, s3://bucket/prefix or
+hf://org/name[@revision]) is fetched by fetch-checkpoint, once per URI into `checkpoint_cache` on the
+volume; without one (the tiny backbone), no-checkpoint stands in, and train-model takes the path and
+digest from whichever ran.
 
 One DAG, two flavours of the same components (see `Steps`):
 - cluster: the containerized components (target images) plus the Kubernetes settings: training asks
   for GPUs, lands on the GPU node pool (node selector and tolerations are pipeline parameters), the data
-  steps share a workspace volume (the dataset and the feature cache, OMNIRETRIEVER_CACHE), DVC and MLflow
-  credentials come from Kubernetes secrets, and the flaky steps (data pull, register, deploy) retry
-  with backoff. This is what `compile` writes.
+  steps share a workspace volume (the dataset, the feature cache OMNIRETRIEVER_CACHE and the checkpoint
+  cache), DVC and MLflow credentials come from Kubernetes secrets (the DVC secret's S3 keys serve
+  fetch-checkpoint too), and the flaky steps (data pull, checkpoint fetch, register, deploy) retry with
+  backoff. This is what `compile` writes.
 - local: lightweight copies of the same functions, run by kfp.local's SubprocessRunner in this Python
   environment, without Kubernetes settings and without retries (a local failure is reported at once;
   pipelines/local.py passes the local arguments).
@@ -31,8 +37,9 @@ from model.defaults import BATCH_SIZE, TRAIN_STEPS
 from registry.registry import DEFAULT_FLOOR, DEFAULT_MAX_DROP, DEFAULT_MIN_GAIN
 
 PIPELINE_NAME = "omniretriever"
-WORKSPACE_MOUNT = "/workspace"  # the workspace volume: dataset and feature cache
+WORKSPACE_MOUNT = "/workspace"  # the workspace volume: dataset, feature cache, base checkpoints
 FEATURE_CACHE = f"{WORKSPACE_MOUNT}/cache"  # OMNIRETRIEVER_CACHE of the tasks that decode media
+CHECKPOINT_CACHE = f"{WORKSPACE_MOUNT}/checkpoints"  # where fetch-checkpoint keeps downloaded base checkpoints
 GPU_RESOURCE = "nvidia.com/gpu"
 DVC_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 MLFLOW_SECRET_KEYS = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
@@ -48,6 +55,8 @@ class Steps:
     pull_data: Any
     validate_data: Any
     version_data: Any
+    fetch_checkpoint: Any
+    no_checkpoint: Any
     train_model: Any
     evaluate_model: Any
     register_model: Any
@@ -58,14 +67,15 @@ class Steps:
 
 def containerized_steps() -> Steps:
     """The components as declared in components/ (base and target images set): for a cluster."""
+    from components.checkpoints import fetch_checkpoint, no_checkpoint
     from components.data import pull_data, validate_data, version_data
     from components.evaluation import evaluate_model
     from components.gpu.train import train_model
     from components.registry_steps import gate_model, register_model
     from components.serving_steps import deploy_model, export_model
 
-    return Steps(pull_data, validate_data, version_data, train_model, evaluate_model, register_model, gate_model,
-                 export_model, deploy_model)
+    return Steps(pull_data, validate_data, version_data, fetch_checkpoint, no_checkpoint, train_model, evaluate_model,
+                 register_model, gate_model, export_model, deploy_model)
 
 
 def local_steps() -> Steps:
@@ -79,7 +89,7 @@ def local_steps() -> Steps:
 
 
 def _retry(task: dsl.PipelineTask) -> dsl.PipelineTask:
-    """Steps that talk to a remote (DVC remote, MLflow, the Kubernetes API) retry with backoff."""
+    """Steps that talk to a remote (DVC remote, S3 or the hub, MLflow, the Kubernetes API) retry with backoff."""
     return task.set_retry(3, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s")
 
 
@@ -118,6 +128,9 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
         pull_data: bool = True,
         max_rejected: float = 0.0,
         config: str = "tiny",
+        checkpoint: str = "",
+        checkpoint_cache: str = CHECKPOINT_CACHE,
+        s3_endpoint_url: str = "",
         objective: str = "full",
         train_steps: int = TRAIN_STEPS,
         batch_size: int = BATCH_SIZE,
@@ -148,16 +161,23 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
         # condition (a NamedTuple field there silently reads as unset and skips the branch).
         with dsl.If(check.outputs["Output"] == True, name="validation-passed"):  # noqa: E712 (a pipeline condition)
             version = s.version_data(data=data, remote=dvc_remote)
+            # a pipeline parameter in a condition resolves locally too; dsl.OneOf takes the branch that ran
+            with dsl.If(checkpoint != "", name="checkpoint-given"):
+                base = s.fetch_checkpoint(checkpoint=checkpoint, cache=checkpoint_cache, endpoint_url=s3_endpoint_url)
+            with dsl.Else(name="no-checkpoint"):
+                no_base = s.no_checkpoint()
             train = s.train_model(data=data, config=config, objective=objective, steps=train_steps,
                                   batch_size=batch_size, seed=seed, data_md5=version.outputs["md5"],
-                                  tracking_uri=mlflow_tracking_uri, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+                                  tracking_uri=mlflow_tracking_uri, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                                  checkpoint=dsl.OneOf(base.outputs["path"], no_base.outputs["path"]),
+                                  checkpoint_sha256=dsl.OneOf(base.outputs["sha256"], no_base.outputs["sha256"]))
             evaluation = s.evaluate_model(model=train.outputs["model"], data=data, split=eval_split,
                                           run_id=train.outputs["run_id"], tracking_uri=mlflow_tracking_uri)
             register = s.register_model(run_id=train.outputs["run_id"], name=model_name,
                                         tracking_uri=mlflow_tracking_uri).after(evaluation)
             gate = s.gate_model(name=model_name, min_gain=min_gain, max_drop=max_drop, floor=floor,
                                 tracking_uri=mlflow_tracking_uri).after(register)
-            tasks += [version, train, evaluation, register, gate]
+            tasks += [version, base, no_base, train, evaluation, register, gate]
             with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712
                 export = s.export_model(model=train.outputs["model"])
                 deploy = s.deploy_model(repository=export.outputs["repository"], target=deploy_target,
@@ -168,11 +188,11 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
         for task in tasks:
             task.set_caching_options(False)  # every step has side effects (DVC, MLflow, deployments)
         if cluster:
-            for task in (fetch, version, register, deploy):
+            for task in (fetch, base, version, register, deploy):
                 _retry(task)
-            for task in (fetch, check, version, train, evaluation):
+            for task in (fetch, check, version, base, train, evaluation):
                 _on_workspace(task, workspace_pvc)
-            for task in (fetch, version):
+            for task in (fetch, version, base):
                 _with_secret(task, dvc_secret, DVC_SECRET_KEYS)
             for task in (train, evaluation, register, gate):
                 _with_secret(task, mlflow_secret, MLFLOW_SECRET_KEYS)

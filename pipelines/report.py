@@ -12,8 +12,8 @@ from rich.table import Table
 
 from pipelines.local import LocalRun
 
-STEPS = ("pull-data", "validate-data", "version-data", "train-model", "evaluate-model", "register-model", "gate-model",
-         "export-model", "deploy-model")
+STEPS = ("pull-data", "validate-data", "version-data", "fetch-checkpoint", "train-model", "evaluate-model",
+         "register-model", "gate-model", "export-model", "deploy-model")  # no-checkpoint, a stand-in, is not shown
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,9 @@ def locations(run: LocalRun) -> list[tuple[str, str]]:
     if run.parameter("version-data", "md5"):
         rows.append(("data version (DVC)", f"{run.parameter('version-data', 'md5')} "
                                            f"({run.parameter('version-data', 'dvc_file')})"))
+    if run.parameter("fetch-checkpoint", "path"):
+        rows.append(("base checkpoint", f"{run.parameter('fetch-checkpoint', 'path')} "
+                                        f"(sha256 {run.parameter('fetch-checkpoint', 'sha256')})"))
     if validation(run).get("details"):
         rows.append(("validation details", validation(run)["details"]))
     artifact_rows = [("validation report", "validate-data", "report", ""),

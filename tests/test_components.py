@@ -137,3 +137,51 @@ def test_deploy_refuses_an_unknown_target(tmp_path):
     repo = artifact(dsl.Model, tmp_path, "repository")
     with pytest.raises(ValueError, match="'local' or 'kserve'"):
         deploy_model.python_func(repository=repo, target="staging")
+
+
+def _fake_training(monkeypatch: pytest.MonkeyPatch, digest: str | None) -> dict:
+    """run_training replaced by one that records its arguments and writes RUN/model/base.json with `digest`
+    (none when None), as a trained pretrained backbone's run holds it."""
+    from components import training
+
+    given: dict = {}
+
+    def run_training(kwargs, **_):
+        given.update(kwargs)
+        if digest is not None:
+            (Path(kwargs["out"]) / "model").mkdir(parents=True)
+            (Path(kwargs["out"]) / "model" / "base.json").write_text(json.dumps(
+                {"path": kwargs["checkpoint"], "digest": digest, "layout": "thinker"}))
+        return training.TrainResult({"final": {"loss": 1.0}}, "", 1)
+
+    monkeypatch.setattr(training, "run_training", run_training)
+    return given
+
+
+def test_train_passes_the_checkpoint_on_and_records_the_base_it_trained_on(tmp_path, monkeypatch):
+    given = _fake_training(monkeypatch, "ab" * 32)
+    model = artifact(dsl.Model, tmp_path, "model")
+    train_model.python_func(data="data", model=model, config="qwen2_5_omni", track=False, checkpoint="/ckpt/qwen",
+                            checkpoint_sha256="ab" * 32)
+    assert given["checkpoint"] == "/ckpt/qwen" and given["config"] == "qwen2_5_omni"
+    assert given["token_keep"] == 1.0, "a pretrained backbone trains on every token"
+    assert (model.metadata["checkpoint"], model.metadata["checkpoint_sha256"]) == ("/ckpt/qwen", "ab" * 32)
+
+
+def test_train_refuses_a_run_whose_base_is_not_the_fetched_one(tmp_path, monkeypatch):
+    _fake_training(monkeypatch, "cd" * 32)
+    model = artifact(dsl.Model, tmp_path, "model")
+    with pytest.raises(RuntimeError, match=f"digest {'cd' * 32} at /ckpt/qwen, but the fetched checkpoint's digest is "
+                                           f"{'ab' * 32}: the copy changed after it was fetched"):
+        train_model.python_func(data="data", model=model, config="qwen2_5_omni", track=False, checkpoint="/ckpt/qwen",
+                                checkpoint_sha256="ab" * 32)
+
+
+def test_train_without_a_checkpoint_gives_none_to_the_trainer(tmp_path, monkeypatch):
+    given = _fake_training(monkeypatch, None)
+    model = artifact(dsl.Model, tmp_path, "model")
+    train_model.python_func(data="data", model=model, track=False, checkpoint="", checkpoint_sha256="")
+    from model.defaults import TOKEN_KEEP
+
+    assert given["checkpoint"] is None and model.metadata["checkpoint"] == ""
+    assert given["token_keep"] == TOKEN_KEEP

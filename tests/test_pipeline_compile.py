@@ -12,8 +12,8 @@ from components.images import CPU_BASE_IMAGE, CPU_TARGET_IMAGE, CUDA_BASE_IMAGE,
 from pipelines.compile import COMPILED, compile_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-CPU_STEPS = ("pull-data", "validate-data", "version-data", "evaluate-model", "register-model", "gate-model", "export-model",
-             "deploy-model")
+CPU_STEPS = ("pull-data", "validate-data", "version-data", "fetch-checkpoint", "no-checkpoint", "evaluate-model",
+             "register-model", "gate-model", "export-model", "deploy-model")
 ALL_STEPS = CPU_STEPS + ("train-model",)
 
 
@@ -71,7 +71,8 @@ def test_glue_steps_run_in_the_cpu_image_without_gpus(compiled, step):
     assert container["command"] == ["python3", "-m", "kfp.dsl.executor_main"], "containerized: code comes from the image"
 
 
-@pytest.mark.parametrize("step", ["pull-data", "validate-data", "version-data", "train-model", "evaluate-model"])
+@pytest.mark.parametrize("step", ["pull-data", "validate-data", "version-data", "fetch-checkpoint", "train-model",
+                                  "evaluate-model"])
 def test_data_steps_mount_the_workspace_volume_with_the_feature_cache(compiled, step):
     _, spec, k8s = compiled
     (mount,) = k8s[f"exec-{step}"]["pvcMount"]
@@ -82,6 +83,7 @@ def test_data_steps_mount_the_workspace_volume_with_the_feature_cache(compiled, 
 @pytest.mark.parametrize("step, secret, env", [
     ("pull-data", "dvc_secret", {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}),
     ("version-data", "dvc_secret", {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}),
+    ("fetch-checkpoint", "dvc_secret", {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}),
     ("train-model", "mlflow_secret", {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}),
     ("evaluate-model", "mlflow_secret", {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}),
     ("register-model", "mlflow_secret", {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}),
@@ -106,7 +108,7 @@ def test_flaky_steps_retry_and_nothing_is_cached(compiled):
     _, spec, _ = compiled
     tasks = _tasks(spec)
     retried = {name for name, t in tasks.items() if "retryPolicy" in t}
-    assert retried == {"pull-data", "version-data", "register-model", "deploy-model"}
+    assert retried == {"pull-data", "version-data", "fetch-checkpoint", "register-model", "deploy-model"}
     assert all(tasks[s]["retryPolicy"]["maxRetryCount"] == 3 for s in retried)
     assert all(not tasks[s].get("cachingOptions", {}).get("enableCache", False) for s in ALL_STEPS)
 
@@ -133,6 +135,35 @@ def test_data_is_validated_before_it_is_versioned_and_pushed(compiled):
     assert md5 == {"outputParameterKey": "md5", "producerTask": "version-data"}
 
 
+def test_a_given_checkpoint_is_fetched_before_training_and_feeds_it(compiled):
+    """[checkpoint != ""] fetch-checkpoint, else no-checkpoint; train-model takes path and sha256 from the one
+    that ran (dsl.OneOf); the cache on the volume and the S3 endpoint are parameters."""
+    _, spec, _ = compiled
+    branches = {}  # the step each condition's sub-DAG runs -> its condition
+    for task in _tasks(spec).values():
+        if "triggerPolicy" in task:
+            sub = spec["components"][task["componentRef"]["name"]].get("dag", {}).get("tasks", {})
+            branches.update({name: task["triggerPolicy"]["condition"] for name in sub})
+    given = "inputs.parameter_values['pipelinechannel--checkpoint'] != ''"
+    assert branches["fetch-checkpoint"] == given and branches["no-checkpoint"] == f"!({given})"
+    tasks = _tasks(spec)
+    fetch = tasks["fetch-checkpoint"]["inputs"]["parameters"]
+    assert {k: v["componentInputParameter"] for k, v in fetch.items()} == {
+        "checkpoint": "pipelinechannel--checkpoint", "cache": "pipelinechannel--checkpoint_cache",
+        "endpoint_url": "pipelinechannel--s3_endpoint_url"}
+    oneofs = {key: value["valueFromOneof"] for comp in spec["components"].values()
+              for key, value in comp.get("dag", {}).get("outputs", {}).get("parameters", {}).items()
+              if "valueFromOneof" in value}
+    train = tasks["train-model"]["inputs"]["parameters"]
+    for name, output in (("checkpoint", "path"), ("checkpoint_sha256", "sha256")):
+        selectors = oneofs[train[name]["taskOutputParameter"]["outputParameterKey"]]["parameterSelectors"]
+        assert {s["outputParameterKey"] for s in selectors} == {f"pipelinechannel--fetch-checkpoint-{output}",
+                                                                f"pipelinechannel--no-checkpoint-{output}"}
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["checkpoint_cache"]["defaultValue"] == "/workspace/checkpoints"
+    assert params["checkpoint"].get("defaultValue", "") == "" and params["s3_endpoint_url"].get("defaultValue", "") == ""
+
+
 def test_local_flavour_is_lightweight_and_has_no_cluster_settings(tmp_path):
     from kfp import compiler
 
@@ -156,6 +187,22 @@ def test_dockerfiles_start_from_the_pinned_base_images(dockerfile, base):
     assert froms == [base]
     assert re.search(r":\d+\.\d+\.\d+", base) and "latest" not in base, "base images are pinned to exact releases"
     assert "torch==2.13.0" in text and "constraints.txt" in text
+
+
+@pytest.mark.parametrize("dockerfile, modules", [
+    ("components/Dockerfile", ("boto3", "huggingface_hub", "tokenizers")),
+    ("components/gpu/Dockerfile", ("transformers", "peft", "accelerate", "boto3", "huggingface_hub")),
+])
+def test_images_carry_the_pretrained_backbone_and_the_checkpoint_stores(dockerfile, modules):
+    """Both images install the wheel, whose dependencies carry the omni backbone and fetch-checkpoint's
+    clients; each image's build imports the ones its steps need."""
+    import tomllib
+
+    declared = {re.split(r"[<>=!\[ ]", d, maxsplit=1)[0].lower()
+                for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    assert {"transformers", "peft", "accelerate", "boto3", "tokenizers"} <= declared
+    checks = re.findall(r'^RUN python -c "import ([\w, ]+)"$', (ROOT / dockerfile).read_text(), flags=re.M)
+    assert checks and set(modules) <= {m.strip() for m in checks[0].split(",")}
 
 
 def test_every_entry_point_trains_on_the_same_default_budget(tmp_path, monkeypatch):

@@ -114,6 +114,15 @@ def test_report_prints_steps_and_locations(capsys):
     out = capsys.readouterr().out
     assert "validate-data" in out and "1.0 s" in out and "skipped" in out
     assert "mlflow ui --backend-store-uri sqlite:///m.db" in out and "validation failed" in out
+    assert "fetch-checkpoint" in out and "base checkpoint" not in out
+
+
+def test_report_names_the_base_checkpoint_a_run_fetched(capsys):
+    from rich.console import Console
+
+    run = _run({"fetch-checkpoint": {"path": "/workspace/checkpoints/" + "ab" * 32, "sha256": "ab" * 32}}, PASSED)
+    print_report(run, Console(width=300, force_terminal=False))
+    assert f"/workspace/checkpoints/{'ab' * 32} (sha256 {'ab' * 32})" in capsys.readouterr().out
 
 
 def test_run_command_refuses_a_directory_that_is_not_a_dataset(tmp_path):
@@ -126,7 +135,7 @@ def test_run_command_refuses_a_directory_that_is_not_a_dataset(tmp_path):
     (["--param", "mlflow_tracking_uri=sqlite:///x.db"], "error: --param mlflow_tracking_uri=sqlite:///x.db: use --tracking-uri"),
     (["--param", "max_rejected=0.1", "--param", "nonsense=1"],
      "error: --param nonsense=1: the pipeline has no parameter 'nonsense'; --param sets any of pull_data, max_rejected, "
-     "objective,"),
+     "checkpoint, checkpoint_cache, s3_endpoint_url, objective,"),
     (["--train-steps", "0"], "error: invalid training option(s): --steps=0 (must be >= 1)"),
     (["--batch-size", "1"], "error: invalid training option(s): --batch-size=1 (must be >= 2)"),
 ], ids=["option-parameter", "tracking-uri", "unknown-parameter", "train-steps", "batch-size"])
@@ -136,6 +145,38 @@ def test_run_command_refuses_bad_parameters_before_any_step_runs(tmp_path, args,
     result = CliRunner().invoke(app, ["pipeline", "run", "--data", str(tmp_path / "data"), "--root", str(root), *args])
     assert result.exit_code == 2 and message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1, "one line, no traceback"
+    assert not root.exists(), "nothing ran"
+
+
+def test_param_values_take_the_pipeline_parameter_types():
+    """A String parameter takes VALUE as it is, a Float one an integer too (kfp refuses an int for a float)."""
+    from pipelines.cli import _overrides
+    from pipelines.pipeline import build_pipeline, local_steps
+
+    types = {k: v.type for k, v in build_pipeline(local_steps(), cluster=False).component_spec.inputs.items()}
+    params = _overrides(["floor=101", "model_name=2024", "checkpoint=/ckpt/qwen", "canary_percent=5", "pull_data=true"],
+                        types)
+    assert params == {"floor": 101.0, "model_name": "2024", "checkpoint": "/ckpt/qwen", "canary_percent": 5,
+                      "pull_data": True}
+    assert isinstance(params["floor"], float)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--param", "checkpoint=/ckpt"], "error: --param checkpoint=/ckpt: --config tiny is the tiny encoder, trained from "
+     "scratch; a base checkpoint is for a pretrained backbone"),
+    (["--config", "qwen2_5_omni"], "error: --config qwen2_5_omni is the qwen2_5_omni backbone: give its base checkpoint "
+     "with --param checkpoint=DIR"),
+    (["--config", "qwen2_5_omni", "--param", "checkpoint=gs://bucket/qwen"],
+     "error: gs://bucket/qwen: unsupported scheme 'gs://'"),
+    (["--config", "qwen2_5_omni", "--param", "checkpoint=NOWHERE"], "NOWHERE: checkpoint directory not found"),
+    (["--config", "qwen2_5_omni", "--param", "checkpoint=it's"], "a local run cannot pass quotes or backslashes"),
+], ids=["tiny-with-checkpoint", "omni-without", "bad-scheme", "missing-directory", "quote"])
+def test_run_command_refuses_a_checkpoint_that_does_not_fit_before_any_step_runs(tmp_path, args, message):
+    (tmp_path / "data" / "manifests").mkdir(parents=True)
+    root = tmp_path / "root"
+    args = [a.replace("NOWHERE", str(tmp_path / "nowhere")) for a in args]
+    result = CliRunner().invoke(app, ["pipeline", "run", "--data", str(tmp_path / "data"), "--root", str(root), *args])
+    assert result.exit_code == 2 and message.replace("NOWHERE", str(tmp_path / "nowhere")) in result.output, result.output
     assert not root.exists(), "nothing ran"
 
 
@@ -186,3 +227,38 @@ def test_end_to_end_twice_then_a_validation_failure(tiny_data: Path, workdir: Pa
     assert "validation failed" in third.output and "train-model" in third.output and "skipped" in third.output
     assert re.search(r"version-data\s*│\s*skipped", third.output), third.output
     assert read_version(workdir / "data.dvc") == published, "data that failed validation is not versioned or pushed"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(bool(_missing_libraries()), reason="the end-to-end run needs every step's library; missing: "
+                    + ", ".join(_missing_libraries()))
+def test_a_pretrained_backbone_trains_on_the_checkpoint_the_pipeline_was_given(tiny_data: Path, workdir: Path,
+                                                                               omni_config: Path, thinker_dir: Path):
+    """`pipeline run --config <qwen2_5_omni, CPU-sized> --param checkpoint=DIR`: fetch-checkpoint validates
+    and digests the directory and hands it on unchanged, train-model trains the tiny random thinker on it
+    (every token kept), and the run's model records that base in base.json; evaluate, register and the
+    gate follow. The gate's floor is out of reach (an AVG-all above 100), so the run ends not promoted:
+    this test is about the checkpoint, not about exporting and serving this backbone."""
+    from model.omni.checkpoint import find_checkpoint
+    from pipelines.local import read_outputs
+
+    data = workdir / "data"
+    shutil.copytree(tiny_data, data)
+    result = CliRunner().invoke(app, ["pipeline", "run", "--data", str(data), "--config", str(omni_config),
+                                      "--train-steps", "2", "--batch-size", "4", "--root", "runs/pipeline",
+                                      "--param", f"checkpoint={thinker_dir}", "--param", "floor=101"])
+    assert result.exit_code == 0, result.output
+    assert "not promoted" in result.output and "base checkpoint" in result.output
+    (run_dir,) = [p for p in (workdir / "runs" / "pipeline").iterdir() if p.is_dir()]
+    outputs = read_outputs(run_dir)
+    digest = find_checkpoint(thinker_dir).digest
+    assert outputs["fetch-checkpoint"]["parameters"] == {"path": str(thinker_dir), "sha256": digest}
+    assert "no-checkpoint" not in outputs, "the else branch did not run"
+    model = outputs["train-model"]["artifacts"]["model"]
+    assert model["metadata"]["checkpoint"] == str(thinker_dir.resolve())
+    assert model["metadata"]["checkpoint_sha256"] == digest
+    base = json.loads((Path(model["uri"]) / "model" / "base.json").read_text())
+    assert base["digest"] == digest and base["path"] == str(thinker_dir.resolve())
+    assert outputs["register-model"]["parameters"]["version"] == "1"
+    assert outputs["gate-model"]["parameters"]["Output"] is False and "export-model" not in outputs
