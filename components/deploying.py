@@ -18,18 +18,42 @@ def storage_uri_for(artifact_uri: str) -> str:
                      "(s3://, gs://, minio://) or pass storage_uri")
 
 
-def deploy_kserve(repository_uri: str, *, name: str, namespace: str, storage_uri: str, transformer_image: str,
-                  canary_percent: int, gpus: int) -> tuple[str, str]:
-    """Apply the InferenceService; returns (its name in namespace, a one-line description)."""
+def kserve_manifest(repository: str | Path, repository_uri: str, *, name: str, storage_uri: str, transformer_image: str,
+                    canary_percent: int, gpus: int, predictor_image: str = "", workspace_pvc: str = "",
+                    workspace_mount: str = "/workspace") -> dict:
+    """The InferenceService for the repository at `repository` (stored at `repository_uri`). A pretrained
+    backbone's repository (repository.json names its base) gets `predictor_image` and its base checkpoint
+    mounted from `workspace_pvc`, where the pipeline fetched it (under `workspace_mount` in the steps)."""
     if not 0 <= canary_percent <= 100:
         raise ValueError(f"canary_percent must be between 0 and 100, got {canary_percent}")
-    from serving.deploy import apply_inference_service
-    from serving.manifests import inference_service
+    from serving.manifests import base_on_volume, inference_service
+    from serving.repository import read_repository
 
+    info = read_repository(repository)
+    image, base = None, None
+    if info.get("backbone", "tiny") != "tiny":
+        if not predictor_image or not workspace_pvc:
+            raise ValueError(f"the repository serves the {info['backbone']} backbone: it needs predictor_image (a "
+                             "Triton image with torch, serving/Dockerfile.triton) and workspace_pvc (where its base lies)")
+        image, base = predictor_image, base_on_volume(info["base"]["path"], workspace_mount, workspace_pvc)
     storage = storage_uri or storage_uri_for(repository_uri)
-    manifest = inference_service(name, storage, transformer_image, canary_percent, gpus)
+    return inference_service(name, storage, transformer_image, canary_percent, gpus, predictor_image=image, base=base)
+
+
+def deploy_kserve(repository: str | Path, repository_uri: str, *, name: str, namespace: str, **options) -> tuple[str, str]:
+    """Apply kserve_manifest(repository, repository_uri, name=name, **options); returns (its name in namespace,
+    a one-line description)."""
+    from serving.deploy import apply_inference_service
+
+    manifest = kserve_manifest(repository, repository_uri, name=name, **options)
     apply_inference_service(manifest, namespace)
-    return f"{namespace}/{name}", f"InferenceService {name} applied: storage {storage}, canary {canary_percent}%"
+    predictor = manifest["spec"]["predictor"]
+    storage = predictor["model"]["storageUri"]
+    mounts = predictor["model"].get("volumeMounts", [])
+    mounted = "".join(f", base {predictor['volumes'][0]['persistentVolumeClaim']['claimName']}:{m['subPath']} at "
+                      f"{m['mountPath']}" for m in mounts)
+    return f"{namespace}/{name}", (f"InferenceService {name} applied: storage {storage}, "
+                                   f"canary {options['canary_percent']}%{mounted}")
 
 
 def deploy_local(repository: str | Path, smoke_text: str) -> tuple[str, str]:

@@ -18,3 +18,6 @@ IMAGE_REGISTRY = "ghcr.io/omniretriever"
 IMAGE_TAG = "0.1.0"
 CPU_TARGET_IMAGE = f"{IMAGE_REGISTRY}/omniretriever-cpu:{IMAGE_TAG}"
 CUDA_TARGET_IMAGE = f"{IMAGE_REGISTRY}/omniretriever-cuda:{IMAGE_TAG}"
+# The Triton predictor of a pretrained backbone (serving/Dockerfile.triton: tritonserver with torch and the
+# project); the tiny encoder's ONNX graph is served by the kserve-tritonserver runtime's own image.
+TRITON_TARGET_IMAGE = f"{IMAGE_REGISTRY}/omniretriever-triton:{IMAGE_TAG}"

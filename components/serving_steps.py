@@ -30,10 +30,12 @@ def export_model(model: Input[Model], repository: Output[Model]) -> int:
 @dsl.component(base_image=CPU_BASE_IMAGE, target_image=CPU_TARGET_IMAGE)
 def deploy_model(repository: Input[Model], target: str = "local", name: str = "omniretriever",
                  namespace: str = "kubeflow-user", storage_uri: str = "", transformer_image: str = "",
-                 canary_percent: int = 10, gpus: int = 1, smoke_text: str = "a red circle moving left") -> NamedTuple(
+                 canary_percent: int = 10, gpus: int = 1, smoke_text: str = "a red circle moving left",
+                 predictor_image: str = "", workspace_pvc: str = "") -> NamedTuple(
         "DeployOutputs", [("target", str), ("endpoint", str), ("detail", str)]):
     """target="kserve": apply the InferenceService `name` in `namespace`, its storage the repository
-    artifact (or `storage_uri`), `canary_percent` of the traffic to the new revision.
+    artifact (or `storage_uri`), `canary_percent` of the traffic to the new revision; a pretrained backbone's
+    predictor runs `predictor_image` and mounts its base checkpoint from `workspace_pvc`.
     target="local": start the local endpoint on 127.0.0.1, embed `smoke_text`, stop it."""
     from collections import namedtuple
 
@@ -41,8 +43,10 @@ def deploy_model(repository: Input[Model], target: str = "local", name: str = "o
 
     outputs = namedtuple("DeployOutputs", ["target", "endpoint", "detail"])
     if target == "kserve":
-        endpoint, detail = deploy_kserve(repository.uri, name=name, namespace=namespace, storage_uri=storage_uri,
-                                         transformer_image=transformer_image, canary_percent=canary_percent, gpus=gpus)
+        endpoint, detail = deploy_kserve(repository.path, repository.uri, name=name, namespace=namespace,
+                                         storage_uri=storage_uri, transformer_image=transformer_image,
+                                         canary_percent=canary_percent, gpus=gpus, predictor_image=predictor_image,
+                                         workspace_pvc=workspace_pvc)
     elif target == "local":
         endpoint, detail = deploy_local(repository.path, smoke_text)
     else:

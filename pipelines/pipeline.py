@@ -116,7 +116,7 @@ def _on_gpu_pool(task: dsl.PipelineTask, gpus: Any, node_selector: Any, tolerati
 
 def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
     """The pipeline over `steps` (containerized by default); `cluster` adds the Kubernetes settings."""
-    from components.images import CPU_TARGET_IMAGE
+    from components.images import CPU_TARGET_IMAGE, TRITON_TARGET_IMAGE
 
     s = steps or containerized_steps()
 
@@ -145,6 +145,7 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
         namespace: str = "kubeflow-user",
         storage_uri: str = "",
         transformer_image: str = CPU_TARGET_IMAGE,
+        predictor_image: str = TRITON_TARGET_IMAGE,
         canary_percent: int = 10,
         serving_gpus: int = 1,
         gpus: int = 1,
@@ -183,14 +184,16 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
                 deploy = s.deploy_model(repository=export.outputs["repository"], target=deploy_target,
                                         name=model_name, namespace=namespace, storage_uri=storage_uri,
                                         transformer_image=transformer_image, canary_percent=canary_percent,
-                                        gpus=serving_gpus)
+                                        gpus=serving_gpus, predictor_image=predictor_image,
+                                        workspace_pvc=workspace_pvc)
                 tasks += [export, deploy]
         for task in tasks:
             task.set_caching_options(False)  # every step has side effects (DVC, MLflow, deployments)
         if cluster:
             for task in (fetch, base, version, register, deploy):
                 _retry(task)
-            for task in (fetch, check, version, base, train, evaluation):
+            # register and export load a pretrained backbone over its base, which lies on the volume
+            for task in (fetch, check, version, base, train, evaluation, register, export):
                 _on_workspace(task, workspace_pvc)
             for task in (fetch, version, base):
                 _with_secret(task, dvc_secret, DVC_SECRET_KEYS)

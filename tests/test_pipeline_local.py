@@ -238,8 +238,8 @@ def test_a_pretrained_backbone_trains_on_the_checkpoint_the_pipeline_was_given(t
     """`pipeline run --config <qwen2_5_omni, CPU-sized> --param checkpoint=DIR`: fetch-checkpoint validates
     and digests the directory and hands it on unchanged, train-model trains the tiny random thinker on it
     (every token kept), and the run's model records that base in base.json; evaluate, register and the
-    gate follow. The gate's floor is out of reach (an AVG-all above 100), so the run ends not promoted:
-    this test is about the checkpoint, not about exporting and serving this backbone."""
+    gate follow (floor 0: a first champion), then export builds the python-backend repository and deploy
+    serves it on loopback (tritonserver running the PyTorch model, the transformer) and embeds a caption."""
     from model.omni.checkpoint import find_checkpoint
     from pipelines.local import read_outputs
 
@@ -247,9 +247,9 @@ def test_a_pretrained_backbone_trains_on_the_checkpoint_the_pipeline_was_given(t
     shutil.copytree(tiny_data, data)
     result = CliRunner().invoke(app, ["pipeline", "run", "--data", str(data), "--config", str(omni_config),
                                       "--train-steps", "2", "--batch-size", "4", "--root", "runs/pipeline",
-                                      "--param", f"checkpoint={thinker_dir}", "--param", "floor=101"])
+                                      "--param", f"checkpoint={thinker_dir}", "--param", "floor=0"])
     assert result.exit_code == 0, result.output
-    assert "not promoted" in result.output and "base checkpoint" in result.output
+    assert "promoted" in result.output and "base checkpoint" in result.output
     (run_dir,) = [p for p in (workdir / "runs" / "pipeline").iterdir() if p.is_dir()]
     outputs = read_outputs(run_dir)
     digest = find_checkpoint(thinker_dir).digest
@@ -261,4 +261,7 @@ def test_a_pretrained_backbone_trains_on_the_checkpoint_the_pipeline_was_given(t
     base = json.loads((Path(model["uri"]) / "model" / "base.json").read_text())
     assert base["digest"] == digest and base["path"] == str(thinker_dir.resolve())
     assert outputs["register-model"]["parameters"]["version"] == "1"
-    assert outputs["gate-model"]["parameters"]["Output"] is False and "export-model" not in outputs
+    assert outputs["gate-model"]["parameters"]["Output"] is True
+    repository = json.loads((Path(outputs["export-model"]["artifacts"]["repository"]["uri"]) / "repository.json").read_text())
+    assert repository["backbone"] == "qwen2_5_omni" and repository["base"]["digest"] == digest
+    assert "embedding" in outputs["deploy-model"]["parameters"]["detail"]

@@ -148,3 +148,23 @@ def test_a_base_with_other_weights_keeps_the_model_from_loading(omni_run, thinke
     with pytest.raises(ServingError, match="digest"):
         with LocalEndpoint(repo, startup_timeout=120):
             pass
+
+
+def test_the_pipelines_kserve_manifest_mounts_the_base_from_the_workspace_volume(omni_repo, thinker_dir, tmp_path):
+    from components.deploying import kserve_manifest
+
+    options = dict(name="omniretriever", storage_uri="pvc://ws/repo/production", transformer_image="r/t:1",
+                   canary_percent=10, gpus=1)
+    with pytest.raises(ValueError, match="needs predictor_image .* and workspace_pvc"):
+        kserve_manifest(omni_repo, "", **options)
+    mount = str(thinker_dir.resolve().parent)  # the volume, as the steps see it
+    manifest = kserve_manifest(omni_repo, "", predictor_image="r/triton:1", workspace_pvc="ws", workspace_mount=mount,
+                               **options)
+    predictor = manifest["spec"]["predictor"]
+    assert predictor["model"]["image"] == "r/triton:1" and predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert predictor["model"]["volumeMounts"][0]["subPath"] == thinker_dir.name
+    assert predictor["model"]["volumeMounts"][0]["mountPath"] == BASE_MOUNT
+    assert predictor["volumes"][0]["persistentVolumeClaim"]["claimName"] == "ws"
+    with pytest.raises(ValueError, match="is not on the volume ws"):
+        kserve_manifest(omni_repo, "", predictor_image="r/triton:1", workspace_pvc="ws", workspace_mount=str(tmp_path),
+                        **options)
