@@ -72,7 +72,7 @@ def test_glue_steps_run_in_the_cpu_image_without_gpus(compiled, step):
 
 
 @pytest.mark.parametrize("step", ["pull-data", "validate-data", "version-data", "fetch-checkpoint", "train-model",
-                                  "evaluate-model"])
+                                  "evaluate-model", "register-model", "export-model"])
 def test_data_steps_mount_the_workspace_volume_with_the_feature_cache(compiled, step):
     _, spec, k8s = compiled
     (mount,) = k8s[f"exec-{step}"]["pvcMount"]
