@@ -89,6 +89,19 @@ def test_triton_direct_matches_pytorch(endpoint, embedder, protocol):
     np.testing.assert_allclose(got, embedder.forward(arrays), atol=TOLERANCE)
 
 
+def test_triton_refuses_a_row_with_nothing_present_and_keeps_serving(endpoint, embedder):
+    from tritonclient.utils import InferenceServerException
+
+    arrays = random_arrays(embedder.loaded, 3, seed=4)
+    arrays["present"][1] = False
+    client = connect(endpoint.triton_http_url, "http")
+    with pytest.raises(InferenceServerException, match="row 1: no modality present"):
+        client.infer(ENCODER_MODEL, encoder_inputs(httpclient, arrays))
+    arrays["present"][1] = True
+    got = client.infer(ENCODER_MODEL, encoder_inputs(httpclient, arrays)).as_numpy(EMBEDDING)
+    np.testing.assert_allclose(got, embedder.forward(arrays), atol=TOLERANCE)
+
+
 @pytest.mark.parametrize("protocol", list(CLIENTS))
 def test_the_transformer_preprocesses_as_training_and_matches_for_every_subset(endpoint, embedder, items, protocol):
     rows = [{f: (text if f == "text" else media) for f in fields} for (text, media), fields in zip(items, SUBSETS)]
