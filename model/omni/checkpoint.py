@@ -102,7 +102,8 @@ def weights_digest(files: tuple[Path, ...] | list[Path]) -> str:
     return h.hexdigest()
 
 
-def _read_json(path: Path, what: str) -> dict:
+def read_json(path: Path, what: str) -> dict:
+    """The JSON object in `path`; a CheckpointError naming the file (and `what` it is) otherwise."""
     if not path.is_file():
         raise CheckpointError(path, None, f"{what} not found")
     try:
@@ -212,7 +213,7 @@ def _weights(root: Path) -> tuple[tuple[Path, ...], set[str], Path]:
         return (single,), _safetensors_keys(single), single
     if not index.exists():
         raise CheckpointError(root, None, f"no weights: neither {WEIGHTS} nor {INDEX}")
-    weight_map = _read_json(index, "the safetensors index").get("weight_map")
+    weight_map = read_json(index, "the safetensors index").get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise CheckpointError(index, "weight_map", "must map tensor names to shard files")
     keys: set[str] = set()
@@ -236,7 +237,7 @@ def find_checkpoint(path: str | Path) -> OmniCheckpoint:
     if not root.is_dir():
         raise CheckpointError(root, None, "checkpoint directory not found")
     config_path = root / "config.json"
-    layout, thinker, at = _thinker_config(config_path, _read_json(config_path, "config.json"))
+    layout, thinker, at = _thinker_config(config_path, read_json(config_path, "config.json"))
     vocab = _check_sizes(config_path, thinker, at)
     ids = _special_ids(config_path, thinker, at, vocab)
     pad = _pad_id(config_path, thinker, at, ids, vocab)

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from model.config import config_dict
 from model.errors import CheckpointError
 from model.omni.backbone import QwenOmniEncoder
-from model.omni.checkpoint import find_checkpoint
+from model.omni.checkpoint import find_checkpoint, read_json
 from model.omni.config import OmniBackboneConfig
 
 BASE_FILE = "base.json"
@@ -47,12 +47,7 @@ def read_base_identity(model_dir: str | Path) -> dict | None:
     path = Path(model_dir) / BASE_FILE
     if not path.is_file():
         return None
-    try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(path, None, f"cannot read the base checkpoint's identity: {exc}") from None
-    if not isinstance(recorded, dict):
-        raise CheckpointError(path, None, f"must hold a JSON object, got {type(recorded).__name__}")
+    recorded = read_json(path, "the base checkpoint's identity")
     for field in ("path", "digest"):
         if not isinstance(recorded.get(field), str) or not recorded[field]:
             raise CheckpointError(path, field, f"expected a non-empty string, got {recorded.get(field)!r}")
