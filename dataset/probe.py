@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
 from dataset.rules import BAD_CAPTION_CHARS, MAX_DECODE_SECONDS, OK, Thresholds
@@ -194,7 +193,7 @@ def _probe_stages(root: Path, fields: dict[str, Any], limits: MediaLimits, row: 
     row["has_video_stream"] = _has_stream(video, "video", fields["video"])
     row["has_audio_stream"] = _has_stream(audio, "audio", fields["audio"])
     if row["has_video_stream"] == OK:
-        _probe_video(paths["video"], fields["video"], video, row)
+        _probe_video(paths["video"], fields["video"], video, limits, row)
     if row["has_audio_stream"] == OK:
         _probe_audio(paths["audio"], fields["audio"], audio, limits, row)
 
@@ -242,41 +241,21 @@ def _has_stream(info: dict, kind: str, name: str) -> str:
     return f"{name} has no {kind} stream (streams: {', '.join(info['streams']) or 'none'})"
 
 
-def _probe_video(path: Path, name: str, info: dict, row: dict[str, Any]) -> None:
+def _probe_video(path: Path, name: str, info: dict, limits: MediaLimits, row: dict[str, Any]) -> None:
+    """First and last frame, and the size as a player shows it (a portrait phone clip stored 1920x1080 with
+    a -90 degree display matrix is 1080x1920). Works without an index (MPEG-TS, fragmented mp4, webm)."""
     row.update(width=info.get("width"), height=info.get("height"), fps=info.get("fps") or 0.0)
-    first, last, end, declared = _edge_frames(path)
-    row["first_frame_decodes"] = OK if first is None else f"{name}: {first}"
-    if first is None:
-        row["last_frame_decodes"] = OK if last is None else f"{name}: {last}"
+    try:
+        facts = media.inspect_video(path, limits)
+    except MediaError as exc:
+        row["first_frame_decodes"] = f"{name}: {exc.reason}"
+        return
+    row.update(width=facts.width, height=facts.height)
+    row["first_frame_decodes"] = OK if facts.first_error is None else f"{name}: {facts.first_error}"
+    if facts.first_error is None:
+        row["last_frame_decodes"] = OK if facts.last_error is None else f"{name}: {facts.last_error}"
     if row["duration"] is None:
-        row["duration"] = declared or end
-
-
-def _edge_frames(path: Path) -> tuple[str | None, str | None, float, float | None]:
-    """(why the first frame fails or None, why the last fails or None, decoded end time, declared duration)."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate) if stream.average_rate else 0.0
-        step = 1.0 / fps if fps else 0.0
-        declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
-        try:
-            if next(container.decode(stream), None) is None:
-                return "no frame decodes", None, 0.0, declared
-        except av.error.FFmpegError as exc:
-            return f"does not decode: {exc}", None, 0.0, declared
-        end = 0.0
-        try:
-            if declared and declared > 1.0:  # jump to the keyframe before the last second
-                start = stream.start_time or 0
-                container.seek(start + int((declared - 1.0) / stream.time_base), stream=stream, backward=True)
-            for frame in container.decode(stream):
-                if frame.time is not None:
-                    end = max(end, float(frame.time) + step)
-        except av.error.FFmpegError as exc:
-            return None, f"decoding stops at {end:.2f} s: {exc}", end, declared
-    if declared and end < declared - 2 * step - 0.1:
-        return None, f"the last decodable frame ends at {end:.2f} s of a declared {declared:.2f} s", end, declared
-    return None, None, end, declared
+        row["duration"] = facts.declared or facts.seconds
 
 
 def _probe_audio(path: Path, name: str, info: dict, limits: MediaLimits, row: dict[str, Any]) -> None:

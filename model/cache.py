@@ -28,7 +28,9 @@ from safetensors.numpy import load_file, save_file
 
 from model.media import Clip, DecodeConfig, MediaLimits, check_file, decode_clip
 
-CACHE_FORMAT = "omniretriever-features-v1"
+# v2: frames as a player shows them (display matrix, picked by presentation time), audio on the video's
+# timeline. The default dataset decodes to the same features as under v1; other media may not.
+CACHE_FORMAT = "omniretriever-features-v2"
 _CHUNK = 1 << 20
 
 

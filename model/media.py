@@ -1,10 +1,17 @@
 """Media decoding with PyAV: uniformly sampled RGB frames and 16 kHz mono log-mel audio.
 
-    decode_video(path)  -> uint8 (N, H, W, 3): N frames sampled uniformly over the clip, resized to H x W
-    decode_audio(path)  -> (float32 (S,), has_audio): mono waveform at `sample_rate`, padded or cropped
+    decode_video(path)  -> uint8 (N, H, W, 3): N frames as a player shows them: the frame on screen at N
+                           times spread uniformly over the clip (by presentation time, so variable frame
+                           rates too), turned and mirrored as the display matrix says (a portrait phone
+                           clip comes out upright), resized to H x W. Each is decoded from its keyframe
+                           (seeking), or, where a seek misses, by decoding from the start.
+    decode_audio(path)  -> (float32 (S,), has_audio): mono waveform at `sample_rate` on the video's
+                           timeline (audio that starts late begins with silence), padded or cropped
                            to `audio_seconds`. A file with no audio track gives silence and
                            has_audio=False (a video-only clip is legal input; the flag lets callers
                            mask the modality or reject the clip, as the caller decides).
+    inspect_video(path) -> VideoFacts: size as shown, whether the first and last frames decode, and
+                           whether the stream stops short of its declared duration (validation's probe).
     log_mel(waveform)   -> float32 (n_mels, frames): log(mel power + 1e-6), computed with torch
     decode_clip(...)    -> Clip: the three above for one record (or frames and the waveform itself)
 
@@ -12,13 +19,19 @@ Every failure is a MediaError (or MediaLimitError) naming the file and the probl
 a decoder is ever handed something it could choke on: missing or empty files, files over the size
 limit, containers that do not open (truncated, not media), missing streams, resolution and duration
 limits, and clips that stop far short of their declared duration.
+
+Cover art (a stream with the attached_pic disposition, as in an mp3) is not video: such a file is
+audio-only. Times come from a pass over the video's packets, which needs no index, so MPEG-TS,
+fragmented mp4 and webm without a duration are timed, sampled and checked like an indexed mp4.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 
@@ -140,76 +153,430 @@ def uniform_indices(n_available: int, n_wanted: int) -> list[int]:
     return [min(n_available - 1, int((i + 0.5) * n_available / n_wanted)) for i in range(n_wanted)]
 
 
-def decode_video(path: str | Path, config: DecodeConfig = DecodeConfig(), limits: MediaLimits = MediaLimits()) -> np.ndarray:
-    """uint8 (num_frames, frame_size, frame_size, 3) RGB frames sampled uniformly over the clip."""
+# ----------------------------------------------------------------------------------------------
+# Which streams count, and how a picture is shown (the display matrix)
+# ----------------------------------------------------------------------------------------------
+
+
+def is_attached_picture(stream: av.stream.Stream) -> bool:
+    """A still image stored as a video stream (an mp3's or m4a's cover art): not video."""
+    return bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def video_streams(container: av.container.InputContainer) -> list[av.stream.Stream]:
+    """The container's video streams, cover art left out."""
+    return [s for s in container.streams.video if not is_attached_picture(s)]
+
+
+def stream_kinds(container: av.container.InputContainer) -> list[str]:
+    """Each stream's kind, in order: video, audio, ... and "attached picture" for cover art."""
+    return ["attached picture" if s.type == "video" and is_attached_picture(s) else s.type for s in container.streams]
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """How a player turns the stored picture into the shown one, from the stream's display matrix:
+    transpose (swap rows and columns) first, then mirror the columns and/or the rows."""
+
+    transpose: bool = False
+    flip_columns: bool = False
+    flip_rows: bool = False
+
+    @property
+    def identity(self) -> bool:
+        return not (self.transpose or self.flip_columns or self.flip_rows)
+
+    def apply(self, picture: np.ndarray) -> np.ndarray:
+        """The shown (H', W', ...) picture of a stored (H, W, ...) one."""
+        if self.identity:
+            return picture
+        out = picture.swapaxes(0, 1) if self.transpose else picture
+        if self.flip_columns:
+            out = out[:, ::-1]
+        if self.flip_rows:
+            out = out[::-1]
+        return np.ascontiguousarray(out)
+
+    def shown_size(self, width: int, height: int) -> tuple[int, int]:
+        return (height, width) if self.transpose else (width, height)
+
+    def describe(self) -> str:
+        return "upright" if self.identity else ", ".join(
+            name for name, on in (("transpose", self.transpose), ("mirror columns", self.flip_columns),
+                                  ("mirror rows", self.flip_rows)) if on)
+
+
+UPRIGHT = Orientation()
+
+
+def orientation_of(path: Path, frame: av.VideoFrame) -> Orientation:
+    """The Orientation a decoded frame's display matrix asks for (upright when it carries none).
+
+    FFmpeg's matrix [a b u; c d v; x y w] (16.16 fixed point) maps a stored pixel (x, y), y downwards,
+    to the shown (a x + c y, b x + d y) (plus a shift); so, e.g., a -90 degree rotation (the matrix of a
+    phone held upright, b = 1, c = -1) turns the picture clockwise. Rotations other than multiples of
+    90 degrees (or shears) are refused, naming the file."""
+    try:
+        raw = frame.side_data[av.sidedata.sidedata.Type.DISPLAYMATRIX]
+    except (KeyError, IndexError):
+        return UPRIGHT
+    m = np.frombuffer(bytes(raw), dtype="<i4")
+    if m.size != 9:
+        raise MediaError(path, f"display matrix has {m.size} entries, expected 9")
+    a, b, c, d = (int(np.sign(v)) if abs(int(v)) > 1 << 8 else 0 for v in (m[0], m[1], m[3], m[4]))
+    if b == c == 0 and a and d:
+        return Orientation(False, a < 0, d < 0)
+    if a == d == 0 and b and c:
+        return Orientation(True, c < 0, b < 0)
+    degrees = float(np.degrees(np.arctan2(float(m[1]), float(m[0]))))
+    raise MediaError(path, f"display matrix {m[:2].tolist() + m[3:5].tolist()} (a {-degrees:.1f} degree rotation) is "
+                           "not a multiple of 90 degrees, which is all the decoder turns")
+
+
+# ----------------------------------------------------------------------------------------------
+# Video: a timeline from the packets, frames picked by presentation time
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Timeline:
+    """A video stream's packets in decode order, read without decoding (no index needed)."""
+
+    time_base: Fraction
+    pts: list[int]  # presentation time of each packet's frame, time_base units
+    keyframe: list[bool]
+    start: int  # first presentation time
+    end: int  # when the last frame stops being shown
+
+    @property
+    def seconds(self) -> float:
+        return float((self.end - self.start) * self.time_base)
+
+    def sample(self, n: int) -> list[int]:
+        """The pts of the frame shown at each of n times spread uniformly (segment centres) over [start, end):
+        the frame with the largest pts at or before the time. Constant and variable frame rates alike."""
+        shown = sorted(self.pts)
+        span = self.end - self.start
+        picks = []
+        for i in range(n):
+            at = self.start + Fraction((2 * i + 1) * span, 2 * n)
+            j = bisect.bisect_right(shown, at) - 1
+            picks.append(shown[max(j, 0)])
+        return picks
+
+    def gop_start(self) -> list[int]:
+        """For each packet, the decode index of the keyframe it is decoded from."""
+        out, last = [], 0
+        for i, key in enumerate(self.keyframe):
+            if key:
+                last = i
+            out.append(last)
+        return out
+
+
+def read_timeline(path: Path, container: av.container.InputContainer, stream: av.stream.Stream,
+                  limits: MediaLimits) -> Timeline | None:
+    """The stream's Timeline from a pass over its packets (cheap: nothing is decoded); None when some
+    packet has no presentation time (then frames can only be counted, not timed). Leaves the container
+    at its end: seek or reopen before decoding."""
+    pts: list[int] = []
+    ends: list[int] = []
+    keys: list[bool] = []
+    durations: list[int] = []
+    tb = stream.time_base or Fraction(1, 1)
+    horizon = int(limits.max_seconds / tb) if tb else None
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0 and packet.pts is None:
+                continue  # the demuxer's end-of-stream marker
+            if packet.pts is None:
+                return None
+            pts.append(packet.pts)
+            keys.append(bool(packet.is_keyframe))
+            if packet.duration:
+                durations.append(packet.duration)
+            ends.append(packet.pts + (packet.duration or 0))
+            if horizon is not None and packet.pts - pts[0] > horizon:
+                raise MediaLimitError(path, f"video runs past the limit of {limits.max_seconds:g} s")
+    except _FFMPEG_ERRORS as exc:
+        if not pts:
+            raise MediaError(path, f"video stream does not read: {exc}") from None
+        raise MediaError(path, f"video stream stops after {len(pts)} packets (truncated?): {exc}") from None
+    lead = keys.index(True) if True in keys else len(keys)
+    pts, keys, ends = pts[lead:], keys[lead:], ends[lead:]  # before the first keyframe nothing decodes
+    if not pts:
+        return None
+    if len(set(pts)) != len(pts):
+        return None  # repeated times: cannot tell frames apart by time
+    end = max(ends)
+    last = max(range(len(pts)), key=pts.__getitem__)
+    if end <= pts[last]:  # the last frame has no duration: give it the typical one
+        step = int(np.median(durations)) if durations else _frame_step(stream, tb)
+        end = pts[last] + max(step, 1)
+    return Timeline(Fraction(tb), pts, keys, min(pts), end)
+
+
+def _frame_step(stream: av.stream.Stream, tb: Fraction) -> int:
+    rate = stream.average_rate or stream.guessed_rate
+    return int(round(1 / (rate * tb))) if rate and tb else 1
+
+
+class _SeekMissed(Exception):
+    """A seek did not land on the keyframe it aimed at (or the format cannot seek): decode from the start."""
+
+
+def _decode_picks(path: Path, container: av.container.InputContainer, stream: av.stream.Stream, timeline: Timeline,
+                  wanted: set[int], config: DecodeConfig, seek: bool) -> tuple[dict[int, np.ndarray], Orientation]:
+    """The RGB frames at frame_size whose pts are in `wanted`, decoding only what they need. Without seek:
+    from the start up to the last frame wanted. With seek: each group of wanted frames from the keyframe
+    it is decoded from, jumping there when that keyframe lies past where decoding is (a seek that lands
+    anywhere but on that keyframe, or an earlier one, raises _SeekMissed). Frames come out as a linear
+    decode gives them: decoding starts at a keyframe, where the decoder holds no state."""
+    index = {p: i for i, p in enumerate(timeline.pts)}
+    gop = timeline.gop_start()
+    by_key: dict[int, set[int]] = {}
+    for p in wanted:
+        by_key.setdefault(gop[index[p]], set()).add(p)
+    remaining = set(wanted)
+    picks: dict[int, np.ndarray] = {}
+    orientation: Orientation | None = None
+    reformatter = VideoReformatter()  # reuses one scaler context across frames
+    size = config.frame_size
+    codec = stream.codec_context
+    position, fed = -1, 0  # decode index of the last packet fed; packets fed
+
+    def take(frames) -> None:
+        nonlocal orientation
+        for frame in frames:
+            if orientation is None:
+                orientation = orientation_of(path, frame)
+            if frame.pts in remaining:
+                picks[frame.pts] = reformatter.reformat(frame, width=size, height=size, format="rgb24").to_ndarray()
+                remaining.discard(frame.pts)
+
+    def feed(packets, key: int, check_landing: bool) -> bool:
+        """Decode until the frames wanted from `key` are out; True when the stream ended."""
+        nonlocal position, fed
+        for packet in packets:
+            if packet.pts is None and packet.size == 0:
+                continue  # end-of-stream marker
+            at = index.get(packet.pts)
+            if check_landing:
+                check_landing = False
+                if at is None or at > key or not timeline.keyframe[at]:
+                    raise _SeekMissed
+            position = position if at is None else at
+            take(codec.decode(packet))
+            fed += 1
+            if not by_key[key] & remaining:
+                return False
+        take(codec.decode(None))  # what the decoder still holds (B-frame delay) at the end of the stream
+        return True
+
+    try:
+        packets, ended = None, False
+        for key in sorted(by_key):
+            if ended or not remaining:
+                break
+            if not by_key[key] & remaining:
+                continue  # came out while decoding an earlier group
+            jump = seek and (key > position if packets is not None else key > 0)
+            if jump:
+                try:
+                    container.seek(timeline.pts[key], stream=stream, backward=True)
+                except _FFMPEG_ERRORS:
+                    raise _SeekMissed from None
+            if jump or packets is None:
+                packets = container.demux(stream)
+            ended = feed(packets, key, jump)
+    except _FFMPEG_ERRORS as exc:
+        if not fed:
+            raise MediaError(path, f"video stream does not decode: {exc}") from None
+        at = float((timeline.pts[max(position, 0)] - timeline.start) * timeline.time_base)
+        raise MediaError(path, f"video decoding fails at {at:.2f} s, after {fed} packets (truncated?): {exc}") from None
+    if remaining:
+        missing = sorted(float((p - timeline.start) * timeline.time_base) for p in remaining)
+        raise MediaError(path, f"video frames at {', '.join(f'{s:.2f}' for s in missing[:4])} s of the stream do "
+                               "not decode (truncated or corrupt)")
+    return picks, orientation or UPRIGHT
+
+
+def _video_stream(path: Path, container: av.container.InputContainer) -> av.stream.Stream:
+    streams = video_streams(container)
+    if not streams:
+        kinds = ", ".join(sorted(set(stream_kinds(container)))) or "none"
+        raise MediaError(path, f"no video stream (streams present: {kinds}); an audio-only file given as video?")
+    return streams[0]
+
+
+def decode_video(path: str | Path, config: DecodeConfig = DecodeConfig(), limits: MediaLimits = MediaLimits(),
+                 *, seek: bool = True) -> np.ndarray:
+    """uint8 (num_frames, frame_size, frame_size, 3) RGB frames as a player shows them: the frame on screen at
+    num_frames times spread uniformly over the clip (by presentation time, so variable frame rates are
+    sampled evenly too), turned as the stream's display matrix says.
+
+    With seek (the default) each frame is decoded from its keyframe, jumping past the rest, so the cost
+    stays about flat in clip length; where a seek misses, the clip is decoded from the start instead
+    (seek=False always does that). Both give the same frames."""
     path = check_file(path, limits)
     with _open(path) as container:
-        if not container.streams.video:
-            kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
-            raise MediaError(path, f"no video stream (streams present: {kinds}); an audio-only file given as video?")
-        stream = container.streams.video[0]
+        stream = _video_stream(path, container)
         width, height = stream.codec_context.width, stream.codec_context.height
         if width > limits.max_width or height > limits.max_height:
             raise MediaLimitError(path, f"resolution {width}x{height} is over the limit of {limits.max_width}x{limits.max_height}")
         declared = _declared_seconds(container, stream)
         _check_duration(path, declared, limits)
-        fps = float(stream.average_rate) if stream.average_rate else 0.0
-        # Convert only the frames we keep when the container states its frame count (mp4 does);
-        # if the count turns out wrong, decode again converting every frame.
-        counted = stream.frames if stream.frames and stream.frames > 0 else None
-        frames, n_decoded, last_time = _decode_frames(path, container, stream, config, limits, counted)
-    if counted is not None and n_decoded != counted:
-        with _open(path) as container:
-            frames, n_decoded, last_time = _decode_frames(path, container, container.streams.video[0], config, limits, None)
-    if not frames:
-        raise MediaError(path, "video stream has no decodable frames (truncated or corrupt)")
-    _check_complete(path, "video", last_time + (1.0 / fps if fps else 0.0), declared, limits)
-    if counted is None or n_decoded != counted:
-        frames = [frames[i] for i in uniform_indices(len(frames), config.num_frames)]
-    return np.stack(frames)  # (N, H, W, 3)
+        index = stream.index
+        timeline = read_timeline(path, container, stream, limits)
+    if timeline is None:
+        return _decode_by_count(path, index, config, limits, declared)
+    _check_duration(path, timeline.seconds, limits)
+    _check_complete(path, "video", timeline.seconds, declared, limits)
+    times = timeline.sample(config.num_frames)
+    for attempt_seek in ((True, False) if seek else (False,)):
+        try:
+            with _open(path) as container:
+                picks, orientation = _decode_picks(path, container, container.streams[index], timeline, set(times),
+                                                   config, attempt_seek)
+            break
+        except _SeekMissed:
+            continue
+    return np.stack([orientation.apply(picks[p]) for p in times])  # (N, H, W, 3)
 
 
-def _decode_frames(path: Path, container: av.container.InputContainer, stream: av.stream.Stream,
-                   config: DecodeConfig, limits: MediaLimits, counted: int | None) -> tuple[list[np.ndarray], int, float]:
-    """RGB frames at frame_size: the uniform picks among `counted` frames, or every frame if counted is None."""
-    wanted = uniform_indices(counted, config.num_frames) if counted else None
-    reformatter = VideoReformatter()  # reuses one scaler context across frames
+def _decode_by_count(path: Path, index: int, config: DecodeConfig, limits: MediaLimits,
+                     declared: float | None) -> np.ndarray:
+    """For a stream whose packets carry no presentation times: every frame decoded, picks by position."""
+    reformatter = VideoReformatter()
     size = config.frame_size
     frames: list[np.ndarray] = []
-    n_decoded, last_time = 0, 0.0
+    orientation: Orientation | None = None
+    last_time, step = 0.0, 0.0
+    with _open(path) as container:
+        stream = container.streams[index]
+        step = 1.0 / float(stream.average_rate) if stream.average_rate else 0.0
+        try:
+            for frame in container.decode(stream):
+                if orientation is None:
+                    orientation = orientation_of(path, frame)
+                if frame.time is not None:
+                    last_time = float(frame.time)
+                    _check_duration(path, last_time, limits)
+                frames.append(reformatter.reformat(frame, width=size, height=size, format="rgb24").to_ndarray())
+        except _FFMPEG_ERRORS as exc:
+            if not frames:
+                raise MediaError(path, f"video stream does not decode: {exc}") from None
+            raise MediaError(path, f"video decoding failed after {len(frames)} frames (truncated?): {exc}") from None
+    if not frames:
+        raise MediaError(path, "video stream has no decodable frames (truncated or corrupt)")
+    _check_complete(path, "video", last_time + step, declared, limits)
+    return np.stack([orientation.apply(frames[i]) for i in uniform_indices(len(frames), config.num_frames)])
+
+
+@dataclass
+class VideoFacts:
+    """What validation reports of a video stream (media.inspect_video)."""
+
+    width: int  # as shown (after the display matrix)
+    height: int
+    orientation: str
+    fps: float | None
+    declared: float | None  # the container's stated duration of the stream, s
+    seconds: float | None  # the span its packets cover, s
+    first_error: str | None  # why the first frame does not decode, or None
+    last_error: str | None  # why the last frame does not decode (or the stream stops short), or None
+
+
+def inspect_video(path: str | Path, limits: MediaLimits = MediaLimits()) -> VideoFacts:
+    """Whether the first and the last frame of a file's video decode, and whether it stops short of its
+    declared duration, without an index (MPEG-TS, fragmented mp4 and webm work): the packets are read
+    first (no decoding), then the first frame is decoded, then the last keyframe's group of frames (a
+    seek to it, or a decode from the start where the seek misses). A one-frame clip is whole; cover
+    art is not video (MediaError, as for a file with no video stream)."""
+    path = check_file(path, limits)
+    with _open(path) as container:
+        stream = _video_stream(path, container)
+        index, stored = stream.index, (stream.codec_context.width, stream.codec_context.height)
+        fps = float(stream.average_rate) if stream.average_rate else None
+        declared = _declared_seconds(container, stream)
+        try:
+            timeline, read_error = read_timeline(path, container, stream, limits), None
+        except MediaError as exc:
+            timeline, read_error = None, exc.reason
+    facts = VideoFacts(stored[0], stored[1], UPRIGHT.describe(), fps, declared,
+                       timeline.seconds if timeline else None, None, read_error)
+    if timeline is None:
+        try:
+            decode_video(path, DecodeConfig(num_frames=1, frame_size=8), limits)
+        except MediaError as exc:
+            facts.first_error = facts.first_error or exc.reason
+        return facts
+    first = {min(timeline.pts)}
+    config = DecodeConfig(num_frames=1, frame_size=8)
     try:
-        for frame in container.decode(stream):
-            if frame.time is not None:
-                last_time = float(frame.time)
-                _check_duration(path, last_time, limits)
-            if wanted is None or n_decoded in wanted:
-                rgb = reformatter.reformat(frame, width=size, height=size, format="rgb24").to_ndarray()  # (H, W, 3)
-                frames.extend([rgb] * (wanted.count(n_decoded) if wanted else 1))
-            n_decoded += 1
-    except _FFMPEG_ERRORS as exc:
-        if not n_decoded:
-            raise MediaError(path, f"video stream does not decode: {exc}") from None
-        raise MediaError(path, f"video decoding failed after {n_decoded} frames (truncated?): {exc}") from None
-    return frames, n_decoded, last_time
+        with _open(path) as container:
+            _, orientation = _decode_picks(path, container, container.streams[index], timeline, first, config, False)
+    except MediaError as exc:
+        facts.first_error = exc.reason
+        return facts
+    facts.width, facts.height = orientation.shown_size(*stored)
+    facts.orientation = orientation.describe()
+    last = {max(timeline.pts)}
+    for attempt_seek in (True, False):
+        try:
+            with _open(path) as container:
+                _decode_picks(path, container, container.streams[index], timeline, last, config, attempt_seek)
+            break
+        except _SeekMissed:
+            continue
+        except MediaError as exc:
+            facts.last_error = exc.reason
+            return facts
+    step = float((timeline.end - max(timeline.pts)) * timeline.time_base)
+    if declared and timeline.seconds < declared - 2 * step - 0.1:
+        facts.last_error = (f"the last decodable frame ends at {timeline.seconds:.2f} s of a declared "
+                            f"{declared:.2f} s")
+    return facts
+
+
+# ----------------------------------------------------------------------------------------------
+# Audio: on the video's timeline
+# ----------------------------------------------------------------------------------------------
+
+
+def _start_seconds(stream: av.stream.Stream) -> float | None:
+    if stream.start_time is None or stream.time_base is None:
+        return None
+    return float(stream.start_time * stream.time_base)
 
 
 def decode_audio(path: str | Path, config: DecodeConfig = DecodeConfig(), limits: MediaLimits = MediaLimits()) -> tuple[np.ndarray, bool]:
-    """(float32 (num_samples,) mono waveform at sample_rate, has_audio). No audio track: silence, False."""
+    """(float32 (num_samples,) mono waveform at sample_rate, has_audio). No audio track: silence, False.
+
+    The waveform is on the clip's timeline: sample 0 is the moment the file's first video frame is shown
+    (in an audio-only file, the audio's own start). Audio that starts later is preceded by silence, audio
+    that ends early is followed by it, and audio before the first video frame is left out."""
     path = check_file(path, limits)
     with _open(path) as container:
         if not container.streams.audio:
-            if not container.streams.video:
-                raise MediaError(path, "no audio and no video stream")
+            if not video_streams(container):
+                kinds = ", ".join(sorted(set(stream_kinds(container)))) or "none"
+                raise MediaError(path, f"no audio and no video stream (streams present: {kinds})")
             return np.zeros(config.num_samples, dtype=np.float32), False
         stream = container.streams.audio[0]
+        videos = video_streams(container)
+        origin = _start_seconds(videos[0]) if videos else None
         declared = _declared_seconds(container, stream)
         _check_duration(path, declared, limits)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=config.sample_rate)
         chunks: list[np.ndarray] = []
         total = 0
+        first_time: float | None = None
         max_samples = int(limits.max_seconds * config.sample_rate) + config.sample_rate
         try:
             for frame in container.decode(stream):
+                if first_time is None and frame.time is not None:
+                    first_time = float(frame.time)
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
                     total += chunks[-1].size
@@ -219,10 +586,16 @@ def decode_audio(path: str | Path, config: DecodeConfig = DecodeConfig(), limits
                 chunks.append(out.to_ndarray().reshape(-1))
         except _FFMPEG_ERRORS as exc:
             raise MediaError(path, f"audio decoding failed (truncated?): {exc}") from None
+        start = first_time if first_time is not None else _start_seconds(stream)
     wave = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
     if wave.size == 0:
         raise MediaError(path, "audio stream has no decodable samples (truncated or corrupt)")
     _check_complete(path, "audio", wave.size / config.sample_rate, declared, limits)
+    shift = 0 if origin is None or start is None else int(round((start - origin) * config.sample_rate))
+    if shift > 0:
+        wave = np.concatenate([np.zeros(min(shift, config.num_samples), np.float32), wave])
+    elif shift < 0:
+        wave = wave[-shift:]
     return fit_length(wave, config.num_samples), True
 
 
@@ -269,13 +642,14 @@ def log_mel(wave: np.ndarray | torch.Tensor, config: DecodeConfig = DecodeConfig
 
 
 def probe(path: str | Path, limits: MediaLimits = MediaLimits()) -> dict:
-    """Stream facts of a file without decoding it: duration, fps, resolution, sample rate, channels."""
+    """Stream facts of a file without decoding it: duration, fps, resolution (as stored: inspect_video gives
+    it as shown), sample rate, channels. Cover art is listed as "attached picture", not as video."""
     path = check_file(path, limits)
     with _open(path) as container:
-        info: dict = {"bytes": path.stat().st_size, "streams": [s.type for s in container.streams]}
+        info: dict = {"bytes": path.stat().st_size, "streams": stream_kinds(container)}
         info["duration"] = container.duration / 1_000_000 if container.duration is not None else None
-        if container.streams.video:
-            v = container.streams.video[0]
+        if video_streams(container):
+            v = video_streams(container)[0]
             info.update(width=v.codec_context.width, height=v.codec_context.height,
                         fps=float(v.average_rate) if v.average_rate else None, video_codec=v.codec_context.name)
         if container.streams.audio:
