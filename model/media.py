@@ -245,17 +245,23 @@ class Timeline:
     time_base: Fraction
     pts: list[int]  # presentation time of each packet's frame, time_base units
     keyframe: list[bool]
-    start: int  # first presentation time
+    shown: list[bool]  # False for a frame decoded only to decode others (an edit list starting mid-GOP)
+    start: int  # first presentation time of a shown frame
     end: int  # when the last frame stops being shown
 
     @property
     def seconds(self) -> float:
         return float((self.end - self.start) * self.time_base)
 
+    @property
+    def last(self) -> int:
+        """The pts of the last frame shown."""
+        return max(p for p, on in zip(self.pts, self.shown) if on)
+
     def sample(self, n: int) -> list[int]:
         """The pts of the frame shown at each of n times spread uniformly (segment centres) over [start, end):
         the frame with the largest pts at or before the time. Constant and variable frame rates alike."""
-        shown = sorted(self.pts)
+        shown = sorted(p for p, on in zip(self.pts, self.shown) if on)
         span = self.end - self.start
         picks = []
         for i in range(n):
@@ -282,6 +288,7 @@ def read_timeline(path: Path, container: av.container.InputContainer, stream: av
     pts: list[int] = []
     ends: list[int] = []
     keys: list[bool] = []
+    shown: list[bool] = []
     durations: list[int] = []
     tb = stream.time_base or Fraction(1, 1)
     horizon = int(limits.max_seconds / tb) if tb else None
@@ -293,6 +300,7 @@ def read_timeline(path: Path, container: av.container.InputContainer, stream: av
                 return None
             pts.append(packet.pts)
             keys.append(bool(packet.is_keyframe))
+            shown.append(not packet.is_discard)
             if packet.duration:
                 durations.append(packet.duration)
             ends.append(packet.pts + (packet.duration or 0))
@@ -303,17 +311,18 @@ def read_timeline(path: Path, container: av.container.InputContainer, stream: av
             raise MediaError(path, f"video stream does not read: {exc}") from None
         raise MediaError(path, f"video stream stops after {len(pts)} packets (truncated?): {exc}") from None
     lead = keys.index(True) if True in keys else len(keys)
-    pts, keys, ends = pts[lead:], keys[lead:], ends[lead:]  # before the first keyframe nothing decodes
-    if not pts:
+    pts, keys, shown, ends = pts[lead:], keys[lead:], shown[lead:], ends[lead:]  # nothing decodes before a keyframe
+    if not any(shown):
         return None
     if len(set(pts)) != len(pts):
         return None  # repeated times: cannot tell frames apart by time
-    end = max(ends)
-    last = max(range(len(pts)), key=pts.__getitem__)
+    on = [i for i, s in enumerate(shown) if s]
+    end = max(ends[i] for i in on)
+    last = max(on, key=pts.__getitem__)
     if end <= pts[last]:  # the last frame has no duration: give it the typical one
         step = int(np.median(durations)) if durations else _frame_step(stream, tb)
         end = pts[last] + max(step, 1)
-    return Timeline(Fraction(tb), pts, keys, min(pts), end)
+    return Timeline(Fraction(tb), pts, keys, shown, min(pts[i] for i in on), end)
 
 
 def _frame_step(stream: av.stream.Stream, tb: Fraction) -> int:
@@ -505,13 +514,15 @@ def inspect_video(path: str | Path, limits: MediaLimits = MediaLimits()) -> Vide
             timeline, read_error = None, exc.reason
     facts = VideoFacts(stored[0], stored[1], UPRIGHT.describe(), fps, declared,
                        timeline.seconds if timeline else None, None, read_error)
-    if timeline is None:
-        try:
-            decode_video(path, DecodeConfig(num_frames=1, frame_size=8), limits)
-        except MediaError as exc:
-            facts.first_error = facts.first_error or exc.reason
+    if timeline is None:  # the packets stop early (read_error) or carry no times: decode from the start
+        facts.first_error = _first_frame_error(path, index)
+        if facts.first_error is None and read_error is None:
+            try:
+                decode_video(path, DecodeConfig(num_frames=1, frame_size=8), limits)
+            except MediaError as exc:
+                facts.last_error = exc.reason
         return facts
-    first = {min(timeline.pts)}
+    first = {timeline.start}
     config = DecodeConfig(num_frames=1, frame_size=8)
     try:
         with _open(path) as container:
@@ -521,7 +532,7 @@ def inspect_video(path: str | Path, limits: MediaLimits = MediaLimits()) -> Vide
         return facts
     facts.width, facts.height = orientation.shown_size(*stored)
     facts.orientation = orientation.describe()
-    last = {max(timeline.pts)}
+    last = {timeline.last}
     for attempt_seek in (True, False):
         try:
             with _open(path) as container:
@@ -532,11 +543,24 @@ def inspect_video(path: str | Path, limits: MediaLimits = MediaLimits()) -> Vide
         except MediaError as exc:
             facts.last_error = exc.reason
             return facts
-    step = float((timeline.end - max(timeline.pts)) * timeline.time_base)
+    step = float((timeline.end - timeline.last) * timeline.time_base)
     if declared and timeline.seconds < declared - 2 * step - 0.1:
         facts.last_error = (f"the last decodable frame ends at {timeline.seconds:.2f} s of a declared "
                             f"{declared:.2f} s")
     return facts
+
+
+def _first_frame_error(path: Path, index: int) -> str | None:
+    """Why no frame of stream `index` decodes from the start of the file, or None when one does."""
+    try:
+        with _open(path) as container:
+            if next(container.decode(container.streams[index]), None) is None:
+                return "no frame decodes"
+    except MediaError as exc:
+        return exc.reason
+    except _FFMPEG_ERRORS as exc:
+        return f"does not decode: {exc}"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
