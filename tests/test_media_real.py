@@ -37,17 +37,17 @@ def tone(seconds: float) -> np.ndarray:
 def write(path: Path, frames: np.ndarray | None, audio: np.ndarray | None = None, *, fmt: str | None = None,
           fps: int = 12, pts: list[int] | None = None, rotation: int | None = None, hflip: bool = False,
           gop: int | None = None, audio_start: float = 0.0, cover: np.ndarray | None = None,
-          options: dict | None = None) -> Path:
+          options: dict | None = None, codec: str = "libx264") -> Path:
     """A media file as cameras, phones and encoders write them (PyAV): H.264 video with an optional
-    display matrix, fixed GOP and explicit presentation times (in 1/fps units); AAC (MP3 for fmt="mp3")
+    display matrix (or another `codec`), fixed GOP and explicit presentation times (in 1/fps units); AAC (MP3 for fmt="mp3")
     audio from `audio_start` s; an optional cover-art picture."""
     with av.open(str(path), "w", format=fmt, options=options or {}) as container:
         video = sound = picture = None
         if frames is not None:
-            opts = {"threads": "1", "preset": "ultrafast"}
+            opts = {"threads": "1", "preset": "ultrafast"} if codec == "libx264" else {"deadline": "realtime"}
             if gop:
-                opts.update(g=str(gop), keyint_min=str(gop), sc_threshold="0")
-            video = container.add_stream("libx264", rate=fps, options=opts)
+                opts.update(g=str(gop), keyint_min=str(gop), **({"sc_threshold": "0"} if codec == "libx264" else {}))
+            video = container.add_stream(codec, rate=fps, options=opts)
             video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
             if rotation is not None or hflip:
                 video.set_display_rotation(rotation or 0, hflip=hflip)
@@ -84,6 +84,7 @@ class Real:
     late_audio: Path  # 4 s video, 1 s of audio from 1.98 s
     ts: Path  # MPEG-TS, 24 fps, 2 s GOPs, 6 s
     fragmented: Path  # fragmented mp4, 1 s GOPs
+    live_webm: Path  # VP8 webm written live: no duration, no cues
     cover_mp3: Path  # an mp3 with cover art
     one_frame: Path  # one frame (the project's mp4 writer)
     gops: Path  # mp4, 1 s GOPs, 6 s, with B-frames
@@ -110,6 +111,8 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Real:
         ts=write(root / "gop2s.ts", pattern(144, 64, 96), tone(6), fmt="mpegts", fps=24, gop=48),
         fragmented=write(root / "fragmented.mp4", pattern(72, 64, 64), gop=12, fmt="mp4",
                          options={"movflags": "frag_keyframe+empty_moov"}),
+        live_webm=write(root / "live.webm", pattern(72, 64, 64), gop=12, fmt="webm", codec="libvpx",
+                        options={"live": "1"}),
         cover_mp3=write(root / "song.mp3", None, tone(2), fmt="mp3", cover=np.full((64, 64, 3), 200, np.uint8)),
         one_frame=write_mp4(root / "one_frame.mp4", pattern(1, 64, 64), tone(1.0)),
         gops=write(root / "gops.mp4", pattern(72, 64, 64), tone(6), gop=12),
@@ -146,7 +149,7 @@ def test_validation_reports_the_size_as_shown(real):
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["ts", "fragmented", "gops"])
+@pytest.mark.parametrize("name", ["ts", "fragmented", "live_webm", "gops"])
 def test_streams_with_long_gops_or_no_index_validate_and_decode(real, name):
     path = getattr(real, name)
     facts = row(real.root, path)
@@ -264,3 +267,10 @@ def test_default_dataset_clips_decode_bit_identically(default_layout, config):
         assert np.array_equal(new.frames, frames), clip
         assert np.array_equal(new.mel, log_mel(wave, config).numpy()), clip
         assert np.array_equal(decode_clip(clip, clip, config, audio_input="waveform").mel, wave), clip
+
+
+def test_a_rotation_that_is_not_a_quarter_turn_is_refused_by_name(tmp_path):
+    path = write(tmp_path / "tilted.mp4", pattern(4, 64, 64), rotation=30)
+    with pytest.raises(MediaError, match="not a multiple of 90 degrees") as err:
+        decode_video(path)
+    assert str(path) in str(err.value)
