@@ -335,12 +335,14 @@ class _SeekMissed(Exception):
 
 
 def _decode_picks(path: Path, container: av.container.InputContainer, stream: av.stream.Stream, timeline: Timeline,
-                  wanted: set[int], config: DecodeConfig, seek: bool) -> tuple[dict[int, np.ndarray], Orientation]:
+                  wanted: set[int], config: DecodeConfig, seek: bool,
+                  at_start: bool = True) -> tuple[dict[int, np.ndarray], Orientation]:
     """The RGB frames at frame_size whose pts are in `wanted`, decoding only what they need. Without seek:
-    from the start up to the last frame wanted. With seek: each group of wanted frames from the keyframe
-    it is decoded from, jumping there when that keyframe lies past where decoding is (a seek that lands
-    anywhere but on that keyframe, or an earlier one, raises _SeekMissed). Frames come out as a linear
-    decode gives them: decoding starts at a keyframe, where the decoder holds no state."""
+    from the start (or, when the container is not `at_start`, from the first keyframe needed, sought) up
+    to the last frame wanted. With seek: each group of wanted frames from the keyframe it is decoded from,
+    jumping there when that keyframe lies past where decoding is. A seek that lands anywhere but on that
+    keyframe, or an earlier one, raises _SeekMissed. Frames come out as a linear decode gives them:
+    decoding starts at a keyframe, where the decoder holds no state."""
     index = {p: i for i, p in enumerate(timeline.pts)}
     gop = timeline.gop_start()
     by_key: dict[int, set[int]] = {}
@@ -389,7 +391,7 @@ def _decode_picks(path: Path, container: av.container.InputContainer, stream: av
                 break
             if not by_key[key] & remaining:
                 continue  # came out while decoding an earlier group
-            jump = seek and (key > position if packets is not None else key > 0)
+            jump = (seek and key > position) if packets is not None else (not at_start or (seek and key > 0))
             if jump:
                 try:
                     container.seek(timeline.pts[key], stream=stream, backward=True)
@@ -408,6 +410,17 @@ def _decode_picks(path: Path, container: av.container.InputContainer, stream: av
         raise MediaError(path, f"video frames at {', '.join(f'{s:.2f}' for s in missing[:4])} s of the stream do "
                                "not decode (truncated or corrupt)")
     return picks, orientation or UPRIGHT
+
+
+def _picks(path: Path, container: av.container.InputContainer, stream: av.stream.Stream, timeline: Timeline,
+           wanted: set[int], config: DecodeConfig, seek: bool) -> tuple[dict[int, np.ndarray], Orientation]:
+    """_decode_picks in an open container wherever it stands (after the packet pass, say), each start a
+    seek; where a seek misses, in a fresh container from the start of the file."""
+    try:
+        return _decode_picks(path, container, stream, timeline, wanted, config, seek, at_start=False)
+    except _SeekMissed:
+        with _open(path) as fresh:
+            return _decode_picks(path, fresh, fresh.streams[stream.index], timeline, wanted, config, seek=False)
 
 
 def _video_stream(path: Path, container: av.container.InputContainer) -> av.stream.Stream:
@@ -437,19 +450,12 @@ def decode_video(path: str | Path, config: DecodeConfig = DecodeConfig(), limits
         _check_duration(path, declared, limits)
         index = stream.index
         timeline = read_timeline(path, container, stream, limits)
-    if timeline is None:
-        return _decode_by_count(path, index, config, limits, declared)
-    _check_duration(path, timeline.seconds, limits)
-    _check_complete(path, "video", timeline.seconds, declared, limits)
-    times = timeline.sample(config.num_frames)
-    for attempt_seek in ((True, False) if seek else (False,)):
-        try:
-            with _open(path) as container:
-                picks, orientation = _decode_picks(path, container, container.streams[index], timeline, set(times),
-                                                   config, attempt_seek)
-            break
-        except _SeekMissed:
-            continue
+        if timeline is None:
+            return _decode_by_count(path, index, config, limits, declared)
+        _check_duration(path, timeline.seconds, limits)
+        _check_complete(path, "video", timeline.seconds, declared, limits)
+        times = timeline.sample(config.num_frames)
+        picks, orientation = _picks(path, container, stream, timeline, set(times), config, seek)
     return np.stack([orientation.apply(picks[p]) for p in times])  # (N, H, W, 3)
 
 
@@ -503,6 +509,7 @@ def inspect_video(path: str | Path, limits: MediaLimits = MediaLimits()) -> Vide
     seek to it, or a decode from the start where the seek misses). A one-frame clip is whole; cover
     art is not video (MediaError, as for a file with no video stream)."""
     path = check_file(path, limits)
+    config = DecodeConfig(num_frames=1, frame_size=8)
     with _open(path) as container:
         stream = _video_stream(path, container)
         index, stored = stream.index, (stream.codec_context.width, stream.codec_context.height)
@@ -512,37 +519,29 @@ def inspect_video(path: str | Path, limits: MediaLimits = MediaLimits()) -> Vide
             timeline, read_error = read_timeline(path, container, stream, limits), None
         except MediaError as exc:
             timeline, read_error = None, exc.reason
-    facts = VideoFacts(stored[0], stored[1], UPRIGHT.describe(), fps, declared,
-                       timeline.seconds if timeline else None, None, read_error)
+        facts = VideoFacts(stored[0], stored[1], UPRIGHT.describe(), fps, declared,
+                           timeline.seconds if timeline else None, None, read_error)
+        if timeline is not None:
+            try:
+                _, orientation = _picks(path, container, stream, timeline, {timeline.start}, config, False)
+            except MediaError as exc:
+                facts.first_error = exc.reason
+                return facts
+            facts.width, facts.height = orientation.shown_size(*stored)
+            facts.orientation = orientation.describe()
+            try:
+                _picks(path, container, stream, timeline, {timeline.last}, config, True)
+            except MediaError as exc:
+                facts.last_error = exc.reason
+                return facts
     if timeline is None:  # the packets stop early (read_error) or carry no times: decode from the start
         facts.first_error = _first_frame_error(path, index)
         if facts.first_error is None and read_error is None:
             try:
-                decode_video(path, DecodeConfig(num_frames=1, frame_size=8), limits)
+                decode_video(path, config, limits)
             except MediaError as exc:
                 facts.last_error = exc.reason
         return facts
-    first = {timeline.start}
-    config = DecodeConfig(num_frames=1, frame_size=8)
-    try:
-        with _open(path) as container:
-            _, orientation = _decode_picks(path, container, container.streams[index], timeline, first, config, False)
-    except MediaError as exc:
-        facts.first_error = exc.reason
-        return facts
-    facts.width, facts.height = orientation.shown_size(*stored)
-    facts.orientation = orientation.describe()
-    last = {timeline.last}
-    for attempt_seek in (True, False):
-        try:
-            with _open(path) as container:
-                _decode_picks(path, container, container.streams[index], timeline, last, config, attempt_seek)
-            break
-        except _SeekMissed:
-            continue
-        except MediaError as exc:
-            facts.last_error = exc.reason
-            return facts
     step = float((timeline.end - timeline.last) * timeline.time_base)
     if declared and timeline.seconds < declared - 2 * step - 0.1:
         facts.last_error = (f"the last decodable frame ends at {timeline.seconds:.2f} s of a declared "
