@@ -274,3 +274,20 @@ def test_a_rotation_that_is_not_a_quarter_turn_is_refused_by_name(tmp_path):
     with pytest.raises(MediaError, match="not a multiple of 90 degrees") as err:
         decode_video(path)
     assert str(path) in str(err.value)
+
+
+def test_a_seek_that_misses_falls_back_to_decoding_from_the_start(real, monkeypatch):
+    import model.media as media
+
+    wanted = decode_video(real.gops, DecodeConfig(num_frames=16))
+    real_picks, calls = media._decode_picks, []
+
+    def missing(*args, at_start=True, **kwargs):
+        calls.append(at_start)
+        if not at_start:
+            raise media._SeekMissed
+        return real_picks(*args, at_start=at_start, **kwargs)
+
+    monkeypatch.setattr(media, "_decode_picks", missing)
+    assert np.array_equal(decode_video(real.gops, DecodeConfig(num_frames=16)), wanted)
+    assert calls == [False, True]  # the seek in the open container missed; a fresh one decoded from the start
