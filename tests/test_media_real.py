@@ -277,17 +277,17 @@ def test_a_rotation_that_is_not_a_quarter_turn_is_refused_by_name(tmp_path):
 
 
 def test_a_seek_that_misses_falls_back_to_decoding_from_the_start(real, monkeypatch):
-    import model.media as media
+    import model.media.timeline as media
 
     wanted = decode_video(real.gops, DecodeConfig(num_frames=16))
-    real_picks, calls = media._decode_picks, []
+    real_picks, calls = media.decode_picks, []
 
     def missing(*args, at_start=True, **kwargs):
         calls.append(at_start)
         if not at_start:
-            raise media._SeekMissed
+            raise media.SeekMissed
         return real_picks(*args, at_start=at_start, **kwargs)
 
-    monkeypatch.setattr(media, "_decode_picks", missing)
+    monkeypatch.setattr(media, "decode_picks", missing)
     assert np.array_equal(decode_video(real.gops, DecodeConfig(num_frames=16)), wanted)
     assert calls == [False, True]  # the seek in the open container missed; a fresh one decoded from the start
