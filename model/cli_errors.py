@@ -5,6 +5,7 @@
     fail("no such thing", code=1)                     # an outcome the command itself refuses
 
 Exit statuses: 0 success, 1 the work ran and failed (or its verdict is no), 2 a bad input or option.
+`index build` adds 3: the index was written, but some records were left out (its rejects file lists them).
 """
 
 from __future__ import annotations

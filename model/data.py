@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from model.cache import FeatureCache
-from model.manifest import Record, read_split, resolve_media
+from model.errors import ManifestError, MediaError, OmniRetrieverError, PathEscapeError
+from model.manifest import Record, manifest_path, resolve_media, scan_manifest
 from model.media import DecodeConfig, MediaLimits
 from model.parallel import map_with_progress
 from model.text import TextTokenizer
@@ -39,6 +40,33 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("OMNIRETRIEVER_CACHE", ".cache/omniretriever")) / "features"
 
 
+@dataclass(frozen=True)
+class Reject:
+    """A record load_bank left out (on_error="skip"): its manifest line, its id (None when the line does not
+    say), the field at fault ("video" or "audio"; None when it is the line as a whole), why, and the kind
+    of error (ManifestError, PathEscapeError, MediaError)."""
+
+    line: int | None
+    id: str | None
+    field: str | None
+    reason: str
+    error: str
+
+    def to_dict(self) -> dict:
+        return {"line": self.line, "id": self.id, "field": self.field, "reason": self.reason, "error": self.error}
+
+
+class NoRecordsError(ManifestError):
+    """A manifest with no record left to load: empty, or every record rejected (`rejects` says why)."""
+
+    def __init__(self, source: str | Path, reason: str, rejects: list[Reject] | None = None):
+        super().__init__(source, None, reason)
+        self.rejects = list(rejects or [])
+
+    def __reduce__(self):
+        return (type(self), (self.source, self.reason, self.rejects))
+
+
 @dataclass
 class ClipBank:
     ids: list[str]
@@ -48,6 +76,7 @@ class ClipBank:
     has_audio: torch.Tensor  # bool (N,)
     captions: list[tuple[str, ...]] | None = None  # every caption of each clip, main first; None: texts only
     audio_input: str = "log_mel"  # "waveform": mel holds float32 (N, S) 16 kHz waveforms (model.media.decode_clip)
+    rejects: list[Reject] = field(default_factory=list)  # records left out by load_bank(on_error="skip")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -76,40 +105,117 @@ def _init_worker(cache_dir: str, config: DecodeConfig, limits: MediaLimits, audi
     _worker_cache = FeatureCache(cache_dir, config, limits, audio_input)
 
 
-def _decode_one(paths: tuple[str, str]) -> tuple[np.ndarray, np.ndarray, bool]:
+def _decode_one(paths: tuple[str, str]) -> tuple[np.ndarray, np.ndarray, bool] | OmniRetrieverError:
+    """A clip's arrays, or the typed error its media raised (returned, so the caller can say which record it was)."""
     assert _worker_cache is not None
-    clip = _worker_cache.get(*paths)
+    try:
+        clip = _worker_cache.get(*paths)
+    except OmniRetrieverError as exc:
+        return exc
     return clip.frames, clip.mel, clip.has_audio
+
+
+def _located(exc: OmniRetrieverError, source: Path, line: int, rid: str) -> OmniRetrieverError:
+    """The same error with the manifest line and the record's id added to its reason."""
+    where = f"manifest {source}:{line}, id {rid!r}"
+    if isinstance(exc, PathEscapeError):
+        return PathEscapeError(exc.path, exc.root, f"{exc.reason} ({where})")
+    if isinstance(exc, MediaError):
+        return type(exc)(exc.path, f"{exc.reason} ({where})")
+    return exc
+
+
+def _media_field(exc: OmniRetrieverError, paths: tuple[str, str]) -> str:
+    """Which of the record's media fields an error is about: the audio path when it names that one, else video."""
+    if isinstance(exc, MediaError) and paths[1] != paths[0] and Path(exc.path) == Path(paths[1]):
+        return "audio"
+    return "video"
 
 
 def load_bank(data_root: str | Path, split: str, config: DecodeConfig | AnyConfig, *,
               cache_dir: str | Path | None = None, limits: MediaLimits = MediaLimits(), workers: int | None = None,
-              limit: int | None = None, progress: bool = True) -> ClipBank:
+              limit: int | None = None, progress: bool = True, manifest: str | Path | None = None,
+              on_error: Literal["raise", "skip"] = "raise") -> ClipBank:
     """Decode (or read from the cache) every record of a split for the encoder `config`: its decode settings
     and the audio it takes (log-mel, or waveforms for a backbone that computes its own audio features). Bare
     DecodeConfig settings mean log-mel audio (the tiny encoder's).
 
-    A bad record stops the load with its typed error (ManifestError, PathEscapeError, MediaError),
-    which names the manifest line or the media file; nothing is skipped silently."""
+    The records are DATA/manifests/<split>.jsonl's, or those of `manifest` when given (a validation
+    report's validated.jsonl, say); their media paths are relative to `data_root` and confined to it.
+
+    on_error="raise" (the default, for training and evaluation): a bad record stops the load with its
+    typed error (ManifestError, PathEscapeError, MediaError), which names the manifest line and the
+    record's id (and the media file). on_error="skip": a bad record is left out and listed in the bank's
+    `rejects` (line, id, field, reason); a manifest with nothing left raises NoRecordsError carrying them.
+    Nothing is skipped silently. `limit` keeps the first `limit` records that parse, as
+    the manifest orders them (their media are checked after)."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     decode, audio_input = (config, "log_mel") if isinstance(config, DecodeConfig) else (config.decode, config.audio_input)
     cache_dir = cache_dir or default_cache_dir()
-    records: list[Record] = read_split(data_root, split)[:limit]
-    paths = [(str(resolve_media(data_root, r.video)), str(resolve_media(data_root, r.audio))) for r in records]
+    source = Path(manifest) if manifest is not None else manifest_path(data_root, split)
+    rejects: list[Reject] = []
+
+    def reject(line: int | None, rid: str | None, fld: str | None, exc: OmniRetrieverError) -> None:
+        rejects.append(Reject(line, rid, fld, getattr(exc, "reason", str(exc)), type(exc).__name__))
+
+    entries: list[tuple[int, Record]] = []
+    seen: dict[str, int] = {}
+    for item in scan_manifest(source):  # an unreadable manifest raises ManifestError in either mode
+        err = item.error
+        if err is None and item.record.id in seen:
+            err = ManifestError(source, item.line, f"duplicate id (first seen on line {seen[item.record.id]})",
+                                item.record.id)
+        if err is not None:
+            if on_error == "raise":
+                raise err
+            reject(item.line, err.record_id, None, err)
+            continue
+        seen[item.record.id] = item.line
+        entries.append((item.line, item.record))
+    entries = entries[:limit]
+
+    jobs: list[tuple[int, Record, tuple[str, str]]] = []
+    for line, rec in entries:
+        try:
+            resolved = []
+            for fld in ("video", "audio"):
+                resolved.append(str(resolve_media(data_root, getattr(rec, fld))))
+        except PathEscapeError as exc:
+            if on_error == "raise":
+                raise _located(exc, source, line, rec.id) from None
+            reject(line, rec.id, fld, exc)
+            continue
+        jobs.append((line, rec, (resolved[0], resolved[1])))
+
     workers = workers or min(os.cpu_count() or 1, 8)
-    frames, mels, flags = [], [], []
-    decoded = map_with_progress(_decode_one, paths, workers=workers, label=f"decoding {split}", progress=progress,
+    frames, mels, flags, records = [], [], [], []
+    decoded = map_with_progress(_decode_one, [paths for _, _, paths in jobs], workers=workers,
+                                label=f"decoding {source.stem if manifest is not None else split}", progress=progress,
                                 transient=True, context=None, initializer=_init_worker,
                                 initargs=(str(cache_dir), decode, limits, audio_input))
-    for f, m, h in decoded:
+    for (line, rec, paths), out in zip(jobs, decoded):
+        if isinstance(out, OmniRetrieverError):
+            if on_error == "raise":
+                raise _located(out, source, line, rec.id) from None
+            reject(line, rec.id, _media_field(out, paths), out)
+            continue
+        f, m, h = out
         frames.append(f)
         mels.append(m)
         flags.append(h)
+        records.append(rec)
+    rejects.sort(key=lambda r: (r.line is None, r.line or 0))
+    if not records:
+        why = f"all {len(rejects)} records were rejected" if rejects else "it holds no record"
+        raise NoRecordsError(source, f"nothing to load: {why}", rejects)
     captions = [r.captions for r in records] if any(r.alt_texts for r in records) else None
     # C-contiguous whatever the arrays came from (a decoder or the cache): the layout decides the rounding
     return ClipBank(ids=[r.id for r in records], texts=[r.text for r in records],
                     frames=torch.from_numpy(np.ascontiguousarray(np.stack(frames))),
                     mel=torch.from_numpy(np.ascontiguousarray(np.stack(mels))),
-                    has_audio=torch.tensor(flags, dtype=torch.bool), captions=captions, audio_input=audio_input)
+                    has_audio=torch.tensor(flags, dtype=torch.bool), captions=captions, audio_input=audio_input,
+                    rejects=rejects)
 
 
 def make_batch(bank: ClipBank, idx: torch.Tensor | list[int], tokenizer: TextTokenizer | OmniTokenizer,

@@ -146,23 +146,50 @@ def query_cmd(
             typer.echo(f"{rank:4d}  {score:+.4f}  {item}")
 
 
+SKIPPED = 3  # `index build`: the index was written, but some records were left out (see the rejects file)
+
+
 @index_app.command("build")
 def index_build_cmd(
     model: Annotated[Path, typer.Option(help="Run directory or model directory (the one the server serves).")] = Path("runs/default"),
-    data: Annotated[Path, typer.Option(help="Dataset root.")] = Path("data"),
+    data: Annotated[Path, typer.Option(help="Dataset root (media paths are relative to it).")] = Path("data"),
     split: Annotated[str, typer.Option(help="Split whose items form the gallery.")] = "test",
+    manifest: Annotated[Optional[Path], typer.Option(
+        help="Build from this manifest instead of DATA/manifests/SPLIT.jsonl: a file, or a validation report "
+             "directory (its validated.jsonl).")] = None,
     views: Annotated[list[str], typer.Option("--view", help="Gallery view(s): t, v, a, tv, av, at, tva (repeat).")] = ["av"],
     out: Annotated[Path, typer.Option(help="Index file to write (safetensors).")] = Path("gallery.safetensors"),
     workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Stop at the first bad record (naming its line and id) instead of leaving it out.")] = False,
 ) -> None:
-    """Embed a split's items in the given views and write the gallery index the search model ranks."""
-    from model.errors import OmniRetrieverError
-    from serving.index import build_index, load_index
+    """Embed a split's items in the given views and write the gallery index the search model ranks.
 
-    with exits_on(OmniRetrieverError, FileNotFoundError, ValueError):
-        path = build_index(model, data, split, views, out, workers=workers)
-    index = load_index(path)
-    typer.echo(f"index: {path}  {len(index)} items of {split}, views {', '.join(index.views)}, {index.dim}-d")
+    A record whose manifest line is malformed, whose media path leaves DATA or whose media does not decode is
+    left out and listed (line, id, field, reason) in OUT's stem + .rejects.jsonl beside the index. Exit status:
+    0 every record indexed, 3 some left out, 2 a bad input or option, or nothing indexable (with --strict:
+    any bad record)."""
+    from model.errors import OmniRetrieverError
+    from serving.index import build_index_report, load_index, rejects_path
+
+    try:
+        built = build_index_report(model, data, split, views, out, manifest=manifest,
+                                   on_error="raise" if strict else "skip", workers=workers)
+    except (OmniRetrieverError, FileNotFoundError, ValueError) as exc:
+        rejects = getattr(exc, "rejects", None)
+        fail(f"{exc}; every record is listed in {rejects_path(out)}" if rejects else str(exc))
+    index = load_index(built.index)
+    source = split if manifest is None else str(built.manifest)
+    typer.echo(f"index: {built.index}  {len(index)} items of {source}, views {', '.join(index.views)}, {index.dim}-d")
+    if built.rejects:
+        kinds: dict[str, int] = {}
+        for r in built.rejects:
+            kinds[r.error] = kinds.get(r.error, 0) + 1
+        detail = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+        typer.secho(f"skipped {len(built.rejects)} of {len(index) + len(built.rejects)} records of {built.manifest} "
+                    f"({detail}); each is listed with its line, id and reason in {built.rejects_file}",
+                    fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(SKIPPED)
 
 
 @app.command("manifest")

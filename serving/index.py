@@ -8,6 +8,10 @@ built with, so a server refuses an index built by another model. Items are embed
 evaluation embeds them (model.evaluate.embed_views over the split's decoded clips), which is what the
 ONNX graph computes for the same inputs: a query of any view ranked against a gallery of any view gives
 the 12 directions of the benchmark online.
+
+A record that cannot be indexed (a malformed manifest line, a media path outside the data root, media
+that does not decode) is left out by default and listed in OUT's stem + .rejects.jsonl beside the index
+(build_index_report); build_index and `index build --strict` stop at it instead.
 """
 
 from __future__ import annotations
@@ -101,20 +105,93 @@ def load_index(path: str | Path) -> GalleryIndex:
                         meta=json.loads(meta.get("extra", "{}")))
 
 
-def build_index(model: str | Path, data: str | Path, split: str, views: list[str], out: str | Path, *,
-                workers: int | None = None, progress: bool = True) -> Path:
-    """Embed every item of DATA's split in each view with the saved model and write the index to `out`."""
-    from model.data import load_bank
+def rejects_path(out: str | Path) -> Path:
+    """Where build_index lists the records it left out: beside the index, OUT's stem + .rejects.jsonl."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.rejects.jsonl")
+
+
+def validated_manifest(path: str | Path) -> Path:
+    """A manifest to build from: the file itself, or a validation report directory's validated.jsonl."""
+    path = Path(path)
+    if path.is_dir():
+        inner = path / "validated.jsonl"
+        if not inner.is_file():
+            raise FileNotFoundError(f"{path} is a directory without validated.jsonl (not a validation report)")
+        return inner
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} does not exist")
+    return path
+
+
+def write_rejects(path: str | Path, rejects: list) -> Path:
+    """One JSON line per rejected record ({"line", "id", "field", "reason", "error"}), written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+            for r in rejects:
+                fh.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class IndexBuild:
+    """What build_index_report wrote: the index, the rejects file beside it, and the records it left out."""
+
+    index: Path
+    rejects_file: Path
+    rejects: list  # model.data.Reject, in manifest order
+    manifest: Path
+    indexed: int
+
+
+def build_index_report(model: str | Path, data: str | Path, split: str, views: list[str], out: str | Path, *,
+                       manifest: str | Path | None = None, on_error: str = "skip", workers: int | None = None,
+                       progress: bool = True) -> IndexBuild:
+    """Embed every usable item of DATA's split (or of `manifest`: a file, or a validation report directory
+    whose validated.jsonl is read; media paths stay relative to DATA) in each view with the saved model,
+    and write the index to `out`.
+
+    on_error="skip": a record whose manifest line is malformed, whose media path leaves DATA or whose media
+    does not decode is left out and listed in the rejects file beside the index (rejects_path(out), empty
+    when none was); with nothing left NoRecordsError is raised, after the rejects file is written.
+    on_error="raise": the first bad record raises its typed error (naming the manifest line and id)."""
+    from model.data import NoRecordsError, load_bank
     from model.evaluate import embed_views
+    from model.manifest import manifest_path
     from model.store import weights_digest
     from model.store import load_model
 
     canonical = list(dict.fromkeys(canonical_view(v) for v in views))
     if not canonical:
         raise ValueError("give at least one --view (t, v, a, tv, av, at or tva)")
+    source = validated_manifest(manifest) if manifest is not None else manifest_path(data, split)
     loaded = load_model(model)
-    bank = load_bank(data, split, loaded.config, workers=workers, progress=progress)
+    try:
+        bank = load_bank(data, split, loaded.config, workers=workers, progress=progress, manifest=source,
+                         on_error=on_error)
+    except NoRecordsError as exc:
+        if exc.rejects:
+            write_rejects(rejects_path(out), exc.rejects)
+        raise
     embedded = embed_views(loaded, bank, tuple(canonical))
     embeddings = {v: e.float().numpy() for v, e in embedded.items()}
-    extra = {"model": str(loaded.path), "data": str(data), "split": split}
-    return save_index(out, bank.ids, embeddings, weights_digest(loaded.path), extra)
+    extra = {"model": str(loaded.path), "data": str(data), "split": split, "manifest": str(source),
+             "skipped": len(bank.rejects)}
+    path = save_index(out, bank.ids, embeddings, weights_digest(loaded.path), extra)
+    rejects_file = write_rejects(rejects_path(path), bank.rejects)
+    return IndexBuild(path, rejects_file, bank.rejects, source, len(bank))
+
+
+def build_index(model: str | Path, data: str | Path, split: str, views: list[str], out: str | Path, *,
+                workers: int | None = None, progress: bool = True, manifest: str | Path | None = None,
+                on_error: str = "raise") -> Path:
+    """Embed every item of DATA's split in each view with the saved model and write the index to `out`
+    (build_index_report, stopping at the first bad record unless on_error="skip"); the index's path."""
+    return build_index_report(model, data, split, views, out, manifest=manifest, on_error=on_error,
+                              workers=workers, progress=progress).index

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,6 +73,88 @@ def test_index_build_command_embeds_the_split_like_the_pytorch_model(tiny_run, t
     bad = CliRunner().invoke(app, ["index", "build", "--model", str(tiny_run), "--data", str(tiny_data),
                                    "--view", "xyz", "--out", str(tmp_path / "bad.safetensors")])
     assert bad.exit_code == 2 and "unknown view 'xyz'" in bad.output and not (tmp_path / "bad.safetensors").exists()
+
+
+@pytest.fixture
+def flawed_data(tiny_data, tmp_path) -> Path:
+    """tiny_data's test split (videos and manifest only) with test-000003.mp4 truncated to 500 bytes and a
+    malformed line (invalid JSON) inserted as line 6, and a record whose path leaves the root as line 8."""
+    data = tmp_path / "data"
+    (data / "manifests").mkdir(parents=True)
+    shutil.copytree(tiny_data / "videos", data / "videos", ignore=lambda d, names: [n for n in names if "test-" not in n])
+    victim = data / "videos" / "test-000003.mp4"
+    victim.write_bytes(victim.read_bytes()[:500])
+    lines = (tiny_data / "manifests" / "test.jsonl").read_text().splitlines()
+    lines.insert(5, '{"id": "broken", "text": "no closing brace"')
+    lines.insert(7, json.dumps({"id": "escape", "text": "out of the root", "video": "../outside.mp4",
+                                "audio": "videos/test-000000.mp4"}))
+    (data / "manifests" / "test.jsonl").write_text("\n".join(lines) + "\n")
+    return data
+
+
+def build_args(run, data, out, *extra):
+    return ["index", "build", "--model", str(run), "--data", str(data), "--view", "av", "--out", str(out),
+            "--workers", "2", *extra]
+
+
+def test_index_build_leaves_bad_records_out_and_lists_them(tiny_run, tiny_data, flawed_data, tmp_path):
+    out = tmp_path / "gallery.safetensors"
+    res = CliRunner().invoke(app, build_args(tiny_run, flawed_data, out))
+    assert res.exit_code == 3, res.output
+    good = [r.id for r in read_split(tiny_data, "test") if r.id != "test-000003"]
+    index = load_index(out)
+    assert index.ids == good and index.meta["skipped"] == 3
+    rejects = [json.loads(line) for line in (tmp_path / "gallery.rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["id"], r["field"], r["error"]) for r in rejects] == [
+        (4, "test-000003", "video", "MediaError"), (6, None, None, "ManifestError"),
+        (8, "escape", "video", "PathEscapeError")]
+    assert "not valid JSON" in rejects[1]["reason"] and "'..'" in rejects[2]["reason"]
+    assert "skipped 3 of 26 records" in res.output and "gallery.rejects.jsonl" in res.output
+
+    # --strict: the manifest is read whole before any decoding, so its malformed line stops the build first
+    strict = tmp_path / "strict.safetensors"
+    res = CliRunner().invoke(app, build_args(tiny_run, flawed_data, strict, "--strict"))
+    assert res.exit_code == 2 and "test.jsonl:6: not valid JSON" in res.output and not strict.exists()
+    head = tmp_path / "head.jsonl"  # the first five lines: the corrupt clip is line 4
+    head.write_text("".join((flawed_data / "manifests" / "test.jsonl").read_text().splitlines(keepends=True)[:5]))
+    res = CliRunner().invoke(app, build_args(tiny_run, flawed_data, strict, "--strict", "--manifest", str(head)))
+    assert res.exit_code == 2 and "test-000003.mp4" in res.output, res.output
+    assert "head.jsonl:4, id 'test-000003'" in res.output and not strict.exists()
+
+
+def test_index_build_from_a_validated_manifest_and_with_nothing_indexable(tiny_run, tiny_data, flawed_data, tmp_path):
+    report = tmp_path / "report"
+    report.mkdir()
+    recs = read_split(tiny_data, "test")[:4]
+    (report / "validated.jsonl").write_text("".join(json.dumps({**json.loads(r.to_json()), "split": "test"}) + "\n"
+                                                    for r in recs))
+    out = tmp_path / "v.safetensors"
+    res = CliRunner().invoke(app, build_args(tiny_run, tiny_data, out, "--manifest", str(report)))
+    assert res.exit_code == 0, res.output
+    assert load_index(out).ids == [r.id for r in recs] and (tmp_path / "v.rejects.jsonl").read_text() == ""
+    assert "4 items of" in res.output and "validated.jsonl" in res.output
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a"\n' + json.dumps({"id": "b", "text": "t", "video": "/etc/passwd", "audio": "x"}) + "\n")
+    res = CliRunner().invoke(app, build_args(tiny_run, flawed_data, tmp_path / "n.safetensors", "--manifest", str(bad)))
+    assert res.exit_code == 2 and "nothing to load: all 2 records were rejected" in res.output
+    assert not (tmp_path / "n.safetensors").exists() and len((tmp_path / "n.rejects.jsonl").read_text().splitlines()) == 2
+    res = CliRunner().invoke(app, build_args(tiny_run, tiny_data, tmp_path / "m.safetensors", "--manifest",
+                                             str(tmp_path / "missing")))
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_load_bank_skips_only_when_asked(tiny_data, flawed_data):
+    from model.data import load_bank
+    from model.errors import ManifestError
+    from model.media import DecodeConfig
+
+    with pytest.raises(ManifestError, match=r"test.jsonl:6: not valid JSON"):
+        load_bank(flawed_data, "test", DecodeConfig(), workers=1, progress=False)
+    bank = load_bank(flawed_data, "test", DecodeConfig(), workers=1, progress=False, on_error="skip", limit=5)
+    # limit: the first 5 records that parse (lines 1-5), of which the corrupt clip's is left out
+    assert bank.ids == [f"test-00000{i}" for i in (0, 1, 2, 4)]
+    assert [(r.line, r.id) for r in bank.rejects] == [(4, "test-000003"), (6, None)]
 
 
 def tensor(name, values, shape=None, datatype="BYTES"):
