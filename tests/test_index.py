@@ -155,6 +155,12 @@ def test_load_bank_skips_only_when_asked(tiny_data, flawed_data):
     # limit: the first 5 records that parse (lines 1-5), of which the corrupt clip's is left out
     assert bank.ids == [f"test-00000{i}" for i in (0, 1, 2, 4)]
     assert [(r.line, r.id) for r in bank.rejects] == [(4, "test-000003"), (6, None)]
+    other = flawed_data / "audio.jsonl"  # a separate audio file that is missing is the audio field's fault
+    other.write_text(json.dumps({"id": "x", "text": "t", "video": "videos/test-000000.mp4", "audio": "videos/none.wav"})
+                     + "\n" + (flawed_data / "manifests" / "test.jsonl").read_text().splitlines()[0] + "\n")
+    bank = load_bank(flawed_data, "test", DecodeConfig(), workers=1, progress=False, on_error="skip", manifest=other)
+    assert bank.ids == ["test-000000"] and [(r.line, r.id, r.field) for r in bank.rejects] == [(1, "x", "audio")]
+    assert "file not found" in bank.rejects[0].reason
 
 
 def tensor(name, values, shape=None, datatype="BYTES"):
