@@ -142,7 +142,7 @@ def _write_torch(tmp: Path, model: Path, loaded: LoadedModel, tolerance: float =
     cfg, source = loaded.config, model_dir(model)
     prod_root, local_root = production_dir(tmp) / ENCODER_MODEL, local_dir(tmp) / ENCODER_MODEL
     shutil.copytree(source, prod_root / VERSION / SAVED)
-    saved_sha256 = file_digest(prod_root / VERSION / SAVED / "model.safetensors")
+    saved_sha256 = weights_digest(prod_root / VERSION / SAVED)  # the copy's: repository.json's weights_sha256
     _write_preprocessing(prod_root, source, cfg)
     base = loaded.encoder.checkpoint
     for root, kind, saved, base_path in ((prod_root, PRODUCTION, f"{VERSION}/{SAVED}", BASE_MOUNT),
@@ -153,7 +153,7 @@ def _write_torch(tmp: Path, model: Path, loaded: LoadedModel, tolerance: float =
         params = {"saved_model": saved, "saved_sha256": saved_sha256, "base_checkpoint": base_path,
                   "intra_op_threads": "0"}
         (root / "config.pbtxt").write_text(render_config(cfg, kind, params))
-    return {"saved_sha256": saved_sha256, "max_abs_diff": diff, "rows_checked": rows, "base": base.identity(),
+    return {"max_abs_diff": diff, "rows_checked": rows, "base": base.identity(),
             "pad_token_id": loaded.tokenizer.pad_id}
 
 

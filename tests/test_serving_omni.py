@@ -73,6 +73,7 @@ def test_the_repository_runs_the_saved_model_in_pytorch_and_holds_no_base_weight
     assert 'backend: "python"' in production and "KIND_GPU" in production and f'"{BASE_MOUNT}"' in production
     assert 'backend: "python"' in local and "KIND_CPU" in local and str(thinker_dir.resolve()) in local
     assert 'name: "audio_mask"' in production and 'name: "audio_mask"' in local
+    assert production.count(info["weights_sha256"]) == 1 and local.count(info["weights_sha256"]) == 1  # saved_sha256
     saved = omni_repo / "production" / ENCODER_MODEL / "1" / "saved"
     assert sorted(p.name for p in saved.iterdir()) == ["base.json", "config.json", "model.safetensors", "tokenizer.json"]
     base_bytes = sum(p.stat().st_size for p in thinker_dir.glob("*.safetensors"))
