@@ -3,6 +3,9 @@
     DATA/manifests/<split>.jsonl   one record a line: {"id", "text", "video", "audio"}
     DATA/videos/<id>.mp4           video with its audio muxed in; "audio" may name the same mp4
 
+An item without video or without audio (an AudioCaps clip, a silent film) writes null in that field:
+{"id": "x", "text": "...", "video": null, "audio": "audio/x.wav"}. A record needs at least one of the two.
+
 A record may also carry "alt_texts": a list of other captions of the same clip (as MSR-VTT and
 AudioCaps give several per training video). Training draws one of a clip's captions per step;
 evaluation always queries with "text". A record without alt_texts is written without the field,
@@ -23,8 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from model.errors import ManifestError, PathEscapeError
+from model.modalities import A, T, V
 
 FIELDS: tuple[str, ...] = ("id", "text", "video", "audio")
+MEDIA_FIELDS: tuple[str, ...] = ("video", "audio")  # a path, or null for an item without that modality
 ALT_TEXTS = "alt_texts"  # optional: a list of further captions of the clip
 MAX_ALT_TEXTS = 100  # per record; the line-size limit bounds their length
 MAX_LINE_BYTES = 1 << 20  # a manifest line over 1 MiB is refused rather than parsed
@@ -32,14 +37,20 @@ MAX_LINE_BYTES = 1 << 20  # a manifest line over 1 MiB is refused rather than pa
 
 @dataclass(frozen=True)
 class Record:
-    """One audio-video-text triple. `video` and `audio` are paths relative to the data root;
-    `alt_texts` are further captions of the same clip (empty for most datasets and every test split)."""
+    """One audio-video-text triple. `video` and `audio` are paths relative to the data root, None for an
+    item without that modality (never both); `alt_texts` are further captions of the same clip (empty for
+    most datasets and every test split)."""
 
     id: str
     text: str
-    video: str
-    audio: str
+    video: str | None
+    audio: str | None
     alt_texts: tuple[str, ...] = ()
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities the record declares, in MODALITIES order: T always, V and A when it names them."""
+        return (T,) + ((V,) if self.video is not None else ()) + ((A,) if self.audio is not None else ())
 
     @property
     def captions(self) -> tuple[str, ...]:
@@ -96,15 +107,18 @@ def parse_line(raw: str, *, source: str | Path = "<manifest>", line: int | None 
     if missing:
         raise ManifestError(source, line, f"missing field(s) {', '.join(missing)}", rid)
     for field in FIELDS:
-        if not isinstance(obj[field], str):
-            raise ManifestError(source, line, f"field {field!r} must be a string, got {type(obj[field]).__name__}", rid)
+        if not isinstance(obj[field], str) and not (field in MEDIA_FIELDS and obj[field] is None):
+            kind = "a string" if field not in MEDIA_FIELDS else "a path (a string), or null for an item without it"
+            raise ManifestError(source, line, f"field {field!r} must be {kind}, got {type(obj[field]).__name__}", rid)
     if not obj["id"].strip():
         raise ManifestError(source, line, "field 'id' is empty")
     if not obj["text"].strip():
         raise ManifestError(source, line, "field 'text' (the caption) is empty or only whitespace", rid)
-    for field in ("video", "audio"):
-        if not obj[field].strip():
-            raise ManifestError(source, line, f"field {field!r} is empty", rid)
+    for field in MEDIA_FIELDS:
+        if obj[field] is not None and not obj[field].strip():
+            raise ManifestError(source, line, f"field {field!r} is empty (write null for an item without {field})", rid)
+    if obj["video"] is None and obj["audio"] is None:
+        raise ManifestError(source, line, "fields 'video' and 'audio' are both null: an item needs at least one", rid)
     return Record(obj["id"], obj["text"], obj["video"], obj["audio"], parse_alt_texts(obj, source, line, rid))
 
 

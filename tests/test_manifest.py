@@ -40,7 +40,10 @@ def test_alt_texts_round_trip_and_are_left_out_when_empty(tmp_path):
         (json.dumps({k: v for k, v in GOOD.items() if k != "audio"}), "missing field(s) audio"),
         (json.dumps({**GOOD, "text": ""}), "caption) is empty"),
         (json.dumps({**GOOD, "text": "  \t "}), "caption) is empty"),
-        (json.dumps({**GOOD, "video": 3}), "'video' must be a string"),
+        (json.dumps({**GOOD, "video": 3}), "'video' must be a path (a string), or null for an item without it, got int"),
+        (json.dumps({**GOOD, "audio": ""}), "'audio' is empty (write null for an item without audio)"),
+        (json.dumps({**GOOD, "video": None, "audio": None}), "'video' and 'audio' are both null"),
+        (json.dumps({**GOOD, "text": None}), "'text' must be a string, got NoneType"),
         (json.dumps({**GOOD, "id": " "}), "'id' is empty"),
         (json.dumps({**GOOD, "alt_texts": "one caption"}), "'alt_texts' must be a list of strings, got str"),
         (json.dumps({**GOOD, "alt_texts": ["fine", 7]}), "alt_texts[1] must be a string, got int"),
@@ -129,3 +132,13 @@ def test_errors_survive_pickling_for_worker_processes(tmp_path):
                 MediaError("/x.mp4", "file not found"), MediaLimitError("/x.mp4", "too big")):
         back = pickle.loads(pickle.dumps(err))
         assert type(back) is type(err) and str(back) == str(err)
+
+
+def test_an_item_without_video_or_audio_writes_null_and_reads_back(tmp_path):
+    audio_only = Record("a", "a dog barks", None, "audio/a.wav")
+    video_only = Record("v", "a silent film", "videos/v.mp4", None)
+    path = write_manifest(tmp_path / "m.jsonl", [audio_only, video_only])
+    assert json.loads(path.read_text().splitlines()[0])["video"] is None
+    assert read_manifest(path) == [audio_only, video_only]
+    assert audio_only.modalities == ("T", "A") and video_only.modalities == ("T", "V")
+    assert Record("b", "both", "videos/b.mp4", "videos/b.mp4").modalities == ("T", "V", "A")
