@@ -13,7 +13,9 @@
     inspect_video(path) -> VideoFacts: size as shown, whether the first and last frames decode, and
                            whether the stream stops short of its declared duration (validation's probe).
     log_mel(waveform)   -> float32 (n_mels, frames): log(mel power + 1e-6), computed with torch
-    decode_clip(...)    -> Clip: the three above for one record (or frames and the waveform itself)
+    decode_clip(...)    -> Clip: the three above for one record (or frames and the waveform itself); a record
+                           without video or without audio gets zeros there, flagged has_video / has_audio
+    decode_windows(...) -> WindowedClip: the same per window of a long clip (Windowing: length and stride)
 
 Every failure is a MediaError (or MediaLimitError) naming the file and the problem, raised before
 a decoder is ever handed something it could choke on: missing or empty files, files over the size
@@ -29,15 +31,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from model.media.audio import decode_audio, fit_length, log_mel, mel_filterbank
+from model.media.audio import audio_track, decode_audio, fit_length, log_mel, mel_filterbank
 from model.media.settings import Clip, DecodeConfig, MediaLimits
 from model.media.streams import (Orientation, check_file, is_attached_picture, open_container, orientation_of,
                                  stream_kinds, uniform_indices, video_streams)
 from model.media.timeline import Timeline, read_timeline
-from model.media.video import VideoFacts, decode_video, inspect_video
+from model.media.video import VideoFacts, decode_video, decode_video_spans, inspect_video
+from model.media.windows import AUDIO_INPUTS, Windowing, WindowedClip, decode_windows
 
 __all__ = ["AUDIO_INPUTS", "Clip", "DecodeConfig", "MediaLimits", "Orientation", "Timeline", "VideoFacts",
-           "check_file", "decode_audio", "decode_clip", "decode_video", "fit_length", "inspect_video",
+           "WindowedClip", "Windowing", "audio_track", "check_file", "decode_audio", "decode_clip", "decode_video",
+           "decode_video_spans", "decode_windows", "fit_length", "inspect_video",
            "is_attached_picture", "log_mel", "mel_filterbank", "orientation_of", "probe", "read_timeline",
            "stream_kinds", "uniform_indices", "video_streams"]
 
@@ -60,17 +64,11 @@ def probe(path: str | Path, limits: MediaLimits = MediaLimits()) -> dict:
     return info
 
 
-AUDIO_INPUTS = ("log_mel", "waveform")  # what Clip.mel holds: the tiny encoder's log-mel, or the waveform itself
-
-
-def decode_clip(video: str | Path, audio: str | Path, config: DecodeConfig = DecodeConfig(),
+def decode_clip(video: str | Path | None, audio: str | Path | None, config: DecodeConfig = DecodeConfig(),
                 limits: MediaLimits = MediaLimits(), audio_input: str = "log_mel") -> Clip:
     """Frames from `video`, log-mel (or, with audio_input="waveform", the (num_samples,) waveform, for a
-    backbone that computes its own features) from `audio` (often the same mp4)."""
-    if audio_input not in AUDIO_INPUTS:
-        raise ValueError(f"audio_input must be one of {', '.join(AUDIO_INPUTS)}, got {audio_input!r}")
-    frames = decode_video(video, config, limits)
-    wave, has_audio = decode_audio(audio, config, limits)
-    mel = wave if audio_input == "waveform" else log_mel(wave, config).numpy()
-    return Clip(frames=frames, mel=mel, has_audio=has_audio)
-
+    backbone that computes its own features) from `audio` (often the same mp4). Either may be None for an
+    item without it: zeros stand in, and has_video / has_audio say so."""
+    whole = decode_windows(video, audio, config, limits, None, audio_input)
+    return Clip(frames=whole.frames[0], mel=whole.mel[0], has_audio=whole.has_audio, has_video=whole.has_video,
+                meta={"seconds": whole.seconds})

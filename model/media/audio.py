@@ -28,13 +28,21 @@ def decode_audio(path: str | Path, config: DecodeConfig = DecodeConfig(), limits
     The waveform is on the clip's timeline: sample 0 is the moment the file's first video frame is shown
     (in an audio-only file, the audio's own start). Audio that starts later is preceded by silence, audio
     that ends early is followed by it, and audio before the first video frame is left out."""
+    wave, has_audio = audio_track(path, config, limits)
+    return fit_length(wave, config.num_samples), has_audio
+
+
+def audio_track(path: str | Path, config: DecodeConfig = DecodeConfig(), limits: MediaLimits = MediaLimits()
+                ) -> tuple[np.ndarray, bool]:
+    """(float32 (S,) the whole mono waveform at sample_rate on the clip's timeline, as decode_audio places it,
+    has_audio); no audio track: an empty waveform and False. decode_audio is its first num_samples."""
     path = check_file(path, limits)
     with open_container(path) as container:
         if not container.streams.audio:
             if not video_streams(container):
                 kinds = ", ".join(sorted(set(stream_kinds(container)))) or "none"
                 raise MediaError(path, f"no audio and no video stream (streams present: {kinds})")
-            return np.zeros(config.num_samples, dtype=np.float32), False
+            return np.zeros(0, dtype=np.float32), False
         stream = container.streams.audio[0]
         videos = video_streams(container)
         origin = _start_seconds(videos[0]) if videos else None
@@ -65,10 +73,11 @@ def decode_audio(path: str | Path, config: DecodeConfig = DecodeConfig(), limits
     check_complete(path, "audio", wave.size / config.sample_rate, declared, limits)
     shift = 0 if origin is None or start is None else int(round((start - origin) * config.sample_rate))
     if shift > 0:
-        wave = np.concatenate([np.zeros(min(shift, config.num_samples), np.float32), wave])
+        lead = min(shift, int(limits.max_seconds * config.sample_rate))  # what the limit lets the timeline hold
+        wave = np.concatenate([np.zeros(lead, np.float32), wave])
     elif shift < 0:
         wave = wave[-shift:]
-    return fit_length(wave, config.num_samples), True
+    return wave, True
 
 
 def fit_length(wave: np.ndarray, n: int) -> np.ndarray:

@@ -66,8 +66,9 @@ class DecodeConfig:
 class Clip:
     """Decoded model input for one record."""
 
-    frames: np.ndarray  # uint8 (N, H, W, 3)
+    frames: np.ndarray  # uint8 (N, H, W, 3); zeros when has_video is False
     mel: np.ndarray  # float32 (n_mels, num_mel_frames); (num_samples,) waveform with audio_input="waveform"
     has_audio: bool
+    has_video: bool = True
     meta: dict = field(default_factory=dict)
 

@@ -38,14 +38,18 @@ class Timeline:
         """The pts of the last frame shown."""
         return max(p for p, on in zip(self.pts, self.shown) if on)
 
-    def sample(self, n: int) -> list[int]:
-        """The pts of the frame shown at each of n times spread uniformly (segment centres) over [start, end):
-        the frame with the largest pts at or before the time. Constant and variable frame rates alike."""
+    def sample(self, n: int, span: tuple[float, float] | None = None) -> list[int]:
+        """The pts of the frame shown at each of n times spread uniformly (segment centres) over [start, end),
+        or over `span` (seconds from the first frame shown): the frame with the largest pts at or before the
+        time. Constant and variable frame rates alike."""
         shown = sorted(p for p, on in zip(self.pts, self.shown) if on)
-        span = self.end - self.start
+        lo, length = self.start, Fraction(self.end - self.start)
+        if span is not None:
+            lo = self.start + Fraction(span[0]) / self.time_base
+            length = Fraction(span[1] - span[0]) / self.time_base
         picks = []
         for i in range(n):
-            at = self.start + Fraction((2 * i + 1) * span, 2 * n)
+            at = lo + (2 * i + 1) * length / (2 * n)
             j = bisect.bisect_right(shown, at) - 1
             picks.append(shown[max(j, 0)])
         return picks

@@ -4,6 +4,7 @@ decode, whether the stream stops short)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,9 @@ def video_stream(path: Path, container: av.container.InputContainer) -> av.strea
     return streams[0]
 
 
+Spans = Callable[[float], Sequence[tuple[float, float]]]  # clip seconds -> the (start, end) windows to sample
+
+
 def decode_video(path: str | Path, config: DecodeConfig = DecodeConfig(), limits: MediaLimits = MediaLimits(),
                  *, seek: bool = True) -> np.ndarray:
     """uint8 (num_frames, frame_size, frame_size, 3) RGB frames as a player shows them: the frame on screen at
@@ -36,6 +40,16 @@ def decode_video(path: str | Path, config: DecodeConfig = DecodeConfig(), limits
     With seek (the default) each frame is decoded from its keyframe, jumping past the rest, so the cost
     stays about flat in clip length; where a seek misses, the clip is decoded from the start instead
     (seek=False always does that). Both give the same frames."""
+    frames, _, _ = decode_video_spans(path, config, limits, seek=seek)
+    return frames[0]
+
+
+def decode_video_spans(path: str | Path, config: DecodeConfig = DecodeConfig(), limits: MediaLimits = MediaLimits(),
+                       spans: Spans | None = None, *, seek: bool = True
+                       ) -> tuple[np.ndarray, list[tuple[float, float]], float]:
+    """(uint8 (W, num_frames, frame_size, frame_size, 3), the W spans, the clip's seconds): decode_video's
+    frames for each window `spans(seconds)` gives (seconds from the first frame shown), all decoded in one
+    pass over the file; spans=None is the whole clip, one window."""
     path = check_file(path, limits)
     with open_container(path) as container:
         stream = video_stream(path, container)
@@ -47,17 +61,29 @@ def decode_video(path: str | Path, config: DecodeConfig = DecodeConfig(), limits
         index = stream.index
         timeline = read_timeline(path, container, stream, limits)
         if timeline is None:
-            return _decode_by_count(path, index, config, limits, declared)
+            return _decode_by_count(path, index, config, limits, declared, spans)
         check_duration(path, timeline.seconds, limits)
         check_complete(path, "video", timeline.seconds, declared, limits)
-        times = timeline.sample(config.num_frames)
-        picks, orientation = pick_frames(path, container, stream, timeline, set(times), config, seek)
-    return np.stack([orientation.apply(picks[p]) for p in times])  # (N, H, W, 3)
+        windows = _windows(spans, timeline.seconds)
+        whole = (0.0, timeline.seconds)  # the whole clip: sampled as decode_video always has, to the last bit
+        times = [timeline.sample(config.num_frames, None if w == whole else w) for w in windows]
+        picks, orientation = pick_frames(path, container, stream, timeline, {p for ts in times for p in ts}, config, seek)
+    shown = {p: orientation.apply(picture) for p, picture in picks.items()}
+    return np.stack([np.stack([shown[p] for p in ts]) for ts in times]), windows, timeline.seconds  # (W, N, H, W, 3)
+
+
+def _windows(spans: Spans | None, seconds: float) -> list[tuple[float, float]]:
+    windows = [(0.0, seconds)] if spans is None else [(float(a), float(b)) for a, b in spans(seconds)]
+    if not windows:
+        raise ValueError(f"no window to decode in a {seconds:.2f} s clip")
+    return windows
 
 
 def _decode_by_count(path: Path, index: int, config: DecodeConfig, limits: MediaLimits,
-                     declared: float | None) -> np.ndarray:
-    """For a stream whose packets carry no presentation times: every frame decoded, picks by position."""
+                     declared: float | None, spans: Spans | None = None
+                     ) -> tuple[np.ndarray, list[tuple[float, float]], float]:
+    """For a stream whose packets carry no presentation times: every frame decoded, picks by position (the
+    frames taken as evenly spaced in time)."""
     reformatter = VideoReformatter()
     size = config.frame_size
     frames: list[np.ndarray] = []
@@ -80,8 +106,16 @@ def _decode_by_count(path: Path, index: int, config: DecodeConfig, limits: Media
             raise MediaError(path, f"video decoding failed after {len(frames)} frames (truncated?): {exc}") from None
     if not frames:
         raise MediaError(path, "video stream has no decodable frames (truncated or corrupt)")
-    check_complete(path, "video", last_time + step, declared, limits)
-    return np.stack([orientation.apply(frames[i]) for i in uniform_indices(len(frames), config.num_frames)])
+    seconds = last_time + step
+    check_complete(path, "video", seconds, declared, limits)
+    n = len(frames)
+    windows = _windows(spans, seconds)
+    if spans is None:
+        positions = [uniform_indices(n, config.num_frames)]
+    else:
+        bounds = [(min(n - 1, int(a / seconds * n)) if seconds else 0, int(b / seconds * n) if seconds else n) for a, b in windows]
+        positions = [[lo + i for i in uniform_indices(max(hi - lo, 1), config.num_frames)] for lo, hi in bounds]
+    return np.stack([np.stack([orientation.apply(frames[min(i, n - 1)]) for i in ps]) for ps in positions]), windows, seconds
 
 
 @dataclass
