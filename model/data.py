@@ -1,9 +1,14 @@
 """Decoded splits held in memory (ClipBank) and the batches the encoder takes.
 
 A split is decoded once through the FeatureCache (in parallel, with a progress bar) into tensors:
-frames uint8 (N, F, H, W, 3), mel float32 (N, M, Fr), has_audio bool (N,), plus ids and captions
-(each clip's main caption, and every caption it has when its record carries alt_texts).
+frames uint8 (N, F, H, W, 3), mel float32 (N, M, Fr), has_video and has_audio bool (N,), plus ids and
+captions (each clip's main caption, and every caption it has when its record carries alt_texts).
 Batches are dicts with the keys the encoder reads: text_ids, text_mask, video, audio.
+
+An item without video or without audio (null in the manifest, or a file without that stream) holds
+zeros there and False in has_video / has_audio; `ClipBank.has(view)` says which rows may be embedded
+in a view, and nothing downstream embeds the zeros. With a Windowing, a long clip becomes one row per
+window (its id repeated, `spans` saying where each lies); without one, a row is a record.
 
 For the Qwen2.5-Omni backbone (audio_input "waveform") `mel` holds 16 kHz waveforms (N, S) instead, and
 make_batch computes their Whisper features per batch (audio (B, 128, Fr), plus audio_mask (B, Fr)), so
@@ -25,7 +30,8 @@ import torch.nn.functional as F
 from model.cache import FeatureCache
 from model.errors import ManifestError, MediaError, OmniRetrieverError, PathEscapeError
 from model.manifest import Record, manifest_path, resolve_media, scan_manifest
-from model.media import DecodeConfig, MediaLimits
+from model.media import DecodeConfig, MediaLimits, WindowedClip, Windowing
+from model.modalities import A, MODALITIES, T, V, VIEWS
 from model.parallel import map_with_progress
 from model.text import TextTokenizer
 
@@ -77,9 +83,35 @@ class ClipBank:
     captions: list[tuple[str, ...]] | None = None  # every caption of each clip, main first; None: texts only
     audio_input: str = "log_mel"  # "waveform": mel holds float32 (N, S) 16 kHz waveforms (model.media.decode_clip)
     rejects: list[Reject] = field(default_factory=list)  # records left out by load_bank(on_error="skip")
+    has_video: torch.Tensor | None = None  # bool (N,); None: every row has video
+    spans: list[tuple[float, float]] | None = None  # each row's (start, end) seconds in its item; None: whole clips
+    seconds: list[float] | None = None  # each row's item's length, seconds (None when not recorded)
+
+    def __post_init__(self) -> None:
+        if self.has_video is None:
+            self.has_video = torch.ones(len(self.ids), dtype=torch.bool)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def has(self, modalities: str | tuple[str, ...]) -> torch.Tensor:
+        """bool (N,): the rows that hold every one of `modalities` (a view name such as "av", or a tuple
+        of modalities). Captions are always there; video and audio not always."""
+        mods = VIEWS[modalities] if isinstance(modalities, str) else modalities
+        flags = {T: torch.ones(len(self.ids), dtype=torch.bool), V: self.has_video, A: self.has_audio}
+        out = torch.ones(len(self.ids), dtype=torch.bool)
+        for m in mods:
+            out &= flags[m]
+        return out
+
+    def present(self) -> torch.Tensor:
+        """bool (N, 3): which of MODALITIES each row holds, the encoder's presence mask."""
+        return torch.stack([self.has((m,)) for m in MODALITIES], dim=1)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every row holds video and audio (every dataset of the benchmark's own format does)."""
+        return bool(self.has_video.all() and self.has_audio.all())
 
     def all_texts(self) -> list[str]:
         """Every caption in the bank (what a tokenizer is trained on)."""
@@ -99,20 +131,25 @@ class ClipBank:
 _worker_cache: FeatureCache | None = None
 
 
-def _init_worker(cache_dir: str, config: DecodeConfig, limits: MediaLimits, audio_input: str = "log_mel") -> None:
-    global _worker_cache
+_worker_windowing: Windowing | None = None
+
+
+def _init_worker(cache_dir: str, config: DecodeConfig, limits: MediaLimits, audio_input: str = "log_mel",
+                 windowing: Windowing | None = None) -> None:
+    global _worker_cache, _worker_windowing
     torch.set_num_threads(1)
     _worker_cache = FeatureCache(cache_dir, config, limits, audio_input)
+    _worker_windowing = windowing
 
 
-def _decode_one(paths: tuple[str, str]) -> tuple[np.ndarray, np.ndarray, bool] | OmniRetrieverError:
-    """A clip's arrays, or the typed error its media raised (returned, so the caller can say which record it was)."""
+def _decode_one(paths: tuple[str | None, str | None]) -> WindowedClip | OmniRetrieverError:
+    """A record's windows (one, the whole clip, without a Windowing), or the typed error its media raised
+    (returned, so the caller can say which record it was)."""
     assert _worker_cache is not None
     try:
-        clip = _worker_cache.get(*paths)
+        return _worker_cache.get_windows(*paths, _worker_windowing)
     except OmniRetrieverError as exc:
         return exc
-    return clip.frames, clip.mel, clip.has_audio
 
 
 def _located(exc: OmniRetrieverError, source: Path, line: int, rid: str) -> OmniRetrieverError:
@@ -125,9 +162,11 @@ def _located(exc: OmniRetrieverError, source: Path, line: int, rid: str) -> Omni
     return exc
 
 
-def _media_field(exc: OmniRetrieverError, paths: tuple[str, str]) -> str:
-    """Which of the record's media fields an error is about: the audio path when it names that one, else video."""
-    if isinstance(exc, MediaError) and paths[1] != paths[0] and Path(exc.path) == Path(paths[1]):
+def _media_field(exc: OmniRetrieverError, paths: tuple[str | None, str | None]) -> str:
+    """Which of the record's media fields an error is about: the audio path when it names that one (or the
+    record has no video), else video."""
+    if paths[0] is None or (isinstance(exc, MediaError) and paths[1] is not None and paths[1] != paths[0]
+                            and Path(exc.path) == Path(paths[1])):
         return "audio"
     return "video"
 
@@ -135,7 +174,7 @@ def _media_field(exc: OmniRetrieverError, paths: tuple[str, str]) -> str:
 def load_bank(data_root: str | Path, split: str, config: DecodeConfig | AnyConfig, *,
               cache_dir: str | Path | None = None, limits: MediaLimits = MediaLimits(), workers: int | None = None,
               limit: int | None = None, progress: bool = True, manifest: str | Path | None = None,
-              on_error: Literal["raise", "skip"] = "raise") -> ClipBank:
+              on_error: Literal["raise", "skip"] = "raise", windowing: Windowing | None = None) -> ClipBank:
     """Decode (or read from the cache) every record of a split for the encoder `config`: its decode settings
     and the audio it takes (log-mel, or waveforms for a backbone that computes its own audio features). Bare
     DecodeConfig settings mean log-mel audio (the tiny encoder's).
@@ -148,7 +187,11 @@ def load_bank(data_root: str | Path, split: str, config: DecodeConfig | AnyConfi
     record's id (and the media file). on_error="skip": a bad record is left out and listed in the bank's
     `rejects` (line, id, field, reason); a manifest with nothing left raises NoRecordsError carrying them.
     Nothing is skipped silently. `limit` keeps the first `limit` records that parse, as
-    the manifest orders them (their media are checked after)."""
+    the manifest orders them (their media are checked after).
+
+    A record without video or audio loads with has_video / has_audio False (see ClipBank.has). With
+    `windowing`, a clip longer than its window loads as one row per window (index build's long media);
+    training and evaluation load whole clips."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     decode, audio_input = (config, "log_mel") if isinstance(config, DecodeConfig) else (config.decode, config.audio_input)
@@ -175,12 +218,13 @@ def load_bank(data_root: str | Path, split: str, config: DecodeConfig | AnyConfi
         entries.append((item.line, item.record))
     entries = entries[:limit]
 
-    jobs: list[tuple[int, Record, tuple[str, str]]] = []
+    jobs: list[tuple[int, Record, tuple[str | None, str | None]]] = []
     for line, rec in entries:
         try:
-            resolved = []
+            resolved: list[str | None] = []
             for fld in ("video", "audio"):
-                resolved.append(str(resolve_media(data_root, getattr(rec, fld))))
+                rel = getattr(rec, fld)
+                resolved.append(None if rel is None else str(resolve_media(data_root, rel)))
         except PathEscapeError as exc:
             if on_error == "raise":
                 raise _located(exc, source, line, rec.id) from None
@@ -189,33 +233,34 @@ def load_bank(data_root: str | Path, split: str, config: DecodeConfig | AnyConfi
         jobs.append((line, rec, (resolved[0], resolved[1])))
 
     workers = workers or min(os.cpu_count() or 1, 8)
-    frames, mels, flags, records = [], [], [], []
+    frames, mels, rows = [], [], []
     decoded = map_with_progress(_decode_one, [paths for _, _, paths in jobs], workers=workers,
                                 label=f"decoding {source.stem if manifest is not None else split}", progress=progress,
                                 transient=True, context=None, initializer=_init_worker,
-                                initargs=(str(cache_dir), decode, limits, audio_input))
+                                initargs=(str(cache_dir), decode, limits, audio_input, windowing))
     for (line, rec, paths), out in zip(jobs, decoded):
         if isinstance(out, OmniRetrieverError):
             if on_error == "raise":
                 raise _located(out, source, line, rec.id) from None
             reject(line, rec.id, _media_field(out, paths), out)
             continue
-        f, m, h = out
-        frames.append(f)
-        mels.append(m)
-        flags.append(h)
-        records.append(rec)
+        frames.append(out.frames)
+        mels.append(out.mel)
+        rows += [(rec, span, out) for span in out.spans]
     rejects.sort(key=lambda r: (r.line is None, r.line or 0))
-    if not records:
+    if not rows:
         why = f"all {len(rejects)} records were rejected" if rejects else "it holds no record"
         raise NoRecordsError(source, f"nothing to load: {why}", rejects)
+    records = [rec for rec, _, _ in rows]
     captions = [r.captions for r in records] if any(r.alt_texts for r in records) else None
     # C-contiguous whatever the arrays came from (a decoder or the cache): the layout decides the rounding
     return ClipBank(ids=[r.id for r in records], texts=[r.text for r in records],
-                    frames=torch.from_numpy(np.ascontiguousarray(np.stack(frames))),
-                    mel=torch.from_numpy(np.ascontiguousarray(np.stack(mels))),
-                    has_audio=torch.tensor(flags, dtype=torch.bool), captions=captions, audio_input=audio_input,
-                    rejects=rejects)
+                    frames=torch.from_numpy(np.ascontiguousarray(np.concatenate(frames))),
+                    mel=torch.from_numpy(np.ascontiguousarray(np.concatenate(mels))),
+                    has_audio=torch.tensor([c.has_audio for _, _, c in rows], dtype=torch.bool), captions=captions,
+                    audio_input=audio_input, rejects=rejects,
+                    has_video=torch.tensor([c.has_video for _, _, c in rows], dtype=torch.bool),
+                    spans=[span for _, span, _ in rows], seconds=[c.seconds for _, _, c in rows])
 
 
 def make_batch(bank: ClipBank, idx: torch.Tensor | list[int], tokenizer: TextTokenizer | OmniTokenizer,

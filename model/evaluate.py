@@ -6,6 +6,11 @@ results.json:
      "nonfinite_rows": {view: how many of its embeddings hold a NaN or inf}, "split", "n_items", "model", "data"}
 Beside it results.png (R@k heatmap and R@1 bars with 95% intervals), and a console table.
 
+Items without video or without audio (public benchmarks bring them) are scored honestly: a direction
+queries only the items holding both of its views and ranks them against every item holding the gallery
+view ("n" and "n_gallery" per direction); no item is embedded with the modality it lacks. A direction
+nothing can be queried in is not scored ("unscored") and the averages are over those that are.
+
 A non-finite embedding (a diverged model) ranks last wherever it is the query or the gold, and never
 beats another item's gold (model/metrics.py), so it can only lower a score. Every view with such rows
 is counted in "nonfinite_rows" and named in a warning on stderr.
@@ -33,22 +38,48 @@ from model.store import LoadedModel, load_model
 @torch.no_grad()
 def embed_views(model: LoadedModel, bank: ClipBank, views: tuple[str, ...] = BENCH_VIEWS,
                 batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """view -> (N, E) embeddings; each view of each item embedded exactly once."""
+    """view -> (N, E) embeddings; each view of each item embedded exactly once. An item without one of a
+    view's modalities (bank.has(view) False) is not embedded in that view: its row is NaN."""
+    rows = {view: bank.has(view) for view in views}
+    picked = embed_rows(model, bank, {view: [VIEWS[view] if ok else () for ok in rows[view].tolist()] for view in views},
+                        batch_size)
+    return {view: picked[view] for view in views}
+
+
+@torch.no_grad()
+def embed_rows(model: LoadedModel, bank: ClipBank, plan: dict[str, list[tuple[str, ...]]],
+               batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """key -> (N, E): row i embedded from the modalities plan[key][i] in one joint forward (NaN where they
+    are empty: the row is not embedded). Rows of one batch that share a modality set share a forward; each
+    batch is tokenised once for every key."""
     model.encoder.eval()
-    out: dict[str, list[torch.Tensor]] = {v: [] for v in views}
+    out: dict[str, torch.Tensor] = {}
     for start in range(0, len(bank), batch_size):
         idx = list(range(start, min(start + batch_size, len(bank))))
         batch = make_batch(bank, idx, model.tokenizer)
-        needed = tuple(m for m in MODALITIES if any(m in VIEWS[v] for v in views))
-        tokens = model.encoder.tokenize(batch, needed)  # once per batch, shared by every view
-        for view in views:
-            out[view].append(model.encoder.fuse(tokens, VIEWS[view]))
-    return {v: torch.cat(chunks) for v, chunks in out.items()}
+        needed = tuple(m for m in MODALITIES if any(m in mods for p in plan.values() for mods in p[start: idx[-1] + 1]))
+        tokens = model.encoder.tokenize(batch, needed) if needed else {}  # once per batch, shared by every key
+        for key, mods_of in plan.items():
+            groups: dict[tuple[str, ...], list[int]] = {}
+            for j, i in enumerate(idx):
+                groups.setdefault(mods_of[i], []).append(j)
+            for mods, js in groups.items():
+                if not mods:
+                    continue
+                whole = len(js) == len(idx)
+                sub = tokens if whole else {m: tuple(t[js] for t in tokens[m]) for m in mods}
+                z = model.encoder.fuse(sub, mods)
+                if key not in out:
+                    out[key] = torch.full((len(bank), z.shape[1]), float("nan"), dtype=z.dtype)
+                out[key][torch.as_tensor(js) + start] = z
+    dim = next(iter(out.values())).shape[1] if out else model.config.embed_dim
+    return {key: out.get(key, torch.full((len(bank), dim), float("nan"))) for key in plan}
 
 
-def nonfinite_rows(emb: dict[str, torch.Tensor]) -> dict[str, int]:
-    """view -> how many of its embeddings hold a NaN or inf (they rank last, see model/metrics.py)."""
-    return {view: int((~finite_rows(z)).sum()) for view, z in emb.items()}
+def nonfinite_rows(emb: dict[str, torch.Tensor], has: dict[str, torch.Tensor] | None = None) -> dict[str, int]:
+    """view -> how many of its embeddings hold a NaN or inf (they rank last, see model/metrics.py); with
+    `has`, only the rows that hold the view count (the others are NaN by design: never embedded)."""
+    return {view: int((~finite_rows(z) & (has[view] if has is not None else True)).sum()) for view, z in emb.items()}
 
 
 def warn_nonfinite(counts: dict[str, int], n_items: int) -> None:
@@ -59,30 +90,64 @@ def warn_nonfinite(counts: dict[str, int], n_items: int) -> None:
                   file=sys.stderr)
 
 
-def score_embeddings(emb: dict[str, torch.Tensor], n_boot: int = 1000, seed: int = 0) -> dict:
+def score_embeddings(emb: dict[str, torch.Tensor], n_boot: int = 1000, seed: int = 0,
+                     has: dict[str, torch.Tensor] | None = None) -> dict:
     """All 12 directions plus AVG-single, AVG-dual, AVG-all from per-view embeddings, and how many
-    rows of each view are not finite."""
-    directions = {name: direction_metrics(emb[DIRECTIONS[name].query], emb[DIRECTIONS[name].gallery],
-                                          n_boot=n_boot, seed=seed) for name in DIRECTION_NAMES}
-    single = float(np.mean([directions[d]["R@1"] for d in SINGLE_DIRECTIONS]))
-    dual = float(np.mean([directions[d]["R@1"] for d in DUAL_DIRECTIONS]))
-    return {"directions": directions, "AVG-single": single, "AVG-dual": dual, "AVG-all": (single + dual) / 2,
-            "nonfinite_rows": nonfinite_rows(emb)}
+    rows of each view are not finite.
+
+    `has` (view -> bool (N,)) says which items hold each view (all of them when None). A direction queries
+    the items holding both its views and ranks each against every item holding the gallery view; an item
+    without the query view is a distractor only, one without the gallery view is not ranked at all. A
+    direction no item can be queried in is left out of "directions" and listed in "unscored", and the
+    averages are over the directions scored (None when there is none)."""
+    n = len(next(iter(emb.values())))
+    has = has or {view: torch.ones(n, dtype=torch.bool) for view in emb}
+    directions, unscored = {}, []
+    for name in DIRECTION_NAMES:
+        d = DIRECTIONS[name]
+        asked, ranked = has[d.query] & has[d.gallery], has[d.gallery]
+        if not bool(asked.any()):
+            unscored.append(name)
+            continue
+        gallery = torch.cat([emb[d.gallery][asked], emb[d.gallery][ranked & ~asked]])  # golds first, in query order
+        directions[name] = direction_metrics(emb[d.query][asked], gallery, n_boot=n_boot, seed=seed)
+    single = _mean([directions[d]["R@1"] for d in SINGLE_DIRECTIONS if d in directions])
+    dual = _mean([directions[d]["R@1"] for d in DUAL_DIRECTIONS if d in directions])
+    scored = [v for v in (single, dual) if v is not None]
+    out = {"directions": directions, "AVG-single": single, "AVG-dual": dual,
+           "AVG-all": sum(scored) / len(scored) if scored else None, "nonfinite_rows": nonfinite_rows(emb, has)}
+    if unscored:
+        out["unscored"] = unscored
+    return out
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
 
 
 def print_results(results: dict, console: Console | None = None, title: str = "OmniRetriever-Bench") -> None:
-    table = Table(title=f"{title}: {results.get('n_items', '?')} items, chance R@1 "
-                        f"{next(iter(results['directions'].values()))['chance_R@1']:.2f}")
-    for col in ("dir", "R@1", "95% CI", "R@5", "R@10", "MdR", "MnR", "MRR", "NDCG@10"):
+    scored = results["directions"]
+    partial = any(m["n"] != results.get("n_items") or m.get("n_gallery", m["n"]) != m["n"] for m in scored.values())
+    chance = "" if partial or not scored else f", chance R@1 {next(iter(scored.values()))['chance_R@1']:.2f}"
+    table = Table(title=f"{title}: {results.get('n_items', '?')} items{chance}")
+    cols = ("dir", "R@1", "95% CI", "R@5", "R@10", "MdR", "MnR", "MRR", "NDCG@10") + (("queries", "gallery") if partial else ())
+    for col in cols:
         table.add_column(col, justify="left" if col == "dir" else "right", no_wrap=True)
     for name in DIRECTION_NAMES:
-        m = results["directions"][name]
+        if name not in scored:
+            table.add_row(name, *(["not scored"] + [""] * (len(cols) - 2)), end_section=name == SINGLE_DIRECTIONS[-1])
+            continue
+        m = scored[name]
         lo, hi = m["R@1_ci95"]
+        sizes = (str(m["n"]), str(m.get("n_gallery", m["n"]))) if partial else ()
         table.add_row(name, f"{m['R@1']:.2f}", f"{lo:.1f}-{hi:.1f}", f"{m['R@5']:.2f}", f"{m['R@10']:.2f}",
-                      f"{m['MdR']:.1f}", f"{m['MnR']:.1f}", f"{m['MRR']:.3f}", f"{m['NDCG@10']:.3f}",
+                      f"{m['MdR']:.1f}", f"{m['MnR']:.1f}", f"{m['MRR']:.3f}", f"{m['NDCG@10']:.3f}", *sizes,
                       end_section=name == SINGLE_DIRECTIONS[-1])
-    table.caption = (f"AVG-single {results['AVG-single']:.2f}   AVG-dual {results['AVG-dual']:.2f}   "
-                     f"AVG-all {results['AVG-all']:.2f}")
+    table.caption = "   ".join(f"{k} {_num(results[k])}" for k in ("AVG-single", "AVG-dual", "AVG-all"))
     (console or Console()).print(table)
 
 
@@ -93,24 +158,24 @@ def plot_results(results: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(DIRECTION_NAMES)
+    names = [d for d in DIRECTION_NAMES if d in results["directions"]]
     grid = np.array([[results["directions"][d][k] for d in names] for k in ("R@1", "R@5", "R@10")])
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 6.5), gridspec_kw={"height_ratios": [1, 1.4]})
     im = ax1.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
-    ax1.set_xticks(range(12), names)
+    ax1.set_xticks(range(len(names)), names)
     ax1.set_yticks(range(3), ["R@1", "R@5", "R@10"])
     for (i, j), v in np.ndenumerate(grid):
         ax1.text(j, i, f"{v:.1f}", ha="center", va="center", color="white" if v < 60 else "black", fontsize=8)
     fig.colorbar(im, ax=ax1, label="%")
     r1 = grid[0]
     ci = np.array([results["directions"][d]["R@1_ci95"] for d in names])
-    colors = ["tab:blue"] * 6 + ["tab:orange"] * 6
-    ax2.bar(range(12), r1, yerr=[r1 - ci[:, 0], ci[:, 1] - r1], color=colors, capsize=3)
+    colors = ["tab:blue" if d in SINGLE_DIRECTIONS else "tab:orange" for d in names]
+    ax2.bar(range(len(names)), r1, yerr=[r1 - ci[:, 0], ci[:, 1] - r1], color=colors, capsize=3)
     ax2.axhline(results["directions"][names[0]]["chance_R@1"], color="grey", ls=":", label="chance")
-    ax2.set_xticks(range(12), names)
+    ax2.set_xticks(range(len(names)), names)
     ax2.set_ylabel("R@1 (%) with 95% CI")
-    ax2.set_title(f"AVG-single {results['AVG-single']:.1f} (blue)   AVG-dual {results['AVG-dual']:.1f} (orange)   "
-                  f"AVG-all {results['AVG-all']:.1f}")
+    ax2.set_title(f"AVG-single {_num(results['AVG-single'], 1)} (blue)   AVG-dual {_num(results['AVG-dual'], 1)} "
+                  f"(orange)   AVG-all {_num(results['AVG-all'], 1)}")
     ax2.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -140,8 +205,10 @@ def evaluate(model_path: str | Path, data: str | Path, split: str = "test", out:
     model = load_model(model_path)
     existing_split(data, split)
     bank = load_bank(data, split, model.config, cache_dir=cache_dir, workers=workers, limit=limit, progress=progress)
-    results = score_embeddings(embed_views(model, bank), n_boot=n_boot)
+    results = score_embeddings(embed_views(model, bank), n_boot=n_boot, has={v: bank.has(v) for v in BENCH_VIEWS})
     results.update(split=split, n_items=len(bank), model=str(model.path), data=str(data))
+    if not bank.complete:
+        results["items_with"] = {"video": int(bank.has_video.sum()), "audio": int(bank.has_audio.sum())}
     warn_nonfinite(results["nonfinite_rows"], len(bank))
     if out is not None:
         out = write_json(out, results)

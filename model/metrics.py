@@ -1,6 +1,8 @@
 """Retrieval metrics for one direction, blockwise and tie-fair.
 
-For query i the gold is gallery item i. With s_ij = q_i . g_j, let
+For query i the gold is gallery item i; a gallery may hold more items than there are queries (the items
+a direction cannot query, e.g. those without the query's modality), which are distractors only. With
+s_ij = q_i . g_j, let
     g_i = #{j : s_ij > s_ii + eps}            items strictly better than the gold
     e_i = #{j != i : |s_ij - s_ii| <= eps}     items tied with the gold
 Under random tie-breaking the gold's rank is uniform on {g_i + 1, ..., g_i + e_i + 1}; every metric
@@ -41,21 +43,22 @@ def finite_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(x).all(-1)
 
 
-def _gold_last(greater: torch.Tensor, ties: torch.Tensor, broken: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The counts with the gold of every `broken` query ranked last (g = n - 1, e = 0)."""
-    n = len(greater)
+def _gold_last(greater: torch.Tensor, ties: torch.Tensor, broken: torch.Tensor,
+               n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The counts with the gold of every `broken` query ranked last in a gallery of n (g = n - 1, e = 0)."""
     return greater.masked_fill(broken, n - 1), ties.masked_fill(broken, 0)
 
 
 def rank_counts(query: torch.Tensor, gallery: torch.Tensor, *, max_elements: int = 1 << 24,
                 eps: float = TIE_EPS) -> tuple[torch.Tensor, torch.Tensor]:
-    """(g, e) int64 (N,) for row-aligned query/gallery (N, E), scored in blocks of <= max_elements.
-    Non-finite rows rank as the module docstring says; their finiteness is found once, per row."""
-    n = query.shape[0]
-    if gallery.shape[0] != n:
-        raise ValueError(f"query and gallery must have the same number of items, got {n} and {gallery.shape[0]}")
-    qb = max(1, min(n, max_elements // min(n, 4096)))
-    gb = max(1, min(n, max_elements // qb))
+    """(g, e) int64 (N,) for query (N, E) and gallery (M, E), M >= N, whose first N rows are the queries'
+    golds, scored in blocks of <= max_elements. Non-finite rows rank as the module docstring says; their
+    finiteness is found once, per row."""
+    n, m = query.shape[0], gallery.shape[0]
+    if m < n:
+        raise ValueError(f"the gallery must hold every query's gold: {n} queries, {m} gallery items")
+    qb = max(1, min(n, max_elements // min(m, 4096)))
+    gb = max(1, min(m, max_elements // qb))
     gallery_ok = finite_rows(gallery)
     mask_gallery = not bool(gallery_ok.all())  # only then does a block need its broken columns masked
     greater = torch.zeros(n, dtype=torch.long)
@@ -65,24 +68,25 @@ def rank_counts(query: torch.Tensor, gallery: torch.Tensor, *, max_elements: int
         q = query[q0: q0 + qb]  # (b, E)
         gold = (q * gallery[q0: q0 + qb]).sum(-1, keepdim=True)  # (b, 1)
         gold_ok[q0: q0 + qb] = torch.isfinite(gold[:, 0])
-        for g0 in range(0, n, gb):
+        for g0 in range(0, m, gb):
             s = q @ gallery[g0: g0 + gb].T  # (b, gb)
             if mask_gallery:
                 s.masked_fill_(~gallery_ok[None, g0: g0 + gb], -math.inf)
             greater[q0: q0 + qb] += (s > gold + eps).sum(1)
             ties[q0: q0 + qb] += ((s - gold).abs() <= eps).sum(1)
-    broken = ~(gold_ok & finite_rows(query) & gallery_ok)
-    return _gold_last(greater, ties - 1, broken)  # ties - 1: the gold ties with itself
+    broken = ~(gold_ok & finite_rows(query) & gallery_ok[:n])
+    return _gold_last(greater, ties - 1, broken, m)  # ties - 1: the gold ties with itself
 
 
 def rank_counts_reference(query: torch.Tensor, gallery: torch.Tensor, eps: float = TIE_EPS) -> tuple[torch.Tensor, torch.Tensor]:
     """The same counts from the full N x N score matrix (for tests and benchmarks only)."""
+    n = query.shape[0]
     gallery_ok = finite_rows(gallery)
-    raw = query @ gallery.T  # (N, N)
-    gold = raw.diagonal()[:, None]
+    raw = query @ gallery.T  # (N, M)
+    gold = raw[:, :n].diagonal()[:, None]
     s = raw.masked_fill(~gallery_ok[None, :], -math.inf)
     counts = (s > gold + eps).sum(1), ((s - gold).abs() <= eps).sum(1) - 1
-    return _gold_last(*counts, ~(torch.isfinite(gold[:, 0]) & finite_rows(query) & gallery_ok))
+    return _gold_last(*counts, ~(torch.isfinite(gold[:, 0]) & finite_rows(query) & gallery_ok[:n]), gallery.shape[0])
 
 
 def _harmonic(n: torch.Tensor) -> torch.Tensor:
@@ -114,7 +118,8 @@ def bootstrap_ci(values: torch.Tensor, n_boot: int = 1000, seed: int = 0, level:
 
 
 def direction_metrics(query: torch.Tensor, gallery: torch.Tensor, *, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
-    """R@1/5/10 and their R@1 95% interval (percent), MdR, MnR, MRR, NDCG@10 for one direction."""
+    """R@1/5/10 and their R@1 95% interval (percent), MdR, MnR, MRR, NDCG@10 for one direction; "n" queries,
+    "n_gallery" items ranked (the first n of them the golds), chance R@1 = 100 / n_gallery."""
     q = per_query(*rank_counts(query.float(), gallery.float()))
     lo, hi = bootstrap_ci(q["R@1"], n_boot, seed)
     return {
@@ -122,5 +127,5 @@ def direction_metrics(query: torch.Tensor, gallery: torch.Tensor, *, n_boot: int
         "R@1_ci95": [100 * lo, 100 * hi],
         "MdR": float(np.median(q["rank"].numpy())), "MnR": float(q["rank"].mean()),
         "MRR": float(q["rr"].mean()), "NDCG@10": float(q["ndcg10"].mean()),
-        "n": int(query.shape[0]), "chance_R@1": 100.0 / query.shape[0],
+        "n": int(query.shape[0]), "n_gallery": int(gallery.shape[0]), "chance_R@1": 100.0 / gallery.shape[0],
     }

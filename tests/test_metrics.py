@@ -69,9 +69,56 @@ def test_score_embeddings_reports_all_twelve_and_the_averages():
     assert res["AVG-all"] == pytest.approx((single + dual) / 2)
 
 
-def test_mismatched_sizes_are_refused():
-    with pytest.raises(ValueError, match="same number of items"):
-        rank_counts(normed(5), normed(6))
+def test_a_gallery_smaller_than_the_queries_is_refused():
+    with pytest.raises(ValueError, match="the gallery must hold every query's gold: 6 queries, 5 gallery items"):
+        rank_counts(normed(6), normed(5))
+
+
+def test_gallery_rows_past_the_queries_are_distractors_only():
+    torch.manual_seed(3)
+    q, g = normed(7), normed(11)
+    got = rank_counts(q, g, max_elements=16)  # several blocks over a non-square matrix
+    ref = rank_counts_reference(q, g)
+    assert all(torch.equal(a, b) for a, b in zip(got, ref))
+    brute = (q @ g.T > (q * g[:7]).sum(-1, keepdim=True) + 1e-5).sum(1)
+    assert torch.equal(got[0], brute)
+    m = direction_metrics(q, g, n_boot=10)
+    assert m["n"] == 7 and m["n_gallery"] == 11 and m["chance_R@1"] == pytest.approx(100 / 11)
+
+
+def test_partial_items_score_only_the_directions_they_can_be_queried_in():
+    """Items 0-3 complete, 4-5 without audio, 6-7 without video: a direction queries the items holding both
+    of its views and ranks them among every item holding its gallery view."""
+    torch.manual_seed(4)
+    n = 8
+    emb = {v: normed(n) for v in BENCH_VIEWS}
+    has_v = torch.tensor([True] * 6 + [False] * 2)
+    has_a = torch.tensor([True] * 4 + [False] * 2 + [True] * 2)
+    has = {v: (has_v if "v" in v else torch.ones(n, dtype=torch.bool)) & (has_a if "a" in v else True) for v in BENCH_VIEWS}
+    for v in BENCH_VIEWS:  # what embed_views leaves in the rows it does not embed
+        emb[v][~has[v]] = float("nan")
+    res = score_embeddings(emb, n_boot=10, has=has)
+    assert res["nonfinite_rows"] == dict.fromkeys(BENCH_VIEWS, 0)
+    t2v, v2a, t2av = res["directions"]["t2v"], res["directions"]["v2a"], res["directions"]["t2av"]
+    assert (t2v["n"], t2v["n_gallery"]) == (6, 6)
+    assert (v2a["n"], v2a["n_gallery"]) == (4, 6)  # the audio-only items are distractors of the audio gallery
+    assert (t2av["n"], t2av["n_gallery"]) == (4, 4)
+    asked = has["v"] & has["a"]
+    gallery = torch.cat([emb["a"][asked], emb["a"][has["a"] & ~asked]])
+    assert v2a["R@1"] == pytest.approx(direction_metrics(emb["v"][asked], gallery, n_boot=10)["R@1"])
+    assert "unscored" not in res and len(res["directions"]) == 12
+
+
+def test_a_direction_no_item_can_be_queried_in_is_not_scored():
+    n = 4
+    emb = {v: normed(n) for v in BENCH_VIEWS}
+    no = torch.zeros(n, dtype=torch.bool)
+    has = {v: (no if "a" in v else torch.ones(n, dtype=torch.bool)) for v in BENCH_VIEWS}  # no item has audio
+    res = score_embeddings(emb, n_boot=10, has=has)
+    assert res["unscored"] == [d for d in DIRECTION_NAMES if "a" in d]
+    assert set(res["directions"]) == {"t2v", "v2t"}
+    assert res["AVG-single"] == pytest.approx((res["directions"]["t2v"]["R@1"] + res["directions"]["v2t"]["R@1"]) / 2)
+    assert res["AVG-dual"] is None and res["AVG-all"] == res["AVG-single"]
 
 
 # ---------------------------------------------------------------------------------------------------
