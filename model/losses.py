@@ -8,6 +8,11 @@ the learnable logit scale (tau = log(1/0.07) at init, s clamped to <= 100), or a
 
 With torch.distributed initialised, the gallery side of each InfoNCE holds the features of every rank
 (gathered with gradient, `gather_features`), and the labels are offset by rank * B.
+
+Items without video or without audio train on what they have: `present` (modality -> bool (B,), None
+when every row holds all three) masks each term. A pair's InfoNCE uses the rows holding both of its
+modalities, as anchors and as negatives; L_D and L_T use the rows holding all three (their teacher and
+anchor are z_TVA), and a hard negative whose swapped-in slot comes from a row without it is dropped.
 """
 
 from __future__ import annotations
@@ -48,14 +53,47 @@ def gather_features(z: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather(z), dim=0)
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE between row-aligned (B, E) batches, negatives gathered across ranks."""
+def gather_mask(valid: torch.Tensor) -> torch.Tensor:
+    """bool (B,) of every rank, concatenated as gather_features concatenates their features."""
+    return gather_features(valid.float()[:, None]).detach()[:, 0] > 0.5
+
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor,
+                         columns: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the `rows` whose label column is among `columns`, the other columns left out of
+    the softmax; a zero that keeps the graph when no row qualifies."""
+    if not bool(rows.any()):
+        return logits.sum() * 0.0
+    picked = logits[rows].masked_fill(~columns[None, :], -math.inf)
+    return F.cross_entropy(picked, labels[rows])
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE between row-aligned (B, E) batches, negatives gathered across ranks; with `valid`
+    (bool (B,)), only those rows take part, as anchors and as negatives."""
     rank, _ = world()
     all_a, all_b = gather_features(a), gather_features(b)  # (W*B, E)
     labels = torch.arange(a.shape[0], device=a.device) + rank * a.shape[0]  # (B,)
     logits_ab = scale * a @ all_b.T  # (B, W*B)
     logits_ba = scale * b @ all_a.T  # (B, W*B)
-    return 0.5 * (F.cross_entropy(logits_ab, labels) + F.cross_entropy(logits_ba, labels))
+    if valid is None:
+        return 0.5 * (F.cross_entropy(logits_ab, labels) + F.cross_entropy(logits_ba, labels))
+    columns = gather_mask(valid)
+    return 0.5 * (masked_cross_entropy(logits_ab, labels, valid, columns)
+                  + masked_cross_entropy(logits_ba, labels, valid, columns))
+
+
+Present = dict[str, torch.Tensor] | None  # modality -> bool (B,): which rows hold it; None: every row all three
+
+
+def rows_with(present: Present, modalities: tuple[str, ...]) -> torch.Tensor | None:
+    """bool (B,): the rows holding every one of `modalities`; None when every row holds everything."""
+    if present is None:
+        return None
+    out = present[modalities[0]].clone()
+    for m in modalities[1:]:
+        out &= present[m]
+    return out
 
 
 class LogitScale(nn.Module):
@@ -86,9 +124,10 @@ class PairwiseLoss(nn.Module):
     def pairs(self, step: int) -> tuple[tuple[str, str], ...]:
         return (PAIRS[step % len(PAIRS)],) if self.rotate else PAIRS
 
-    def forward(self, z: dict[str, torch.Tensor], scale: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    def forward(self, z: dict[str, torch.Tensor], scale: torch.Tensor, step: int,
+                present: Present = None) -> dict[str, torch.Tensor]:
         pairs = self.pairs(step)
-        return {"pairwise_loss": sum(info_nce(z[m], z[n], scale) for m, n in pairs) / len(pairs)}
+        return {"pairwise_loss": sum(info_nce(z[m], z[n], scale, rows_with(present, (m, n))) for m, n in pairs) / len(pairs)}
 
 
 class DistillLoss(nn.Module):
@@ -98,9 +137,11 @@ class DistillLoss(nn.Module):
     Inputs: z dict with (B, E) "T", "V", "A", "TVA"; returns {"distill_loss": scalar}.
     """
 
-    def forward(self, z: dict[str, torch.Tensor], scale: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    def forward(self, z: dict[str, torch.Tensor], scale: torch.Tensor, step: int,
+                present: Present = None) -> dict[str, torch.Tensor]:
         teacher = z["TVA"].detach()
-        return {"distill_loss": sum(info_nce(z[m], teacher, scale) for m in (T, V, A)) / 3}
+        complete = rows_with(present, (T, V, A))
+        return {"distill_loss": sum(info_nce(z[m], teacher, scale, complete) for m in (T, V, A)) / 3}
 
 
 def hard_negative_slot(step: int) -> str:
@@ -125,13 +166,21 @@ class TupleLoss(nn.Module):
     Inputs: z dict with (B, E) "TVA", "TVA_aug", "TVA_hard"; returns {"tuple_loss": scalar}.
     """
 
-    def forward(self, z: dict[str, torch.Tensor], scale: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    def forward(self, z: dict[str, torch.Tensor], scale: torch.Tensor, step: int,
+                present: Present = None) -> dict[str, torch.Tensor]:
         anchor, pos, hard = z["TVA"], z["TVA_aug"], z["TVA_hard"]
         rank, _ = world()
         all_pos = gather_features(pos)  # (W*B, E)
         logits = scale * torch.cat([anchor @ all_pos.T, (anchor * hard).sum(-1, keepdim=True)], dim=1)  # (B, W*B + 1)
         labels = torch.arange(anchor.shape[0], device=anchor.device) + rank * anchor.shape[0]
-        return {"tuple_loss": F.cross_entropy(logits, labels)}
+        complete = rows_with(present, (T, V, A))
+        if complete is None:
+            return {"tuple_loss": F.cross_entropy(logits, labels)}
+        # the hard negative of row i holds partner(i)'s slot: dropped when that row has none
+        slot_from = present[hard_negative_slot(step)][hard_negative_partner(len(anchor)).to(anchor.device)]
+        keep_hard = torch.cat([gather_mask(complete), torch.ones(1, dtype=torch.bool, device=anchor.device)])
+        logits = torch.cat([logits[:, :-1], logits[:, -1:].masked_fill(~slot_from[:, None], -math.inf)], dim=1)
+        return {"tuple_loss": masked_cross_entropy(logits, labels, complete, keep_hard)}
 
 
 class Objective(nn.Module):
@@ -161,11 +210,12 @@ class Objective(nn.Module):
             return tuple(m for m in (T, V, A) if any(m in pair for pair in self.terms[0].pairs(step)))
         return {"distill": (T, V, A, "TVA"), "full": (T, V, A, "TVA", "TVA_aug", "TVA_hard")}[self.objective]
 
-    def forward(self, z: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+    def forward(self, z: dict[str, torch.Tensor], step: int, present: Present = None) -> dict[str, torch.Tensor]:
+        """`present`: which rows hold each modality (module docstring); None when every row holds all three."""
         scale = self.logit_scale()
         out: dict[str, torch.Tensor] = {}
         for term in self.terms:
-            out.update(term(z, scale, step))
+            out.update(term(z, scale, step, present))
         out["loss"] = sum(v for k, v in out.items() if k.endswith("_loss"))
         out["logit_scale"] = scale.detach()
         return out

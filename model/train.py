@@ -407,7 +407,8 @@ def train_step(step: int, cfg: TrainConfig, encoder: OmniEncoder, objective: Obj
     with forward_autocast(encoder.cfg, world.device):
         z = embed_step(encoder, bank, idx, tokenizer, objective.views(step), step, cfg.augment, gen, device,
                        cfg.token_keep if step < cfg.steps * (1 - cfg.unmasked_steps) else 1.0)
-    out = objective(z, step)  # in float32, outside autocast
+    present = None if bank.complete else {m: bank.has((m,))[idx].to(world.device) for m in (T, V, A)}
+    out = objective(z, step, present)  # in float32, outside autocast; partial items train on what they hold
     # the batch an anchor is scored against: every rank's rows, brought together by the losses' own gather
     gathered = len(gather_features(torch.ones(len(idx), 1, device=world.device)))  # world x batch
     optimizer.zero_grad(set_to_none=True)
