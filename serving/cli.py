@@ -137,13 +137,15 @@ def query_cmd(
         fail(f"{url}: cannot reach the server ({exc.strerror or exc})")
     if as_json:
         typer.echo(json.dumps({"embedding": result.embedding.tolist(), "gallery": result.gallery,
-                               "hits": [{"id": i, "score": s} for i, s in result.hits]}))
+                               "hits": [h._asdict() for h in result.hits]}))
         return
     typer.echo(f"embedding: {result.embedding.shape[0]} floats, norm {float((result.embedding ** 2).sum()) ** 0.5:.4f}")
     if result.hits:
         typer.echo(f"top {len(result.hits)} in gallery view {result.gallery!r}:")
-        for rank, (item, score) in enumerate(result.hits, 1):
-            typer.echo(f"{rank:4d}  {score:+.4f}  {item}")
+        for rank, hit in enumerate(result.hits, 1):
+            span = f"  {hit.start:.2f}-{hit.end:.2f} s" if hit.start >= 0 else ""
+            mark = f"  ({hit.modalities} only)" if hit.modalities != result.gallery else ""
+            typer.echo(f"{rank:4d}  {hit.score:+.4f}  {hit.id}{span}{mark}")
 
 
 SKIPPED = 3  # `index build`: the index was written, but some records were left out (see the rejects file)
@@ -162,8 +164,17 @@ def index_build_cmd(
     workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).")] = None,
     strict: Annotated[bool, typer.Option(
         "--strict", help="Stop at the first bad record (naming its line and id) instead of leaving it out.")] = False,
+    window: Annotated[Optional[float], typer.Option(
+        help="Cut items longer than this many seconds into windows, each its own entry "
+             "[default: the model's audio window].")] = None,
+    stride: Annotated[Optional[float], typer.Option(help="Seconds from one window's start to the next [default: half "
+                                                         "the window].")] = None,
 ) -> None:
     """Embed a split's items in the given views and write the gallery index the search model ranks.
+
+    An item longer than the window becomes one entry per window (a search result names its start and end);
+    an item lacking part of a view (a video-only clip in an av gallery) is embedded from what it has and
+    marked so; one with none of the view is not in it.
 
     A record whose manifest line is malformed, whose media path leaves DATA or whose media does not decode is
     left out and listed (line, id, field, reason) in OUT's stem + .rejects.jsonl beside the index. Exit status:
@@ -174,13 +185,21 @@ def index_build_cmd(
 
     try:
         built = build_index_report(model, data, split, views, out, manifest=manifest,
-                                   on_error="raise" if strict else "skip", workers=workers)
+                                   on_error="raise" if strict else "skip", workers=workers, window=window, stride=stride)
     except (OmniRetrieverError, FileNotFoundError, ValueError) as exc:
         rejects = getattr(exc, "rejects", None)
         fail(f"{exc}; every record is listed in {rejects_path(out)}" if rejects else str(exc))
     index = load_index(built.index)
     source = split if manifest is None else str(built.manifest)
-    typer.echo(f"index: {built.index}  {len(index)} items of {source}, views {', '.join(index.views)}, {index.dim}-d")
+    typer.echo(f"index: {built.index}  {len(index)} items of {source}, {index.dim}-d; entries per view: "
+               + ", ".join(f"{v} {len(index.entries[v])}" for v in index.views))
+    partial = {v: sum(m != v for m in index.entries[v].modalities) for v in index.views}
+    if any(partial.values()):
+        typer.echo("entries embedded from part of their view (items without video or audio): "
+                   + ", ".join(f"{v} {n}" for v, n in partial.items() if n))
+    if index.meta.get("empty_views"):
+        typer.secho(f"no item holds view(s) {', '.join(index.meta['empty_views'])}: left out of the index",
+                    fg=typer.colors.YELLOW, err=True)
     if built.rejects:
         kinds: dict[str, int] = {}
         for r in built.rejects:

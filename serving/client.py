@@ -3,8 +3,8 @@
     query("http://127.0.0.1:8080", text="a dog barks")                 -> QueryResult(embedding, hits)
     query("grpc://127.0.0.1:8081", video="clip.mp4", top_k=5, gallery="tv")
 
-With the search model served (`serve --index`) the result carries the top-k gallery ids and scores;
-otherwise only the embedding. Media is read from the path (or given as bytes) and sent as encoded bytes.
+With the search model served (`serve --index`) the result carries the top-k hits (gallery id, score, the
+time range within the item, the view embedded); otherwise only the embedding. Media is read from the path (or given as bytes) and sent as encoded bytes.
 """
 
 from __future__ import annotations
@@ -12,20 +12,28 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from serving.tensors import (AUDIO, EMBEDDING, EMBEDDING_MODEL, IDS, SCORES, SEARCH_MODEL, TEXT, VIDEO, request_inputs,
-                             v2_datatype)
+from serving.tensors import (AUDIO, EMBEDDING, EMBEDDING_MODEL, END, IDS, MODALITIES, SCORES, SEARCH_MODEL, START, TEXT,
+                             VIDEO, request_inputs, v2_datatype)
 
 Media = str | os.PathLike | bytes | None
+
+
+class Hit(NamedTuple):
+    id: str
+    score: float
+    start: float  # seconds into the item (-1: the index does not say)
+    end: float
+    modalities: str  # the view the hit was embedded in ("v" for a video-only clip in an "av" gallery)
 
 
 @dataclass
 class QueryResult:
     embedding: np.ndarray  # float32 (D,)
-    hits: list[tuple[str, float]] = field(default_factory=list)  # (id, score), best first; empty without search
+    hits: list[Hit] = field(default_factory=list)  # best first; empty without search
     gallery: str | None = None  # the gallery view searched
 
 
@@ -99,10 +107,11 @@ def query(url: str, text: str | None = None, video: Media = None, audio: Media =
         if client.is_model_ready(SEARCH_MODEL):
             params = {"top_k": int(top_k), **({"gallery": gallery} if gallery else {})}
             result = client.infer(SEARCH_MODEL, inputs, parameters=params)
-            ids = [i.decode() if isinstance(i, bytes) else str(i) for i in result.as_numpy(IDS)[0]]
-            scores = result.as_numpy(SCORES)[0].tolist()
-            searched = _response_parameter(result, "gallery")
-            return QueryResult(result.as_numpy(EMBEDDING)[0], list(zip(ids, scores)), searched)
+            text_of = lambda name: [i.decode() if isinstance(i, bytes) else str(i) for i in result.as_numpy(name)[0]]  # noqa: E731
+            hits = [Hit(*row) for row in zip(text_of(IDS), result.as_numpy(SCORES)[0].tolist(),
+                                             result.as_numpy(START)[0].tolist(), result.as_numpy(END)[0].tolist(),
+                                             text_of(MODALITIES))]
+            return QueryResult(result.as_numpy(EMBEDDING)[0], hits, _response_parameter(result, "gallery"))
         if gallery is not None:
             raise ValueError(f"{url} serves no search model ({SEARCH_MODEL}): start it with --index to search")
         result = client.infer(EMBEDDING_MODEL, inputs)

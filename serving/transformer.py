@@ -167,7 +167,8 @@ class _SearchCall:
 
 
 class SearchModel(EmbeddingModel):
-    """Embeds the query rows like EmbeddingModel, then ranks a gallery view of the index: IDS, SCORES, EMBEDDING."""
+    """Embeds the query rows like EmbeddingModel, then ranks a gallery view of the index: IDS, SCORES, START, END,
+    MODALITIES, EMBEDDING."""
 
     def __init__(self, name: str, model_dir: Path, limits: ServingLimits, index_path: Path,
                  workers: Workers | None = None):
@@ -201,12 +202,14 @@ class SearchModel(EmbeddingModel):
         response = await super().predict(payload.request, headers)
         embedding = self.read_embedding(response)
         # ranking reads the whole gallery view: on a worker, like preprocessing, not on the event loop
-        ids, scores = await self.workers.run("text", self.index.search, embedding, payload.options.gallery,
-                                             payload.options.top_k)
-        arrays = (np.vectorize(str.encode, otypes=[object])(ids), scores, embedding)  # IDS, SCORES, EMBEDDING
-        specs = search_outputs(self.preprocessor.config, int(ids.shape[1]))
+        hits = await self.workers.run("text", self.index.search_hits, embedding, payload.options.gallery,
+                                      payload.options.top_k)
+        encode = np.vectorize(str.encode, otypes=[object])
+        # IDS, SCORES, START, END, MODALITIES, EMBEDDING
+        arrays = (encode(hits.ids), hits.scores, hits.start, hits.end, encode(hits.modalities), embedding)
+        specs = search_outputs(self.preprocessor.config, int(hits.ids.shape[1]))
         outputs = [_infer_output(spec, array) for spec, array in zip(specs, arrays, strict=True)]
-        params = {"gallery": payload.options.gallery, "top_k": int(ids.shape[1])}
+        params = {"gallery": payload.options.gallery, "top_k": int(hits.ids.shape[1])}
         return InferResponse(response_id=response.id or "", model_name=self.name, infer_outputs=outputs,
                              parameters=params)
 

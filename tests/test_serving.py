@@ -152,15 +152,16 @@ def test_outputs_follow_the_tensor_specs(endpoint, embedder, items, protocol):
 def test_search_defaults_to_the_first_view_and_ten_results(endpoint, items):
     result = query(endpoint.http_url, text=items[0][1])
     assert result.gallery == "av" and len(result.hits) == 10
-    assert [s for _, s in result.hits] == sorted((s for _, s in result.hits), reverse=True)
+    assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)
+    assert all(h.modalities == "av" and 0 == h.start < h.end <= 4.5 for h in result.hits)  # whole clips, 2-4 s
 
 
 def test_client_query_over_both_protocols_agrees(endpoint, embedder, items):
     _, text, media = items[3]
     by_http = query(endpoint.http_url, text=text, video=media, top_k=3, gallery="t")
     by_grpc = query(endpoint.grpc_url, text=text, video=media, top_k=3, gallery="t")
-    assert [i for i, _ in by_http.hits] == [i for i, _ in by_grpc.hits] and by_http.gallery == by_grpc.gallery == "t"
-    np.testing.assert_allclose([s for _, s in by_http.hits], [s for _, s in by_grpc.hits], atol=1e-6)
+    assert [h.id for h in by_http.hits] == [h.id for h in by_grpc.hits] and by_http.gallery == by_grpc.gallery == "t"
+    np.testing.assert_allclose([h.score for h in by_http.hits], [h.score for h in by_grpc.hits], atol=1e-6)
     np.testing.assert_allclose(by_http.embedding, embedder.embed([{"text": text, "video": media}])[0], atol=1e-5)
 
 
