@@ -115,7 +115,8 @@ def data_validate(
     report: Annotated[Path, typer.Option(help="Report directory: summary.json, validated.jsonl, rejected.jsonl, data_docs/.")] = Path("runs/validation"),
     max_rejected: Annotated[float, typer.Option(help="Exit 1 when more than this fraction of records is rejected.")] = 0.0,
     min_seconds: Annotated[Optional[float], typer.Option(help="Shortest clip accepted, seconds [default: 1].")] = None,
-    max_seconds: Annotated[Optional[float], typer.Option(help="Longest clip accepted, seconds [default: 30].")] = None,
+    max_seconds: Annotated[Optional[float], typer.Option(
+        help="Longest clip accepted, seconds [default: the shared media limit, 60].")] = None,
     min_audio_rms: Annotated[Optional[float], typer.Option(help="Audio RMS (full scale 1.0) below this is silence [default: 0.001].")] = None,
     max_caption_chars: Annotated[Optional[int], typer.Option(help="Longest caption accepted, characters [default: 500].")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Probe processes (default: all cores).")] = None,

@@ -2,9 +2,9 @@
 
 Each record's row says, stage by stage, whether its paths stay inside the data root, its files exist,
 its containers open, it has video and audio streams, its first and last frames and its audio decode,
-and what its duration, fps, resolution, sample rate and audio RMS are. A stage column reads OK or says
-what failed; null means an earlier stage failed (and that one says why), so each problem is reported
-once. Lines that are not records carry why in `manifest_error`.
+and what its duration, fps, resolution (as shown, and as long and short side), sample rate and audio RMS
+are. A stage column reads OK or says what failed; null means an earlier stage failed (and that one says
+why), so each problem is reported once. Lines that are not records carry why in `manifest_error`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from model.parallel import map_with_progress
 MEDIA_COLUMNS: tuple[str, ...] = (
     "probe_error", "paths_inside_root", "files_exist", "file_bytes", "containers_open", "has_video_stream",
     "has_audio_stream", "first_frame_decodes", "last_frame_decodes", "audio_decodes", "duration", "fps",
-    "width", "height", "sample_rate", "audio_rms",
+    "width", "height", "long_side", "short_side", "sample_rate", "audio_rms",
 )
 # columns whose failing value is itself the explanation
 MESSAGE_COLUMNS = frozenset({"manifest_error", "probe_error", "paths_inside_root", "files_exist", "containers_open",
@@ -244,18 +244,26 @@ def _has_stream(info: dict, kind: str, name: str) -> str:
 def _probe_video(path: Path, name: str, info: dict, limits: MediaLimits, row: dict[str, Any]) -> None:
     """First and last frame, and the size as a player shows it (a portrait phone clip stored 1920x1080 with
     a -90 degree display matrix is 1080x1920). Works without an index (MPEG-TS, fragmented mp4, webm)."""
-    row.update(width=info.get("width"), height=info.get("height"), fps=info.get("fps") or 0.0)
+    row["fps"] = info.get("fps") or 0.0
+    _size(row, info.get("width"), info.get("height"))
     try:
         facts = media.inspect_video(path, limits)
     except MediaError as exc:
         row["first_frame_decodes"] = f"{name}: {exc.reason}"
         return
-    row.update(width=facts.width, height=facts.height)
+    _size(row, facts.width, facts.height)
     row["first_frame_decodes"] = OK if facts.first_error is None else f"{name}: {facts.first_error}"
     if facts.first_error is None:
         row["last_frame_decodes"] = OK if facts.last_error is None else f"{name}: {facts.last_error}"
     if row["duration"] is None:
         row["duration"] = facts.declared or facts.seconds
+
+
+def _size(row: dict[str, Any], width: int | None, height: int | None) -> None:
+    """width and height, and the same as long and short side (what the resolution limits bound)."""
+    row.update(width=width, height=height)
+    if width is not None and height is not None:
+        row.update(long_side=max(width, height), short_side=min(width, height))
 
 
 def _probe_audio(path: Path, name: str, info: dict, limits: MediaLimits, row: dict[str, Any]) -> None:

@@ -141,6 +141,7 @@ def test_validation_reports_the_size_as_shown(real):
     assert (row(real.root, real.upright)["width"], row(real.root, real.upright)["height"]) == (160, 96)
     facts = row(real.root, real.portrait)
     assert (facts["width"], facts["height"]) == (96, 160) and facts["last_frame_decodes"] == "ok"
+    assert (facts["long_side"], facts["short_side"]) == (160, 96)  # what the resolution limits bound
     assert inspect_video(real.portrait).orientation != "upright"
 
 
