@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from model.media_limits import MediaLimits
 
 OK = "ok"  # what a probe stage column holds when the stage passed; otherwise it holds the failure
+ABSENT = "absent"  # a stream stage's column for a modality the item does not have (allow_partial only)
 MAX_DECODE_SECONDS = 600.0  # the probe decodes audio up to this long to measure its level
 MAX_DECODE_SIDE = 16_384  # the probe inspects pictures up to this side, so the suite (not the decoder) reports size
 SHARED = MediaLimits()  # the one set of media limits: validation's maxima default to them
@@ -43,6 +44,8 @@ class Thresholds:
     max_file_bytes: int = SHARED.max_file_bytes
     max_long_side: int = SHARED.max_long_side  # the larger of width and height, pixels
     max_short_side: int = SHARED.max_short_side  # the smaller
+    # the dataset may hold items without video or without audio ("video": null, or a file without that stream)
+    allow_partial: bool = False
 
     def __post_init__(self) -> None:
         pairs = {"seconds": (self.min_seconds, self.max_seconds), "fps": (self.min_fps, self.max_fps),
