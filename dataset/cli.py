@@ -115,9 +115,13 @@ def data_validate(
     report: Annotated[Path, typer.Option(help="Report directory: summary.json, validated.jsonl, rejected.jsonl, data_docs/.")] = Path("runs/validation"),
     max_rejected: Annotated[float, typer.Option(help="Exit 1 when more than this fraction of records is rejected.")] = 0.0,
     min_seconds: Annotated[Optional[float], typer.Option(help="Shortest clip accepted, seconds [default: 1].")] = None,
-    max_seconds: Annotated[Optional[float], typer.Option(help="Longest clip accepted, seconds [default: 30].")] = None,
+    max_seconds: Annotated[Optional[float], typer.Option(
+        help="Longest clip accepted, seconds [default: the shared media limit, 60].")] = None,
     min_audio_rms: Annotated[Optional[float], typer.Option(help="Audio RMS (full scale 1.0) below this is silence [default: 0.001].")] = None,
     max_caption_chars: Annotated[Optional[int], typer.Option(help="Longest caption accepted, characters [default: 500].")] = None,
+    allow_partial: Annotated[bool, typer.Option(
+        "--allow-partial", help='The dataset may hold items without video or without audio ("video": null, '
+        'or a file without that stream); validated.jsonl writes null for what an item lacks.')] = False,
     workers: Annotated[Optional[int], typer.Option(help="Probe processes (default: all cores).")] = None,
 ) -> None:
     """Probe every triple and run the Great Expectations suite; exit 0 pass, 1 too many rejected, 2 unreadable."""
@@ -128,7 +132,7 @@ def data_validate(
     with exits_on(OmniRetrieverError, ValueError):
         given = {"min_seconds": min_seconds, "max_seconds": max_seconds, "min_audio_rms": min_audio_rms,
                  "max_caption_chars": max_caption_chars}
-        thresholds = Thresholds(**{k: v for k, v in given.items() if v is not None})
+        thresholds = Thresholds(**{k: v for k, v in given.items() if v is not None}, allow_partial=allow_partial)
         result = validate(data, report, split, max_rejected, thresholds=thresholds, workers=workers)
     _print_validation(result, max_rejected)
     if not result.passed:
@@ -149,6 +153,9 @@ def _print_validation(result, max_rejected: float) -> None:
         Console().print(table)
     typer.echo(f"{result.total} records: {result.validated} validated, {result.rejected} rejected "
                f"({result.rejected_fraction:.1%}; allowed {max_rejected:.1%})")
+    kinds = {"tva": "with video and audio", "tv": "video-only", "at": "audio-only"}
+    if set(result.modalities) - {"tva"}:  # a dataset of partial items: say how many of each
+        typer.echo("validated: " + ", ".join(f"{n} {kinds.get(view, view)}" for view, n in result.modalities.items()))
     for name, error in result.errors.items():
         typer.secho(f"expectation {name} errored: {error}", fg=typer.colors.RED, err=True)
     typer.echo(f"report: {result.summary.parent}  data docs: {result.data_docs}")

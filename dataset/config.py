@@ -8,10 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.manifest import MAX_ALT_TEXTS
+from model.media_limits import MediaLimits
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 AAC_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 MAX_CLIPS_PER_SPLIT = 1_000_000  # ids carry six digits
+LIMITS = MediaLimits()  # generated clips stay within the shared media limits, so they validate and decode
 
 
 @dataclass(frozen=True)
@@ -63,15 +65,18 @@ def validate_config(config: SynthConfig) -> None:
     _require(_is_int(config.seed) and config.seed >= 0, "seed", "a non-negative integer", config.seed)
     for field in ("width", "height"):
         value = getattr(config, field)
-        ok = _is_int(value) and 32 <= value <= 4096 and value % 2 == 0
-        _require(ok, field, "an even integer in [32, 4096]", value)
+        ok = _is_int(value) and 32 <= value <= LIMITS.max_long_side and value % 2 == 0
+        _require(ok, field, f"an even integer in [32, {LIMITS.max_long_side}]", value)
+    too_big = LIMITS.check_size(config.width, config.height)
+    _require(too_big is None, "width", f"within the media limits ({too_big})", config.width)
     _require(_is_int(config.fps) and 1 <= config.fps <= 60, "fps", "an integer in [1, 60]", config.fps)
     _require(config.sample_rate in AAC_SAMPLE_RATES and _is_int(config.sample_rate), "sample_rate",
              f"one of the AAC rates {AAC_SAMPLE_RATES}", config.sample_rate)
-    _require(_is_number(config.min_seconds) and 1.0 <= config.min_seconds <= 60.0, "min_seconds",
-             "a number in [1, 60] (room for at least one event)", config.min_seconds)
-    _require(_is_number(config.max_seconds) and config.min_seconds <= config.max_seconds <= 60.0, "max_seconds",
-             f"a number in [min_seconds={config.min_seconds}, 60]", config.max_seconds)
+    longest = LIMITS.max_seconds
+    _require(_is_number(config.min_seconds) and 1.0 <= config.min_seconds <= longest, "min_seconds",
+             f"a number in [1, {longest:g}] (room for at least one event)", config.min_seconds)
+    _require(_is_number(config.max_seconds) and config.min_seconds <= config.max_seconds <= longest, "max_seconds",
+             f"a number in [min_seconds={config.min_seconds}, {longest:g}]", config.max_seconds)
     _require(_is_int(config.train_captions) and 1 <= config.train_captions <= MAX_ALT_TEXTS + 1, "train_captions",
              f"an integer in [1, {MAX_ALT_TEXTS + 1}]", config.train_captions)
     lo, hi = frame_count_range(config)

@@ -19,6 +19,7 @@ Importing this module imports great_expectations (several seconds): import it in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import great_expectations.expectations as gxe
 
 from dataset.probe import MESSAGE_COLUMNS
-from dataset.rules import BAD_CAPTION_CHARS, OK, Thresholds
+from dataset.rules import ABSENT, BAD_CAPTION_CHARS, OK, Thresholds
 
 ROW_KEYS = ["where", "id"]  # unexpected_index_column_names: "<split>:<line>" names every row, id when known
 SUITE_NAME = "omniretriever_triples"
@@ -34,7 +35,8 @@ SITE_NAME = "report"
 
 
 class ExpectCheckToPass(gxe.ExpectColumnValuesToBeInSet):
-    """A probe stage column reads "ok" for every row (else it holds the stage's error; null: not reached)."""
+    """A probe stage column reads "ok" for every row (else it holds the stage's error; null: not reached).
+    A stream stage of a dataset that may hold partial items also accepts "absent"."""
 
 
 class ExpectManifestLineToParse(gxe.ExpectColumnValuesToBeNull):
@@ -69,6 +71,7 @@ class Check:
     name: str  # key in summary.json
     reason: str  # what a failing record is told
     expectation: gxe.Expectation
+    explain: Callable[[Any], str | None] | None = None  # a failing row (a pandas Series) -> its own reason, or None
 
     def __post_init__(self) -> None:
         self.expectation.meta = {"check": self.name, "reason": self.reason}
@@ -76,8 +79,14 @@ class Check:
 
 def build_checks(t: Thresholds) -> list[Check]:
     """The suite's expectations, in the order a record's reasons are listed."""
-    def passes(column: str) -> gxe.Expectation:
-        return ExpectCheckToPass(column=column, value_set=[OK])
+    partial = [ABSENT] if t.allow_partial else []
+    limits = t.limits()
+
+    def too_big(row) -> str | None:  # the decoder's own message (MediaLimits.check_size) for a row over a limit
+        return limits.check_size(int(row["width"]), int(row["height"]))
+
+    def passes(column: str, *also: str) -> gxe.Expectation:
+        return ExpectCheckToPass(column=column, value_set=[OK, *also])
 
     def between(column: str, lo: float | None, hi: float | None) -> gxe.Expectation:
         return gxe.ExpectColumnValuesToBeBetween(column=column, min_value=lo, max_value=hi)
@@ -104,8 +113,8 @@ def build_checks(t: Thresholds) -> list[Check]:
               between("file_bytes", 1, t.max_file_bytes)),
         Check("container_opens", "media container does not open (truncated or not media)",
               passes("containers_open")),
-        Check("video_stream", "no video stream", passes("has_video_stream")),
-        Check("audio_stream", "no audio stream", passes("has_audio_stream")),
+        Check("video_stream", "no video stream", passes("has_video_stream", *partial)),
+        Check("audio_stream", "no audio stream", passes("has_audio_stream", *partial)),
         Check("first_frame", "first video frame does not decode", passes("first_frame_decodes")),
         Check("last_frame", "last video frame does not decode (truncated?)", passes("last_frame_decodes")),
         Check("audio_decodes", "audio does not decode", passes("audio_decodes")),
@@ -113,9 +122,11 @@ def build_checks(t: Thresholds) -> list[Check]:
         Check("duration", f"duration is outside {t.min_seconds:g}-{t.max_seconds:g} s",
               between("duration", t.min_seconds, t.max_seconds)),
         Check("fps", f"frame rate is outside {t.min_fps:g}-{t.max_fps:g} fps", between("fps", t.min_fps, t.max_fps)),
-        Check("width", f"width is outside {t.min_side}-{t.max_width} px", between("width", t.min_side, t.max_width)),
-        Check("height", f"height is outside {t.min_side}-{t.max_height} px",
-              between("height", t.min_side, t.max_height)),
+        Check("long_side", f"resolution is over the limit: long side over {t.max_long_side} px",
+              between("long_side", None, t.max_long_side), explain=too_big),
+        Check("short_side", f"short side (the smaller of width and height) is outside {t.min_side}-"
+              f"{t.max_short_side} px", between("short_side", t.min_side, t.max_short_side),
+              explain=lambda row: too_big(row) if row["long_side"] <= t.max_long_side else None),
         Check("sample_rate", f"audio sample rate is outside {t.min_sample_rate}-{t.max_sample_rate} Hz",
               between("sample_rate", t.min_sample_rate, t.max_sample_rate)),
         Check("audio_silent", f"audio is silent (RMS below {t.min_audio_rms:g})",
@@ -142,6 +153,7 @@ def run_suite(table, thresholds: Thresholds, docs_dir: Path, *, progress: bool =
     checks = build_checks(thresholds)
     results = _gx_run(table, [c.expectation for c in checks], docs_dir, progress)
     by_name = {c.name: c for c in checks}
+    rows = table.set_index("where", drop=False)
     reasons: dict[str, dict[str, str]] = {}
     failed: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
@@ -162,7 +174,8 @@ def run_suite(table, thresholds: Thresholds, docs_dir: Path, *, progress: bool =
             entry["rows"].append(where)
             if isinstance(hit.get("id"), str):
                 entry["ids"].append(hit["id"])
-            reasons.setdefault(where, {})[check.name] = _reason(check.reason, column, hit.get(column))
+            own = check.explain(rows.loc[where]) if check.explain else None
+            reasons.setdefault(where, {})[check.name] = own or _reason(check.reason, column, hit.get(column))
         entry["count"] = len(entry["rows"])
     order = list(by_name)
     ordered = {w: [r[k] for k in sorted(r, key=order.index)] for w, r in reasons.items()}

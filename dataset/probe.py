@@ -2,9 +2,13 @@
 
 Each record's row says, stage by stage, whether its paths stay inside the data root, its files exist,
 its containers open, it has video and audio streams, its first and last frames and its audio decode,
-and what its duration, fps, resolution, sample rate and audio RMS are. A stage column reads OK or says
-what failed; null means an earlier stage failed (and that one says why), so each problem is reported
-once. Lines that are not records carry why in `manifest_error`.
+and what its duration, fps, resolution (as shown, and as long and short side), sample rate and audio RMS
+are. A stage column reads OK or says what failed; null means an earlier stage failed (and that one says
+why), so each problem is reported once. Lines that are not records carry why in `manifest_error`.
+
+An item without video or without audio ("video": null, or a file without that stream) is refused unless
+Thresholds.allow_partial: then the missing modality's stream column reads ABSENT, its later stages stay
+null, and `modalities` names the view the item really has ("tva", "tv" video-only, "at" audio-only).
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from dataset.rules import BAD_CAPTION_CHARS, MAX_DECODE_SECONDS, OK, Thresholds
+from dataset.rules import ABSENT, BAD_CAPTION_CHARS, MAX_DECODE_SECONDS, OK, Thresholds
 from model.errors import ManifestError, MediaError, PathEscapeError
-from model.manifest import FIELDS, manifest_path, parse_alt_texts, resolve_media, scan_manifest
+from model.manifest import FIELDS, MEDIA_FIELDS, manifest_path, parse_alt_texts, resolve_media, scan_manifest
 from model import media
 from model.media import DecodeConfig, MediaLimits, decode_audio
+from model.modalities import A, T, V, VIEWS
 from model.parallel import map_with_progress
 
 # The probe's columns, in stage order. A stage column reads OK or says what failed; null means an
@@ -30,7 +35,7 @@ from model.parallel import map_with_progress
 MEDIA_COLUMNS: tuple[str, ...] = (
     "probe_error", "paths_inside_root", "files_exist", "file_bytes", "containers_open", "has_video_stream",
     "has_audio_stream", "first_frame_decodes", "last_frame_decodes", "audio_decodes", "duration", "fps",
-    "width", "height", "sample_rate", "audio_rms",
+    "width", "height", "long_side", "short_side", "sample_rate", "audio_rms", "modalities",
 )
 # columns whose failing value is itself the explanation
 MESSAGE_COLUMNS = frozenset({"manifest_error", "probe_error", "paths_inside_root", "files_exist", "containers_open",
@@ -47,7 +52,7 @@ class Line:
     split: str
     line: int
     raw: str
-    fields: dict[str, Any] | None  # the JSON object when the line is a record (four string fields), else None
+    fields: dict[str, Any] | None  # the JSON object when the line is a record (see _fields), else None
     manifest_error: str | None  # why the line is not a record (None: it is one, maybe with bad content)
 
     @property
@@ -87,12 +92,16 @@ def read_lines(data: Path, split: str | None) -> list[Line]:
 
 
 def _fields(raw: str) -> dict[str, Any] | None:
-    """The line's JSON object if it holds the four fields as strings (content is the suite's business)."""
+    """The line's JSON object if it holds id and text as strings and video and audio as strings or null, at
+    least one a string (content is the suite's business)."""
     try:
         obj = json.loads(raw)
     except ValueError:
         return None
-    if not isinstance(obj, dict) or not all(isinstance(obj.get(f), str) for f in FIELDS):
+    if not isinstance(obj, dict) or not all(isinstance(obj.get(f), str) for f in FIELDS if f not in MEDIA_FIELDS):
+        return None
+    paths = [obj.get(f, 0) for f in MEDIA_FIELDS]  # 0: the field is missing
+    if not all(p is None or isinstance(p, str) for p in paths) or not any(isinstance(p, str) for p in paths):
         return None
     return obj
 
@@ -171,38 +180,63 @@ def probe_record(root: Path, fields: dict[str, Any], thresholds: Thresholds = Th
     """The MEDIA_COLUMNS of one record. Never raises: an unexpected failure is reported in `probe_error`."""
     row: dict[str, Any] = dict.fromkeys(MEDIA_COLUMNS)
     try:
-        _probe_stages(root, fields, thresholds.media_limits(), row)
+        _probe_stages(root, fields, thresholds, row)
     except Exception as exc:  # noqa: BLE001 - a record must be reported, whatever the decoder raised
         row["probe_error"] = f"{type(exc).__name__}: {exc}"
     return row
 
 
-def _probe_stages(root: Path, fields: dict[str, Any], limits: MediaLimits, row: dict[str, Any]) -> None:
+def _probe_stages(root: Path, fields: dict[str, Any], thresholds: Thresholds, row: dict[str, Any]) -> None:
     """Fill row stage by stage: a stage column reads OK or says what failed; after a failure, stop."""
-    paths = _resolve(root, fields, row)
+    limits = thresholds.media_limits()
+    declared = {role: fields[role] for role in MEDIA_FIELDS if fields.get(role) is not None}
+    paths = _resolve(root, declared, row)
     if paths is None:
         return
-    rel = {p: fields[role] for role, p in reversed(paths.items())}  # file -> its manifest path
+    rel = {p: declared[role] for role, p in reversed(paths.items())}  # file -> its manifest path
     if not _files_present(rel, limits, row):
         return
     infos = _open_all(rel, limits, row)
     if infos is None:
         return
-    video, audio = infos[paths["video"]], infos[paths["audio"]]
-    row["duration"] = video.get("duration")
-    row["has_video_stream"] = _has_stream(video, "video", fields["video"])
-    row["has_audio_stream"] = _has_stream(audio, "audio", fields["audio"])
-    if row["has_video_stream"] == OK:
-        _probe_video(paths["video"], fields["video"], video, limits, row)
-    if row["has_audio_stream"] == OK:
-        _probe_audio(paths["audio"], fields["audio"], audio, limits, row)
+    found = {role: _has_stream(infos[paths[role]], role, declared[role]) if role in declared else None
+             for role in MEDIA_FIELDS}
+    for role in MEDIA_FIELDS:
+        row[f"has_{role}_stream"] = _stream_stage(role, found, thresholds.allow_partial)
+    present = [role for role in MEDIA_FIELDS if found[role] == OK]
+    row["modalities"] = _view(present)
+    timed = paths[present[0] if present else next(iter(declared))]  # the duration is the video's, else the audio's
+    row["duration"] = infos[timed].get("duration")
+    if found["video"] == OK:
+        _probe_video(paths["video"], fields["video"], infos[paths["video"]], limits, row)
+    if found["audio"] == OK:
+        _probe_audio(paths["audio"], fields["audio"], infos[paths["audio"]], limits, row)
 
 
-def _resolve(root: Path, fields: dict[str, Any], row: dict[str, Any]) -> dict[str, Path] | None:
+def _stream_stage(role: str, found: dict[str, str | None], allow_partial: bool) -> str:
+    """A stream stage's column: OK, ABSENT (a modality the item may lack) or why the item fails it. found holds,
+    per role, OK, why its file lacks the stream, or None for a null field."""
+    if found[role] == OK:
+        return OK
+    if not allow_partial:
+        return found[role] or (f"{role} is null (an item without {role}): pass --allow-partial if this dataset "
+                               "holds such items")
+    if OK in found.values() or found[role] is None:
+        return ABSENT
+    return found[role]  # neither modality is there: the declared file's own reason
+
+
+def _view(roles: list[str]) -> str:
+    """The VIEWS key of text plus these media roles: "tva", "tv", "at" or "t"."""
+    mods = (T,) + tuple(m for role, m in (("video", V), ("audio", A)) if role in roles)
+    return next(name for name, view in VIEWS.items() if view == mods)
+
+
+def _resolve(root: Path, declared: dict[str, str], row: dict[str, Any]) -> dict[str, Path] | None:
     paths: dict[str, Path] = {}
-    for role in ("video", "audio"):
+    for role, name in declared.items():
         try:
-            paths[role] = resolve_media(root, fields[role])
+            paths[role] = resolve_media(root, name)
         except PathEscapeError as exc:
             row["paths_inside_root"] = f"{role}: {exc}"
             return None
@@ -244,18 +278,26 @@ def _has_stream(info: dict, kind: str, name: str) -> str:
 def _probe_video(path: Path, name: str, info: dict, limits: MediaLimits, row: dict[str, Any]) -> None:
     """First and last frame, and the size as a player shows it (a portrait phone clip stored 1920x1080 with
     a -90 degree display matrix is 1080x1920). Works without an index (MPEG-TS, fragmented mp4, webm)."""
-    row.update(width=info.get("width"), height=info.get("height"), fps=info.get("fps") or 0.0)
+    row["fps"] = info.get("fps") or 0.0
+    _size(row, info.get("width"), info.get("height"))
     try:
         facts = media.inspect_video(path, limits)
     except MediaError as exc:
         row["first_frame_decodes"] = f"{name}: {exc.reason}"
         return
-    row.update(width=facts.width, height=facts.height)
+    _size(row, facts.width, facts.height)
     row["first_frame_decodes"] = OK if facts.first_error is None else f"{name}: {facts.first_error}"
     if facts.first_error is None:
         row["last_frame_decodes"] = OK if facts.last_error is None else f"{name}: {facts.last_error}"
     if row["duration"] is None:
         row["duration"] = facts.declared or facts.seconds
+
+
+def _size(row: dict[str, Any], width: int | None, height: int | None) -> None:
+    """width and height, and the same as long and short side (what the resolution limits bound)."""
+    row.update(width=width, height=height)
+    if width is not None and height is not None:
+        row.update(long_side=max(width, height), short_side=min(width, height))
 
 
 def _probe_audio(path: Path, name: str, info: dict, limits: MediaLimits, row: dict[str, Any]) -> None:

@@ -10,10 +10,16 @@
    fails records why and leaves the later stages null, so each problem is reported once.
 3. The suite (dataset/expectations.py) runs over the table with result_format COMPLETE and
    unexpected_index_column_names ["where", "id"], so each failing row is named ("train:17").
-4. REPORT/ receives summary.json (counts and ids per failed expectation), validated.jsonl (clean
-   records), rejected.jsonl (each rejected record as it was, with its "reasons") and the GX Data
-   Docs under data_docs/ (index.html). Every record lands in exactly one of the two manifests.
-   The report is built beside REPORT and moved in at the end: a failure leaves the old one intact.
+4. REPORT/ receives summary.json (counts and ids per failed expectation, and how many validated items
+   have each view: "tva", "tv" video-only, "at" audio-only), validated.jsonl (clean records), rejected.jsonl
+   (each rejected record as it was, with its "reasons") and the GX Data Docs under data_docs/ (index.html).
+   Every record lands in exactly one of the two manifests. The report is built beside REPORT and moved in
+   at the end: a failure leaves the old one intact.
+
+Items without video or without audio ("video": null, or a declared file without that stream) are refused
+unless thresholds.allow_partial (CLI --allow-partial). With it they are validated for the modality they
+have; a validated item whose declared file lacks a stream is written to validated.jsonl with null in that
+field, so downstream tools see what it holds. Other clean records are written as they were.
 
 Exit semantics for the CLI: passed is False when the rejected fraction exceeds max_rejected or an
 expectation itself errored; an unreadable manifest raises ManifestError instead.
@@ -34,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from dataset.probe import Line, probe_table, raw_bytes, read_lines
 from dataset.rules import Thresholds
 from model.manifest import manifest_path
+from model.modalities import A, V, VIEWS
 
 if TYPE_CHECKING:
     from dataset.expectations import SuiteOutcome
@@ -54,6 +61,7 @@ class ValidationResult:
     rejected_manifest: Path
     data_docs: Path  # index.html
     errors: dict[str, str] = field(default_factory=dict)  # check -> exception message, for expectations that errored
+    modalities: dict[str, int] = field(default_factory=dict)  # view ("tva", "tv", "at") -> validated items with it
 
 
 
@@ -98,14 +106,16 @@ def write_report(staging: Path, report: Path, data: Path, lines: list[Line], out
     several = len({ln.split for ln in lines}) > 1
     validated = [ln for ln in lines if ln.where not in outcome.reasons]
     rejected = [ln for ln in lines if ln.where in outcome.reasons]
-    _write_lines(staging / "validated.jsonl", (_validated_line(ln, several) for ln in validated))
+    views = dict(zip(outcome.table["where"], outcome.table["modalities"]))
+    _write_lines(staging / "validated.jsonl", (_validated_line(ln, several, views[ln.where]) for ln in validated))
+    modalities = _count_views(views[ln.where] for ln in validated)
     _write_lines(staging / "rejected.jsonl", _rejected_lines(data, rejected, outcome.reasons))
     fraction = len(rejected) / len(lines)
     passed = not outcome.errors and fraction <= max_rejected
     summary = {
         "data": str(data), "passed": passed, "total": len(lines), "validated": len(validated),
         "rejected": len(rejected), "rejected_fraction": fraction, "max_rejected": max_rejected,
-        "splits": _per_split(lines, outcome.reasons), "failed_expectations": outcome.failed,
+        "splits": _per_split(lines, outcome.reasons), "modalities": modalities, "failed_expectations": outcome.failed,
         "errored_expectations": outcome.errors, "suite": {"name": SUITE_NAME, "expectations": outcome.expectations},
         "thresholds": asdict(thresholds), "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
@@ -114,14 +124,28 @@ def write_report(staging: Path, report: Path, data: Path, lines: list[Line], out
                             rejected_fraction=fraction, passed=passed, failed_expectations=outcome.failed,
                             summary=report / "summary.json", validated_manifest=report / "validated.jsonl",
                             rejected_manifest=report / "rejected.jsonl",
-                            data_docs=report / "data_docs" / "index.html", errors=dict(outcome.errors))
+                            data_docs=report / "data_docs" / "index.html", errors=dict(outcome.errors),
+                            modalities=modalities)
 
 
-def _validated_line(ln: Line, several: bool) -> str:
-    """The clean record as it was; with several splits it gains a "split" key saying where it came from."""
-    if not several:
+def _validated_line(ln: Line, several: bool, view: str | None) -> str:
+    """The clean record as it was; with several splits it gains a "split" key saying where it came from, and a
+    media field naming a file without that stream (an item validated as partial) becomes null."""
+    fields = ln.fields or {}
+    has = VIEWS[view] if isinstance(view, str) else (V, A)  # not probed that far: leave the record as it was
+    lacking = {role: None for role, m in (("video", V), ("audio", A)) if fields.get(role) is not None and m not in has}
+    if not several and not lacking:
         return ln.raw
-    return json.dumps({**(ln.fields or {}), "split": ln.split}, ensure_ascii=False)
+    return json.dumps({**fields, **lacking, **({"split": ln.split} if several else {})}, ensure_ascii=False)
+
+
+def _count_views(views: Iterable[Any]) -> dict[str, int]:
+    """How many validated items have each view, the whole ones first ("tva", then "tv", "at")."""
+    counts = {name: 0 for name in sorted(VIEWS, key=lambda name: -len(VIEWS[name]))}
+    for view in views:
+        if isinstance(view, str):
+            counts[view] += 1
+    return {name: n for name, n in counts.items() if n}
 
 
 def _rejected_lines(data: Path, rejected: list[Line], reasons: dict[str, list[str]]) -> Iterator[str]:

@@ -92,7 +92,8 @@ def test_directory_is_not_media(media):
     [
         (MediaLimits(max_file_bytes=100), "over the limit of 100 bytes"),
         (MediaLimits(max_seconds=1.0), "duration 3.00 s is over the limit of 1 s"),
-        (MediaLimits(max_width=32), "resolution 96x96 is over the limit"),
+        (MediaLimits(max_long_side=32, max_short_side=32),
+         "resolution 96x96 is over the limit: long side 96 > 32 px and short side 96 > 32 px"),
     ],
 )
 def test_limits(media, limits, reason):

@@ -14,6 +14,7 @@ import pytest
 
 from dataset.mp4 import write_mp4
 from dataset.probe import probe_record
+from dataset.rules import ABSENT, Thresholds
 from model.errors import MediaError
 from model.media import (DecodeConfig, MediaLimits, check_file, decode_audio, decode_clip, decode_video, fit_length,
                          inspect_video, log_mel, probe, uniform_indices)
@@ -141,6 +142,7 @@ def test_validation_reports_the_size_as_shown(real):
     assert (row(real.root, real.upright)["width"], row(real.root, real.upright)["height"]) == (160, 96)
     facts = row(real.root, real.portrait)
     assert (facts["width"], facts["height"]) == (96, 160) and facts["last_frame_decodes"] == "ok"
+    assert (facts["long_side"], facts["short_side"]) == (160, 96)  # what the resolution limits bound
     assert inspect_video(real.portrait).orientation != "upright"
 
 
@@ -180,6 +182,9 @@ def test_cover_art_is_not_video(real):
     assert probe(real.cover_mp3)["streams"] == ["audio", "attached picture"]
     facts = row(real.root, real.cover_mp3)
     assert "has no video stream" in facts["has_video_stream"] and facts["audio_decodes"] == "ok"
+    partial = probe_record(real.root, {"id": "x", "text": "a song", "video": real.cover_mp3.name,
+                                       "audio": real.cover_mp3.name}, Thresholds(allow_partial=True))
+    assert (partial["has_video_stream"], partial["modalities"], partial["audio_decodes"]) == (ABSENT, "at", "ok")
     with pytest.raises(MediaError, match="no video stream .*attached picture"):
         decode_video(real.cover_mp3)
     wave, has_audio = decode_audio(real.cover_mp3)

@@ -229,6 +229,8 @@ def test_fill_template_drops_groups_with_empty_slots() -> None:
         ({"train": 0, "val": 0, "test": 0}, "train/val/test"),
         ({"width": 33}, "width"),
         ({"height": 16}, "height"),
+        ({"width": 3000, "height": 3000}, "width"),  # a short side over the shared media limit
+        ({"max_seconds": 61.0}, "max_seconds"),  # longer than the shared media limit
         ({"fps": 0}, "fps"),
         ({"fps": 61}, "fps"),
         ({"sample_rate": 44000}, "sample_rate"),

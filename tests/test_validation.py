@@ -172,6 +172,7 @@ def test_data_docs_are_built(corrupt_report):
 def test_the_default_thresholds_accept_a_generated_dataset(tiny_data, tmp_path):
     result = validation.validate(tiny_data, tmp_path / "r", split=GOOD_SPLIT, workers=1, progress=False)
     assert result.passed and result.rejected == 0 and result.validated == result.total == 4
+    assert result.modalities == {"tva": 4}  # every item has video and audio
     assert (tmp_path / "r" / "rejected.jsonl").read_text() == ""
 
 

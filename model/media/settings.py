@@ -8,16 +8,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from model.media_limits import MediaLimits  # declared torch-free (the server reads it); the one set of media limits
 
-@dataclass(frozen=True)
-class MediaLimits:
-    """Refuse media over these bounds before decoding it."""
-
-    max_file_bytes: int = 64 * 1024 * 1024  # one clip file
-    max_seconds: float = 60.0  # declared or decoded duration
-    max_width: int = 3840
-    max_height: int = 2160
-    min_decoded_fraction: float = 0.5  # decoded span / declared duration below this = truncated
+__all__ = ["Clip", "DecodeConfig", "MediaLimits"]
 
 
 @dataclass(frozen=True)

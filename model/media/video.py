@@ -53,9 +53,10 @@ def decode_video_spans(path: str | Path, config: DecodeConfig = DecodeConfig(), 
     path = check_file(path, limits)
     with open_container(path) as container:
         stream = video_stream(path, container)
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if width > limits.max_width or height > limits.max_height:
-            raise MediaLimitError(path, f"resolution {width}x{height} is over the limit of {limits.max_width}x{limits.max_height}")
+        # the size as stored: the limits are on the long and the short side, so turning it changes nothing
+        too_big = limits.check_size(stream.codec_context.width, stream.codec_context.height)
+        if too_big:
+            raise MediaLimitError(path, too_big)
         declared = declared_seconds(container, stream)
         check_duration(path, declared, limits)
         index = stream.index
