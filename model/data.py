@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -32,7 +33,7 @@ from model.errors import ManifestError, MediaError, OmniRetrieverError, PathEsca
 from model.manifest import Record, manifest_path, resolve_media, scan_manifest
 from model.media import DecodeConfig, MediaLimits, WindowedClip, Windowing
 from model.modalities import A, MODALITIES, T, V, VIEWS
-from model.parallel import map_with_progress
+from model.parallel import fork_safe_context, map_with_progress
 from model.text import TextTokenizer
 
 if TYPE_CHECKING:
@@ -143,11 +144,17 @@ def _init_worker(cache_dir: str, config: DecodeConfig, limits: MediaLimits, audi
 
 
 def _decode_one(paths: tuple[str | None, str | None]) -> WindowedClip | OmniRetrieverError:
+    """In a worker: _decode_with the worker's cache and windowing."""
+    assert _worker_cache is not None
+    return _decode_with(_worker_cache, _worker_windowing, paths)
+
+
+def _decode_with(cache: FeatureCache, windowing: Windowing | None,
+                 paths: tuple[str | None, str | None]) -> WindowedClip | OmniRetrieverError:
     """A record's windows (one, the whole clip, without a Windowing), or the typed error its media raised
     (returned, so the caller can say which record it was)."""
-    assert _worker_cache is not None
     try:
-        return _worker_cache.get_windows(*paths, _worker_windowing)
+        return cache.get_windows(*paths, windowing)
     except OmniRetrieverError as exc:
         return exc
 
@@ -234,10 +241,21 @@ def load_bank(data_root: str | Path, split: str, config: DecodeConfig | AnyConfi
 
     workers = workers or min(os.cpu_count() or 1, 8)
     frames, mels, rows = [], [], []
-    decoded = map_with_progress(_decode_one, [paths for _, _, paths in jobs], workers=workers,
-                                label=f"decoding {source.stem if manifest is not None else split}", progress=progress,
-                                transient=True, context=None, initializer=_init_worker,
-                                initargs=(str(cache_dir), decode, limits, audio_input, windowing))
+    label = f"decoding {source.stem if manifest is not None else split}"
+    if workers <= 1:  # in this process (no fork), on one op thread as a worker decodes: the same features
+        local = FeatureCache(cache_dir, decode, limits, audio_input)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            decoded = list(map_with_progress(partial(_decode_with, local, windowing), [paths for _, _, paths in jobs],
+                                             workers=1, label=label, progress=progress, transient=True))
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        decoded = map_with_progress(_decode_one, [paths for _, _, paths in jobs], workers=workers, label=label,
+                                    progress=progress, transient=True, context=fork_safe_context(),
+                                    initializer=_init_worker,
+                                    initargs=(str(cache_dir), decode, limits, audio_input, windowing))
     for (line, rec, paths), out in zip(jobs, decoded):
         if isinstance(out, OmniRetrieverError):
             if on_error == "raise":

@@ -8,6 +8,8 @@ worker that dies outright stops it with BrokenProcessPool instead of hanging.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -19,6 +21,17 @@ R = TypeVar("R")
 def chunk_size(jobs: int, workers: int) -> int:
     """Jobs handed to a worker at a time: enough to amortise the hand-off, few enough to balance (<= 16)."""
     return max(1, min(16, jobs // (workers * 8)))
+
+
+def fork_safe_context() -> str:
+    """"fork" while this process runs one thread (fast: workers inherit what is imported), else "forkserver":
+    a fork copies locks other threads may hold (an allocator's background thread, a thread pool's), and the
+    child can hang on one for ever."""
+    try:
+        threads = len(os.listdir("/proc/self/task"))  # native threads too, not only Python's
+    except OSError:
+        threads = threading.active_count()
+    return "fork" if threads == 1 else "forkserver"
 
 
 def map_with_progress(fn: Callable[[J], R], jobs: Sequence[J], *, workers: int, label: str, progress: bool = True,
