@@ -45,19 +45,21 @@ def pull_data(data: str, remote: str = "", pull: bool = True) -> NamedTuple(
 
 
 @dsl.component(base_image=CPU_BASE_IMAGE, target_image=CPU_TARGET_IMAGE)
-def validate_data(data: str, report: Output[HTML], max_rejected: float = 0.0) -> bool:
+def validate_data(data: str, report: Output[HTML], max_rejected: float = 0.0, allow_partial: bool = False) -> bool:
     """Validate every triple of `data` with Great Expectations and return whether the data passed
-    (no more than `max_rejected` of the rows fail). The HTML `report` shows the verdict, the failed
+    (no more than `max_rejected` of the rows fail; with `allow_partial`, items without video or without
+    audio are valid). The HTML `report` shows the verdict, the failed
     expectations and the rows they name; its metadata carries the counts, `failures` (the failed checks
     in one line) and `details` (the directory with summary.json, validated.jsonl, rejected.jsonl and
     the GX data docs). The verdict is the single return value because the pipeline branches on it."""
     from pathlib import Path
 
     from components.reports import failures_line, validation_html
+    from dataset.rules import Thresholds
     from dataset.validation import validate
 
     details = Path(report.path).parent / "validation"
-    result = validate(data, details, max_rejected=max_rejected)
+    result = validate(data, details, max_rejected=max_rejected, thresholds=Thresholds(allow_partial=allow_partial))
     Path(report.path).write_text(validation_html(result, data))
     report.metadata.update(passed=bool(result.passed), total=int(result.total), validated=int(result.validated),
                            rejected=int(result.rejected), rejected_fraction=float(result.rejected_fraction),

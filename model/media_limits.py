@@ -20,7 +20,8 @@ class MediaLimits:
     """Refuse media over these bounds before decoding it."""
 
     max_file_bytes: int = 64 * 1024 * 1024  # one clip file
-    max_seconds: float = 60.0  # declared or decoded duration
+    max_seconds: float = 60.0  # declared or decoded duration of one clip (a query, a training or evaluation item)
+    max_windowed_seconds: float = 3600.0  # the longest item index build takes, cut into windows of the model's length
     max_long_side: int = 4096  # the larger of width and height, px (DCI 4K 4096x2160, either way up)
     max_short_side: int = 2304  # the smaller of width and height, px (4096x2304 is 16:9 at the long side's limit)
     min_decoded_fraction: float = 0.5  # decoded span / declared duration below this = truncated
@@ -30,6 +31,8 @@ class MediaLimits:
                if isinstance(getattr(self, f.name), bool) or not getattr(self, f.name) > 0]
         if self.min_decoded_fraction > 1:
             bad.append(f"min_decoded_fraction={self.min_decoded_fraction!r} (must be at most 1)")
+        if not bad and self.max_windowed_seconds < self.max_seconds:
+            bad.append(f"max_windowed_seconds={self.max_windowed_seconds!r} is under max_seconds={self.max_seconds!r}")
         if not bad and self.max_short_side > self.max_long_side:
             bad.append(f"max_short_side={self.max_short_side} is over max_long_side={self.max_long_side}")
         if bad:

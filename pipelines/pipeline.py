@@ -127,6 +127,7 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
         dvc_remote: str = "",
         pull_data: bool = True,
         max_rejected: float = 0.0,
+        allow_partial: bool = False,
         config: str = "tiny",
         checkpoint: str = "",
         checkpoint_cache: str = CHECKPOINT_CACHE,
@@ -156,7 +157,7 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
         mlflow_secret: str = "omniretriever-mlflow",
     ) -> None:
         fetch = s.pull_data(data=data, remote=dvc_remote, pull=pull_data)
-        check = s.validate_data(data=data, max_rejected=max_rejected).after(fetch)
+        check = s.validate_data(data=data, max_rejected=max_rejected, allow_partial=allow_partial).after(fetch)
         tasks = [fetch, check]
         # Conditions test the steps' single return value ("Output"): kfp.local resolves only those in a
         # condition (a NamedTuple field there silently reads as unset and skips the branch).

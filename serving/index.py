@@ -37,7 +37,6 @@ from model.modalities import VIEWS, canonical_view
 
 FORMAT = "omniretriever-index-v2"
 UNKNOWN = -1.0  # start and end of an entry whose time range was not recorded
-LONG_MEDIA_SECONDS = 3600.0  # the longest item index build cuts into windows
 
 
 @dataclass(frozen=True)
@@ -264,7 +263,7 @@ def build_index_report(model: str | Path, data: str | Path, split: str, views: l
     """Embed every usable item of DATA's split (or of `manifest`: a file, or a validation report directory
     whose validated.jsonl is read; media paths stay relative to DATA) in each view with the saved model,
     and write the index to `out`. Items longer than the window (`window` seconds, one every `stride`; by
-    default the model's audio window and half of it) are cut into windows, up to LONG_MEDIA_SECONDS long.
+    default the model's audio window and half of it) are cut into windows, up to MediaLimits().max_windowed_seconds.
 
     on_error="skip": a record whose manifest line is malformed, whose media path leaves DATA or whose media
     does not decode is left out and listed in the rejects file beside the index (rejects_path(out), empty
@@ -284,7 +283,8 @@ def build_index_report(model: str | Path, data: str | Path, split: str, views: l
     source = validated_manifest(manifest) if manifest is not None else manifest_path(data, split)
     loaded = load_model(model)
     windowing = Windowing.for_model(loaded.config.decode, window, stride)
-    limits = replace(MediaLimits(), max_seconds=LONG_MEDIA_SECONDS)
+    shared = MediaLimits()
+    limits = replace(shared, max_seconds=shared.max_windowed_seconds)  # long media: cut into windows below
     try:
         bank = load_bank(data, split, loaded.config, workers=workers, progress=progress, manifest=source,
                          on_error=on_error, windowing=windowing, limits=limits)
