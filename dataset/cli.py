@@ -1,4 +1,4 @@
-"""The `data` commands (generate, summarise, version, pull, validate) and `attributes`.
+"""The `data` commands (generate, import, summarise, version, pull, validate) and `attributes`.
 
 Each command is a thin shell over a library function of this package; heavy imports (DVC, Great
 Expectations, torch) happen inside the commands, so `omniretriever --help` stays fast.
@@ -106,6 +106,41 @@ def _echo_version(data: Path, version) -> None:
                f"({version.dvc_file.name}){pushed}")
     recorded = f" ({version.dvc_file.name} records {version.recorded})" if version.recorded else ""
     typer.echo(f"version: {version.md5}{recorded}")
+
+
+@app.command("import")
+def data_import(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="folder, or a public benchmark's release format.")],
+    src: Annotated[Path, typer.Argument(help="The directory the release unpacks to (folder: the media folder).")],
+    out: Annotated[Path, typer.Option("--out", help="Dataset root to write (manifests/, media/, import.json).")],
+    captions: Annotated[Optional[Path], typer.Option(help="folder: the CSV or JSONL of file, caption[, id, split...].")] = None,
+    split: Annotated[str, typer.Option(help="folder: the split of rows that name none.")] = "test",
+    media: Annotated[str, typer.Option(help="copy the media, or link it (a hard link; a copy across file systems).")] = "copy",
+) -> None:
+    """Import a media library or a public benchmark into this project's layout; every caption is kept, items
+    lacking video or audio say so (null), and what was skipped is listed with its reason in import.json.
+    Exit 0 every item imported, 3 some skipped, 2 nothing importable or a bad source."""
+    from dataset.importers import FORMATS, ImportOptions, import_dataset
+    from model.errors import OmniRetrieverError
+
+    if fmt not in FORMATS:
+        fail(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")
+    with exits_on(OmniRetrieverError, ValueError, FileExistsError):
+        report = import_dataset(fmt, src, out, ImportOptions(captions=captions, split=split, media=media))
+    total = sum(report.items.values())
+    typer.echo(f"imported {total} items ({report.captions} captions) into {report.out}: "
+               + ", ".join(f"{k} {v}" for k, v in report.items.items())
+               + "; modalities " + ", ".join(f"{k} {v}" for k, v in report.modalities.items()))
+    if report.skipped:
+        for skip in report.skipped[:5]:
+            typer.secho(f"skipped {skip.where} ({skip.id or 'no id'}): {skip.reason}", fg=typer.colors.YELLOW, err=True)
+        more = f" (and {len(report.skipped) - 5} more)" if len(report.skipped) > 5 else ""
+        typer.secho(f"skipped {len(report.skipped)} in all{more}; each is listed in {report.out / 'import.json'}",
+                    fg=typer.colors.YELLOW, err=True)
+    if not total:
+        fail(f"nothing importable in {src}")
+    if report.skipped:
+        raise typer.Exit(3)
 
 
 @app.command("validate")
