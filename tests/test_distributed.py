@@ -80,8 +80,8 @@ def _diverging_worker(rank: int, port: int, data: str, out: str) -> None:
                       WORLD_SIZE=str(WORLD))
     forward = Objective.forward
 
-    def nan_on_rank1_at_step2(self, z, step):
-        terms = forward(self, z, step)
+    def nan_on_rank1_at_step2(self, z, step, present=None):
+        terms = forward(self, z, step, present)
         if rank == 1 and step == 1:  # 0-based: the second step
             terms["loss"] = terms["loss"] + float("nan")
         return terms

@@ -135,7 +135,7 @@ def test_run_command_refuses_a_directory_that_is_not_a_dataset(tmp_path):
     (["--param", "mlflow_tracking_uri=sqlite:///x.db"], "error: --param mlflow_tracking_uri=sqlite:///x.db: use --tracking-uri"),
     (["--param", "max_rejected=0.1", "--param", "nonsense=1"],
      "error: --param nonsense=1: the pipeline has no parameter 'nonsense'; --param sets any of pull_data, max_rejected, "
-     "checkpoint, checkpoint_cache, s3_endpoint_url, objective,"),
+     "allow_partial, checkpoint, checkpoint_cache, s3_endpoint_url, objective, eval_split, benchmarks,"),
     (["--train-steps", "0"], "error: invalid training option(s): --steps=0 (must be >= 1)"),
     (["--batch-size", "1"], "error: invalid training option(s): --batch-size=1 (must be >= 2)"),
 ], ids=["option-parameter", "tracking-uri", "unknown-parameter", "train-steps", "batch-size"])
