@@ -133,7 +133,10 @@ def _evaluate_command(loggers: tuple[EvaluationLogger, ...]) -> Callable[..., No
     def evaluate_cmd(
         model: ModelDirOption = Path("runs/latest"),
         data: Annotated[Path, typer.Option(help="Dataset root.")] = Path("data"),
-        split: SplitOption = "test",
+        split: Annotated[Optional[str], typer.Option(help="Split to score [default: test, or the benchmark's].")] = None,
+        benchmark: Annotated[Optional[str], typer.Option(
+            help="Score as this public benchmark (msrvtt, msvd, didemo, vatex, clotho, sounddescs, audiocaps, "
+                 "omniretriever-bench): its split, and the paper's R@1 printed beside ours.")] = None,
         out: Annotated[Optional[Path], typer.Option(help="results.json path (a PNG is written beside it).")] = None,
         workers: WorkersOption = None,
         tracking_uri: TrackingUriOption = None,
@@ -142,14 +145,22 @@ def _evaluate_command(loggers: tuple[EvaluationLogger, ...]) -> Callable[..., No
         pipeline_run_id: PipelineRunIdOption = None,
         no_track: NoTrackOption = False,
     ) -> None:
-        """Score the 12 OmniRetriever-Bench directions: R@1/5/10, MdR, MnR, MRR, NDCG@10, AVG-single/dual/all."""
+        """Score the 12 OmniRetriever-Bench directions: R@1/5/10, MdR, MnR, MRR, NDCG@10, AVG-single/dual/all.
+
+        Items with several captions are scored with every one (text queries each, media->text hits any);
+        directions an item lacks a modality for leave it out, and directions no item holds are not scored."""
         from model.errors import OmniRetrieverError
         from model.evaluate import evaluate, print_results
 
-        out = out or (model / "results.json")
+        from model.benchmarks import benchmark as find_benchmark
+
+        with exits_on(ValueError):
+            bench = find_benchmark(benchmark) if benchmark is not None else None
+        split = split or (bench.split if bench else "test")
+        out = out or (model / (f"results-{bench.name}.json" if bench else "results.json"))
         with exits_on(OmniRetrieverError, ValueError, FileNotFoundError):
-            results = evaluate(model, data, split, out, workers=workers)
-        print_results(results)
+            results = evaluate(model, data, split, out, workers=workers, benchmark=benchmark)
+        print_results(results, title=bench.name if bench else "OmniRetriever-Bench")
         typer.echo(f"results: {out}  plot: {results['plot']}")
         options = _tracking_options(tracking_uri, experiment, run_id, pipeline_run_id)
         for log_results in [] if no_track else loggers:

@@ -27,11 +27,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from model.benchmarks import BENCHMARKS
 from model.data import ClipBank, load_bank, make_batch
 from model.manifest import existing_split
-from model.metrics import direction_metrics, finite_rows
+from model.metrics import direction_metrics, direction_metrics_multi, finite_rows
 from model.modalities import (BENCH_VIEWS, DIRECTION_NAMES, DIRECTIONS, DUAL_DIRECTIONS, MODALITIES, SINGLE_DIRECTIONS,
-                              VIEWS)
+                              VIEWS, T)
 from model.store import LoadedModel, load_model
 
 
@@ -76,6 +77,27 @@ def embed_rows(model: LoadedModel, bank: ClipBank, plan: dict[str, list[tuple[st
     return {key: out.get(key, torch.full((len(bank), dim), float("nan"))) for key in plan}
 
 
+@torch.no_grad()
+def embed_captions(model: LoadedModel, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+    """(len(texts), E): each caption's text embedding (view t), as embed_views embeds an item's main caption."""
+    model.encoder.eval()
+    chunks = []
+    for start in range(0, len(texts), batch_size):
+        ids, mask = model.tokenizer(texts[start: start + batch_size])
+        tokens = model.encoder.tokenize({"text_ids": ids, "text_mask": mask}, (T,))
+        chunks.append(model.encoder.fuse(tokens, (T,)))
+    return torch.cat(chunks)
+
+
+def caption_embeddings(model: LoadedModel, bank: ClipBank, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(every caption's embedding (C, E), its item's row (C,)) when some item has several captions, else None."""
+    if bank.captions is None or all(len(c) == 1 for c in bank.captions):
+        return None
+    texts = [t for caps in bank.captions for t in caps]
+    items = torch.tensor([i for i, caps in enumerate(bank.captions) for _ in caps])
+    return embed_captions(model, texts, batch_size), items
+
+
 def nonfinite_rows(emb: dict[str, torch.Tensor], has: dict[str, torch.Tensor] | None = None) -> dict[str, int]:
     """view -> how many of its embeddings hold a NaN or inf (they rank last, see model/metrics.py); with
     `has`, only the rows that hold the view count (the others are NaN by design: never embedded)."""
@@ -91,7 +113,8 @@ def warn_nonfinite(counts: dict[str, int], n_items: int) -> None:
 
 
 def score_embeddings(emb: dict[str, torch.Tensor], n_boot: int = 1000, seed: int = 0,
-                     has: dict[str, torch.Tensor] | None = None) -> dict:
+                     has: dict[str, torch.Tensor] | None = None,
+                     captions: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """All 12 directions plus AVG-single, AVG-dual, AVG-all from per-view embeddings, and how many
     rows of each view are not finite.
 
@@ -99,7 +122,12 @@ def score_embeddings(emb: dict[str, torch.Tensor], n_boot: int = 1000, seed: int
     the items holding both its views and ranks each against every item holding the gallery view; an item
     without the query view is a distractor only, one without the gallery view is not ranked at all. A
     direction no item can be queried in is left out of "directions" and listed in "unscored", and the
-    averages are over the directions scored (None when there is none)."""
+    averages are over the directions scored (None when there is none).
+
+    `captions` (every caption's t embedding, its item's row), when items have several: a text query
+    direction (t2v, t2a, t2av) asks with every caption, its gold its item; a text gallery direction (v2t,
+    a2t, av2t) ranks against every caption, any of the item's a hit (model.metrics, tie-fair). Galleries of
+    media hold each item once; the fused views with text (tv, at) use the main caption."""
     n = len(next(iter(emb.values())))
     has = has or {view: torch.ones(n, dtype=torch.bool) for view in emb}
     directions, unscored = {}, []
@@ -108,6 +136,9 @@ def score_embeddings(emb: dict[str, torch.Tensor], n_boot: int = 1000, seed: int
         asked, ranked = has[d.query] & has[d.gallery], has[d.gallery]
         if not bool(asked.any()):
             unscored.append(name)
+            continue
+        if captions is not None and "t" in (d.query, d.gallery):
+            directions[name] = _caption_direction(emb, captions, d.query, d.gallery, asked, ranked, n_boot, seed)
             continue
         gallery = torch.cat([emb[d.gallery][asked], emb[d.gallery][ranked & ~asked]])  # golds first, in query order
         directions[name] = direction_metrics(emb[d.query][asked], gallery, n_boot=n_boot, seed=seed)
@@ -121,8 +152,29 @@ def score_embeddings(emb: dict[str, torch.Tensor], n_boot: int = 1000, seed: int
     return out
 
 
+def _caption_direction(emb: dict[str, torch.Tensor], captions: tuple[torch.Tensor, torch.Tensor], query: str,
+                       gallery: str, asked: torch.Tensor, ranked: torch.Tensor, n_boot: int, seed: int) -> dict:
+    """One direction with every caption: as queries (query "t") or as gallery rows (gallery "t")."""
+    z, item = captions
+    rows = torch.arange(len(asked))
+    if query == "t":
+        keep = asked[item]
+        return direction_metrics_multi(z[keep], emb[gallery][ranked], item[keep], rows[ranked], n_boot=n_boot, seed=seed)
+    keep = ranked[item]
+    return direction_metrics_multi(emb[query][asked], z[keep], rows[asked], item[keep], n_boot=n_boot, seed=seed)
+
+
 def _num(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def protocol_of(bank: ClipBank, captions: tuple[torch.Tensor, torch.Tensor] | None) -> dict:
+    """What results.json was scored under: the captions used and how many items hold each modality."""
+    out = {"captions": "every caption" if captions is not None else "one per item",
+           "items": len(bank), "with_video": int(bank.has_video.sum()), "with_audio": int(bank.has_audio.sum())}
+    if captions is not None:
+        out["caption_queries"] = int(len(captions[1]))
+    return out
 
 
 def _mean(values: list[float]) -> float | None:
@@ -134,21 +186,31 @@ def print_results(results: dict, console: Console | None = None, title: str = "O
     partial = any(m["n"] != results.get("n_items") or m.get("n_gallery", m["n"]) != m["n"] for m in scored.values())
     chance = "" if partial or not scored else f", chance R@1 {next(iter(scored.values()))['chance_R@1']:.2f}"
     table = Table(title=f"{title}: {results.get('n_items', '?')} items{chance}")
-    cols = ("dir", "R@1", "95% CI", "R@5", "R@10", "MdR", "MnR", "MRR", "NDCG@10") + (("queries", "gallery") if partial else ())
+    reference = results.get("reference", {}).get("R@1", {})
+    cols = ("dir", "R@1", "95% CI", "R@5", "R@10", "MdR", "MnR", "MRR", "NDCG@10") + (("queries", "gallery") if partial else ()) \
+        + (("paper R@1",) if reference else ())
     for col in cols:
         table.add_column(col, justify="left" if col == "dir" else "right", no_wrap=True)
     for name in DIRECTION_NAMES:
         if name not in scored:
-            table.add_row(name, *(["not scored"] + [""] * (len(cols) - 2)), end_section=name == SINGLE_DIRECTIONS[-1])
+            paper = [_num(reference[name])] if name in reference else []
+            table.add_row(name, *(["not scored"] + [""] * (len(cols) - 2 - len(paper)) + paper),
+                          end_section=name == SINGLE_DIRECTIONS[-1])
             continue
         m = scored[name]
         lo, hi = m["R@1_ci95"]
         sizes = (str(m["n"]), str(m.get("n_gallery", m["n"]))) if partial else ()
+        paper = (_num(reference.get(name)) if name in reference else "",) if reference else ()
         table.add_row(name, f"{m['R@1']:.2f}", f"{lo:.1f}-{hi:.1f}", f"{m['R@5']:.2f}", f"{m['R@10']:.2f}",
-                      f"{m['MdR']:.1f}", f"{m['MnR']:.1f}", f"{m['MRR']:.3f}", f"{m['NDCG@10']:.3f}", *sizes,
+                      f"{m['MdR']:.1f}", f"{m['MnR']:.1f}", f"{m['MRR']:.3f}", f"{m['NDCG@10']:.3f}", *sizes, *paper,
                       end_section=name == SINGLE_DIRECTIONS[-1])
-    table.caption = "   ".join(f"{k} {_num(results[k])}" for k in ("AVG-single", "AVG-dual", "AVG-all"))
-    (console or Console()).print(table)
+    table.caption = "   ".join(f"{k} {_num(results[k])}" + (f" (paper {reference[k]:.2f})" if k in reference else "")
+                               for k in ("AVG-single", "AVG-dual", "AVG-all"))
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # a log or a pipe: wide enough for every column, not 80 characters
+            console = Console(width=160)
+    console.print(table)
 
 
 def plot_results(results: dict, path: Path) -> Path:
@@ -196,8 +258,9 @@ def write_json(path: str | Path, data: dict) -> Path:
 
 def evaluate(model_path: str | Path, data: str | Path, split: str = "test", out: str | Path | None = None, *,
              cache_dir: Path | None = None, workers: int | None = None, limit: int | None = None,
-             progress: bool = True, n_boot: int = 1000) -> dict:
-    """Score a saved model on a split; writes results.json and results.png when `out` is given.
+             progress: bool = True, n_boot: int = 1000, benchmark: str | None = None) -> dict:
+    """Score a saved model on a split; writes results.json and results.png when `out` is given. With
+    `benchmark` (model.benchmarks), results also name it and carry the paper's reference R@1.
 
     The model and the split's manifest are checked before anything is decoded. Views with non-finite
     embeddings are counted in results["nonfinite_rows"] and warned about on stderr; those rows rank
@@ -205,10 +268,15 @@ def evaluate(model_path: str | Path, data: str | Path, split: str = "test", out:
     model = load_model(model_path)
     existing_split(data, split)
     bank = load_bank(data, split, model.config, cache_dir=cache_dir, workers=workers, limit=limit, progress=progress)
-    results = score_embeddings(embed_views(model, bank), n_boot=n_boot, has={v: bank.has(v) for v in BENCH_VIEWS})
+    captions = caption_embeddings(model, bank)
+    results = score_embeddings(embed_views(model, bank), n_boot=n_boot, has={v: bank.has(v) for v in BENCH_VIEWS},
+                               captions=captions)
+    results["protocol"] = protocol_of(bank, captions)
+    if benchmark is not None:
+        bench = BENCHMARKS[benchmark]
+        results["protocol"]["benchmark"] = bench.name
+        results["reference"] = {"source": "the paper's zero-shot R@1 (7B model)", "R@1": dict(bench.reference)}
     results.update(split=split, n_items=len(bank), model=str(model.path), data=str(data))
-    if not bank.complete:
-        results["items_with"] = {"video": int(bank.has_video.sum()), "audio": int(bank.has_audio.sum())}
     warn_nonfinite(results["nonfinite_rows"], len(bank))
     if out is not None:
         out = write_json(out, results)

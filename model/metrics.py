@@ -129,3 +129,94 @@ def direction_metrics(query: torch.Tensor, gallery: torch.Tensor, *, n_boot: int
         "MRR": float(q["rr"].mean()), "NDCG@10": float(q["ndcg10"].mean()),
         "n": int(query.shape[0]), "n_gallery": int(gallery.shape[0]), "chance_R@1": 100.0 / gallery.shape[0],
     }
+
+
+# --- several captions per item -------------------------------------------------------------------------------
+# Text->media with several captions: every caption is a query and its gold is its item (query_item says which).
+# Media->text: the gallery holds every caption and a hit is any of the item's (gallery_item says whose each
+# caption is); the rank is the first gold's. With s* the best gold's score,
+#     g = #{non-gold j : s_j > s* + eps},  e = #{non-gold j : |s_j - s*| <= eps},  m = #{gold j : |s_j - s*| <= eps}
+# and under random tie-breaking of the e + m tied rows the number X of non-golds before the first gold has
+#     P(X >= x) = prod_{i < x} (e - i) / (e + m - i),
+# which every metric takes its expectation over (m = 1 is the uniform case of per_query). A query whose own
+# embedding, or whose every gold, is non-finite ranks its gold last (g = M - 1, e = 0, m = 1).
+
+
+def rank_counts_multi(query: torch.Tensor, gallery: torch.Tensor, query_item: torch.Tensor, gallery_item: torch.Tensor,
+                      *, max_elements: int = 1 << 24, eps: float = TIE_EPS
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(g, e, m) int64 (N,) for query (N, E) against gallery (M, E), the golds of query i being the gallery
+    rows j with gallery_item[j] == query_item[i] (at least one each), scored in blocks."""
+    n, m_rows = query.shape[0], gallery.shape[0]
+    if len(query_item) != n or len(gallery_item) != m_rows:
+        raise ValueError(f"{len(query_item)} query items for {n} queries, {len(gallery_item)} gallery items for {m_rows} rows")
+    held = set(gallery_item.tolist())
+    lost = [int(i) for i in query_item.tolist() if i not in held]
+    if lost:
+        raise ValueError(f"the gallery must hold every query's gold: items {lost[:5]} have none")
+    gallery_ok = finite_rows(gallery)
+    qb = max(1, min(n, max_elements // max(m_rows, 1)))
+    greater = torch.zeros(n, dtype=torch.long)
+    ties = torch.zeros(n, dtype=torch.long)
+    golds = torch.zeros(n, dtype=torch.long)
+    broken = ~finite_rows(query)
+    for q0 in range(0, n, qb):
+        s = query[q0: q0 + qb] @ gallery.T  # (b, M)
+        s = s.masked_fill(~gallery_ok[None, :], -math.inf)
+        gold = query_item[q0: q0 + qb, None] == gallery_item[None, :]  # (b, M)
+        best = s.masked_fill(~gold, -math.inf).max(1, keepdim=True).values  # (b, 1)
+        near = (s - best).abs() <= eps
+        greater[q0: q0 + qb] = ((s > best + eps) & ~gold).sum(1)
+        ties[q0: q0 + qb] = (near & ~gold).sum(1)
+        golds[q0: q0 + qb] = (near & gold).sum(1)
+        broken[q0: q0 + qb] |= ~torch.isfinite(best[:, 0])
+    greater, ties = _gold_last(greater, ties, broken, m_rows)
+    return greater, ties, golds.masked_fill(broken, 1)
+
+
+def per_query_multi(greater: torch.Tensor, ties: torch.Tensor, golds: torch.Tensor,
+                    max_elements: int = 1 << 22) -> dict[str, torch.Tensor]:
+    """per_query's expectations when `golds` of the tied rows are golds (the first of them counts). Rows with
+    one tied gold, or no tie, are per_query's; the others are summed over X in blocks of <= max_elements."""
+    out = per_query(greater, ties)
+    rows = torch.nonzero((golds > 1) & (ties > 0)).flatten()
+    if not len(rows):
+        return out
+    reach = int(ties[rows].max()) + 1  # X takes 0..e
+    block = max(1, max_elements // (reach + 1))
+    for b0 in range(0, len(rows), block):
+        r = rows[b0: b0 + block]
+        for key, value in _tied_golds(greater[r].double(), ties[r].double(), golds[r].double(), reach).items():
+            out[key][r] = value
+    return out
+
+
+def _tied_golds(g: torch.Tensor, e: torch.Tensor, m: torch.Tensor, reach: int) -> dict[str, torch.Tensor]:
+    steps = torch.arange(reach, dtype=torch.float64)
+    terms = ((e[:, None] - steps) / (e[:, None] + m[:, None] - steps)).clamp(min=0)  # (b, reach)
+    p_ge = torch.cat([torch.ones(len(e), 1, dtype=torch.float64), terms.cumprod(1)], dim=1)  # P(X >= 0..reach)
+    p_eq = p_ge - torch.cat([p_ge[:, 1:], torch.zeros(len(e), 1, dtype=torch.float64)], dim=1)  # P(X = x)
+    ranks = g[:, None] + 1 + torch.arange(reach + 1, dtype=torch.float64)[None, :]
+    out = {f"R@{k}": (p_eq * (ranks <= k)).sum(1) for k in (1, 5, 10)}
+    out["rank"] = g + 1 + e / (m + 1)
+    out["rr"] = (p_eq / ranks).sum(1)
+    out["ndcg10"] = (p_eq * torch.where(ranks <= 10, 1 / torch.log2(ranks + 1), torch.zeros_like(ranks))).sum(1)
+    return out
+
+
+def direction_metrics_multi(query: torch.Tensor, gallery: torch.Tensor, query_item: torch.Tensor,
+                            gallery_item: torch.Tensor, *, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """direction_metrics with golds by item: several captions per item as queries (t2v) or as gallery rows
+    (v2t, any of the item's captions a hit). "n" queries, "n_gallery" rows, "n_items" distinct gallery items."""
+    q = per_query_multi(*rank_counts_multi(query.float(), gallery.float(), query_item, gallery_item))
+    lo, hi = bootstrap_ci(q["R@1"], n_boot, seed)
+    items = len(set(gallery_item.tolist()))
+    per_item = len(gallery_item) / items
+    return {
+        "R@1": 100 * float(q["R@1"].mean()), "R@5": 100 * float(q["R@5"].mean()), "R@10": 100 * float(q["R@10"].mean()),
+        "R@1_ci95": [100 * lo, 100 * hi],
+        "MdR": float(np.median(q["rank"].numpy())), "MnR": float(q["rank"].mean()),
+        "MRR": float(q["rr"].mean()), "NDCG@10": float(q["ndcg10"].mean()),
+        "n": int(query.shape[0]), "n_gallery": int(gallery.shape[0]), "n_items": items,
+        "chance_R@1": 100.0 * per_item / gallery.shape[0],
+    }

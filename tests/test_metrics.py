@@ -176,3 +176,70 @@ def test_blockwise_counts_equal_brute_force_with_non_finite_rows(max_elements, w
     assert (got[0][broken] == 300).all() and (got[1][broken] == 0).all()
     per = per_query(*got)
     assert (per["R@1"][broken] == 0).all()
+
+
+def brute_multi(q, g, q_item, g_item, eps=1e-5):
+    """(g, e, m) by the definitions, one query at a time over the full score matrix."""
+    s = q @ g.T
+    out = []
+    for i in range(len(q)):
+        gold = g_item == q_item[i]
+        best = s[i][gold].max()
+        out.append((int(((s[i] > best + eps) & ~gold).sum()), int((((s[i] - best).abs() <= eps) & ~gold).sum()),
+                    int((((s[i] - best).abs() <= eps) & gold).sum())))
+    return [torch.tensor(c) for c in zip(*out)]
+
+
+@pytest.mark.parametrize("max_elements", [50, 1 << 24])
+def test_several_captions_per_item_count_like_brute_force(max_elements):
+    from model.metrics import rank_counts_multi
+
+    videos = normed(20, seed=5)
+    captions = normed(60, seed=6)
+    item = torch.arange(20).repeat_interleave(3)  # three captions an item
+    captions[3:6] = captions[0]  # whole items tied with another's captions
+    videos[7] = videos[2]
+    for got, ref in zip(rank_counts_multi(captions, videos, item, torch.arange(20), max_elements=max_elements),
+                        brute_multi(captions, videos, item, torch.arange(20))):  # t2v: every caption a query
+        assert torch.equal(got, ref)
+    for got, ref in zip(rank_counts_multi(videos, captions, torch.arange(20), item, max_elements=max_elements),
+                        brute_multi(videos, captions, torch.arange(20), item)):  # v2t: any caption of the item a hit
+        assert torch.equal(got, ref)
+
+
+def test_several_tied_golds_are_scored_by_enumerating_every_tie_order():
+    import itertools
+
+    from model.metrics import per_query_multi
+
+    rng = np.random.default_rng(1)
+    cases = [(int(rng.integers(0, 12)), int(rng.integers(0, 6)), int(rng.integers(1, 4))) for _ in range(200)]
+    got = per_query_multi(*(torch.tensor(c) for c in zip(*cases)), max_elements=64)  # several blocks
+    for i, (g, e, m) in enumerate(cases):
+        ranks = np.array([g + 1 + order.index(1) for order in set(itertools.permutations([0] * e + [1] * m))], float)
+        assert got["R@1"][i] == pytest.approx(np.mean(ranks <= 1)) and got["R@5"][i] == pytest.approx(np.mean(ranks <= 5))
+        assert got["R@10"][i] == pytest.approx(np.mean(ranks <= 10)) and got["rank"][i] == pytest.approx(ranks.mean())
+        assert got["rr"][i] == pytest.approx(np.mean(1 / ranks))
+        assert got["ndcg10"][i] == pytest.approx(np.mean(np.where(ranks <= 10, 1 / np.log2(ranks + 1), 0)))
+
+
+def test_constant_embeddings_with_several_captions_score_chance_both_ways():
+    from model.metrics import direction_metrics_multi
+
+    z = F.normalize(torch.ones(40, 8), dim=-1)
+    item = torch.arange(10).repeat_interleave(4)
+    t2v = direction_metrics_multi(z, z[:10], item, torch.arange(10), n_boot=10)
+    assert t2v["R@1"] == pytest.approx(10.0) and t2v["n"] == 40 and t2v["n_items"] == 10
+    v2t = direction_metrics_multi(z[:10], z, torch.arange(10), item, n_boot=10)
+    assert v2t["R@1"] == pytest.approx(10.0) and v2t["chance_R@1"] == pytest.approx(10.0)  # 4 golds in 40 rows
+    assert v2t["MnR"] == pytest.approx(1 + 36 / 5)  # g = 0, e = 36, m = 4: E[X] = e / (m + 1)
+    with pytest.raises(ValueError, match="items \\[10\\] have none"):
+        direction_metrics_multi(z[:11], z, torch.arange(11), item, n_boot=10)
+
+
+def test_one_caption_an_item_scores_as_before():
+    from model.metrics import direction_metrics_multi
+
+    q, g = normed(30, seed=8), normed(30, seed=9)
+    one, multi = direction_metrics(q, g, n_boot=20), direction_metrics_multi(q, g, torch.arange(30), torch.arange(30), n_boot=20)
+    assert all(one[k] == multi[k] for k in ("R@1", "R@5", "R@10", "MdR", "MnR", "MRR", "NDCG@10", "R@1_ci95"))

@@ -89,7 +89,7 @@ def test_evaluation_queries_only_what_an_item_holds(partial_data, tiny_run, tmp_
     results = evaluate(tiny_run, partial_data, "test", tmp_path / "results.json", workers=1, progress=False, n_boot=10)
     d = results["directions"]
     n = results["n_items"]
-    assert n == 24 and results["items_with"] == {"video": 20, "audio": 18}
+    assert n == 24 and results["protocol"] == {"captions": "one per item", "items": 24, "with_video": 20, "with_audio": 18}
     assert (d["t2v"]["n"], d["t2v"]["n_gallery"]) == (20, 20)
     assert (d["t2a"]["n"], d["t2a"]["n_gallery"]) == (18, 18)
     assert (d["v2a"]["n"], d["v2a"]["n_gallery"]) == (14, 18)  # audio-only items: distractors in the audio gallery
