@@ -91,13 +91,16 @@ def promote_cmd(
     max_drop: Annotated[float, typer.Option(help="R@1 points any one direction may lose.")] = DEFAULT_MAX_DROP,
     floor: Annotated[float, typer.Option(help="AVG-all a first champion must reach (no champion yet).")] = DEFAULT_FLOOR,
     allow_base_change: Annotated[bool, typer.Option("--allow-base-change", help="Promote a challenger whose backbone or base checkpoint differs from the champion's (serve its base first).")] = False,
+    rule: Annotated[list[str], typer.Option("--rule", help="A benchmark direction the gate also judges (repeat): "
+                                            "'clotho.t2a >= 15' or 'msrvtt.t2v drop <= 2'.")] = [],
     tracking_uri: UriOption = None,
 ) -> None:
     """The gate: promote the challenger to champion if it passes (exit 0), else say why and change nothing (exit 1)."""
     from registry.registry import promote
 
     with _notices(), exits_on(*_errors()):
-        decision = promote(name, min_gain, max_drop, floor, tracking_uri=tracking_uri, allow_base_change=allow_base_change)
+        decision = promote(name, min_gain, max_drop, floor, tracking_uri=tracking_uri, allow_base_change=allow_base_change,
+                           rules=list(rule))
     print_decision(decision)
     if not decision.promoted:
         raise typer.Exit(1)

@@ -1,7 +1,10 @@
-"""An evaluation in MLflow: `<split>.<direction>.<metric>` (R1, R5, R10, MdR, MnR, MRR, NDCG10, R1_ci95_lo/_hi;
-MLflow names cannot hold "@"), `<split>.AVG-single|AVG-dual|AVG-all`, tags naming the split's gallery size,
-data version and time, and under evaluation/<split>/ results.json, the heatmap figure and a per-direction
-table. `evaluation_logger` is what `omniretriever evaluate` and the pipeline's evaluate step log through.
+"""An evaluation in MLflow: `<prefix>.<direction>.<metric>` (R1, R5, R10, MdR, MnR, MRR, NDCG10, R1_ci95_lo/_hi;
+MLflow names cannot hold "@"), `<prefix>.AVG-single|AVG-dual|AVG-all`, tags naming the gallery size, data
+version and time, and under evaluation/<prefix>/ results.json, the heatmap figure and a per-direction
+table. The prefix is the split ("test"), or the benchmark's name for `evaluate --benchmark` ("clotho"), so
+each benchmark of a run keeps its own metrics. A benchmark scores only the directions its items hold
+(Clotho has no video): the others are listed in results["unscored"] and logged as nothing, never zero.
+`evaluation_logger` is what `omniretriever evaluate` and the pipeline's evaluate step log through.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def evaluation_logger(results: dict, results_path: Path, options: TrackingOption
     run_id = options.run_id or recorded_run_id(run_dir, uri)
     run_id = log_evaluation(results, results_path, run_id, tracking_uri=uri, experiment=options.experiment,
                             pipeline_run_id=options.pipeline_run_id)
-    split = results.get("split", "test")
+    split = evaluation_prefix(results)
     return (f"mlflow run: {run_id} ({split}.AVG-all {results['AVG-all']:.2f}); register it with "
             f"`omniretriever registry register {run_id}`; browse: {ui_command(uri)}")
 
@@ -48,16 +51,22 @@ def log_evaluation(results: dict, results_path: Path, run_id: str | None = None,
         return _log_evaluation(mlflow_client, results, Path(results_path), run_id, experiment, pipeline_run_id)
 
 
+def evaluation_prefix(results: dict) -> str:
+    """Where an evaluation's metrics go: its benchmark's name, else its split."""
+    return (results.get("protocol") or {}).get("benchmark") or results.get("split", "test")
+
+
 def metric_name(name: str) -> str:
     """An MLflow-legal metric or tag name: "R@1" -> "R1", "NDCG@10" -> "NDCG10"."""
     return re.sub(r"[^\w.\- /:]", "", name)
 
 
 def evaluation_metrics(results: dict) -> dict[str, float]:
-    """results.json -> {"<split>.<direction>.<metric>": value, "<split>.AVG-all": value, ...}.
+    """results.json -> {"<prefix>.<direction>.<metric>": value, "<prefix>.AVG-all": value, ...}.
 
-    A 95% interval [lo, hi] becomes two metrics, "..._lo" and "..._hi"; non-numeric fields are skipped."""
-    split = results.get("split", "test")
+    A 95% interval [lo, hi] becomes two metrics, "..._lo" and "..._hi"; non-numeric fields (and an average
+    no direction was scored for) are skipped."""
+    split = evaluation_prefix(results)
     out: dict[str, float] = {}
     for direction, metrics in results["directions"].items():
         for key, value in metrics.items():
@@ -67,13 +76,14 @@ def evaluation_metrics(results: dict) -> dict[str, float]:
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 out[name] = float(value)
     for key in AVERAGES:
-        out[f"{split}.{key}"] = float(results[key])
+        if results.get(key) is not None:
+            out[f"{split}.{key}"] = float(results[key])
     return out
 
 
 def _log_evaluation(mlflow_client: "MlflowClient", results: dict, results_path: Path, run_id: str | None,
                     experiment: str | None, pipeline_run_id: str | None) -> str:
-    split = results.get("split", "test")
+    split = evaluation_prefix(results)
     created = run_id is None
     if created:
         experiment_id = ensure_experiment(mlflow_client, experiment or DEFAULT_EXPERIMENT)
@@ -94,16 +104,21 @@ def _log_evaluation(mlflow_client: "MlflowClient", results: dict, results_path: 
 def _check_results(results: dict) -> None:
     if not isinstance(results, dict) or not isinstance(results.get("directions"), dict):
         raise TrackingError("evaluation results have no 'directions' mapping: not an evaluate() result")
-    missing = [d for d in DIRECTION_NAMES if d not in results["directions"]] + [k for k in AVERAGES if k not in results]
+    unscored = set(results.get("unscored") or [])
+    missing = [d for d in DIRECTION_NAMES if d not in results["directions"] and d not in unscored]
+    missing += [k for k in AVERAGES if k not in results]
     if missing:
         raise TrackingError(f"evaluation results lack {', '.join(missing)}: refusing to log a partial evaluation")
-    bad = [k for k in AVERAGES if not isinstance(results[k], (int, float)) or not math.isfinite(results[k])]
+    if results.get("AVG-all") is None:
+        raise TrackingError("evaluation results have no AVG-all: no direction was scored")
+    bad = [k for k in AVERAGES if results[k] is not None and (not isinstance(results[k], (int, float))
+                                                              or not math.isfinite(results[k]))]
     if bad:
         raise TrackingError(f"evaluation results have non-numeric {', '.join(bad)}")
 
 
 def _evaluation_tags(results: dict, pipeline_run_id: str | None) -> dict[str, str]:
-    split = results.get("split", "test")
+    split = evaluation_prefix(results)
     tags = {f"{split}.n_items": str(results.get("n_items", "")), f"{split}.evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if results.get("data"):
         tags[f"{split}.data_version"] = data_version(results["data"])

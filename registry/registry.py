@@ -15,7 +15,9 @@ logged model never contains. `registry show` prints them, and how to load the ve
 has moved.
 
 The gate (`gate`, used by `promote`): the challenger's AVG-all must gain at least `min_gain` R@1 points
-over the champion's, and no direction's R@1 may drop by more than `max_drop` points. With no champion
+over the champion's, and no direction's R@1 may drop by more than `max_drop` points. Rules may add public
+benchmark directions (`GateRule`: "clotho.t2a >= 15", "msrvtt.t2v drop <= 2"), judged on the
+"<benchmark>.<direction>.R1" tags a version is registered with when its run was scored on them. With no champion
 yet, the challenger is promoted if its AVG-all reaches `floor`. Both versions must have been scored on
 the same split and gallery size, and have the same backbone and base checkpoint (base_sha256): a
 challenger over another base needs that base where the champion is served, so it is promoted only when
@@ -74,6 +76,44 @@ LINEAGE = ("data_version", "git_commit", "pipeline_run_id")
 # tags ("AVG-all", "t2v.R1"); a run holds them as "<split>.<key>"
 DIRECTION_R1 = {d: f"{d}.R1" for d in DIRECTION_NAMES}
 GATE_METRICS = (*AVERAGES, *DIRECTION_R1.values())
+# a public benchmark's R@1 per direction, when the run was scored on it (`evaluate --benchmark NAME`): its
+# run metric and the version's tag are both "<benchmark>.<direction>.R1" (only what it scored)
+BENCHMARK_METRIC = re.compile(r"^(?P<bench>[a-z0-9-]+)\.(?P<direction>" + "|".join(DIRECTION_NAMES) + r")\.R1$")
+_RULE = re.compile(r"^\s*(?P<bench>[a-z0-9-]+)\.(?P<direction>[a-z0-9]+)\s*(?:(?P<floor>>=)|drop\s*<=)\s*"
+                   r"(?P<value>[0-9]+(?:\.[0-9]*)?)\s*$")
+
+
+@dataclass(frozen=True)
+class GateRule:
+    """A benchmark direction the gate also judges: the challenger's R@1 there is at least `value` ("clotho.t2a
+    >= 15"), or drops by at most `value` points from the champion's ("clotho.t2a drop <= 2")."""
+
+    benchmark: str
+    direction: str
+    kind: str  # "floor" or "drop"
+    value: float
+
+    @property
+    def metric(self) -> str:
+        return f"{self.benchmark}.{self.direction}.R1"
+
+    def __str__(self) -> str:
+        return f"{self.benchmark}.{self.direction} {'>=' if self.kind == 'floor' else 'drop <='} {self.value:g}"
+
+
+def parse_rule(text: str) -> GateRule:
+    """'clotho.t2a >= 15' or 'msrvtt.t2v drop <= 2' -> GateRule; RegistryError naming what is wrong."""
+    from model.benchmarks import BENCHMARKS
+
+    m = _RULE.match(text or "")
+    if m is None:
+        raise RegistryError(f"gate rule {text!r}: expected 'BENCHMARK.DIRECTION >= R1' or 'BENCHMARK.DIRECTION drop <= "
+                            "POINTS', e.g. 'clotho.t2a >= 15'")
+    if m["bench"] not in BENCHMARKS:
+        raise RegistryError(f"gate rule {text!r}: unknown benchmark {m['bench']!r} (one of {', '.join(BENCHMARKS)})")
+    if m["direction"] not in DIRECTION_NAMES:
+        raise RegistryError(f"gate rule {text!r}: unknown direction {m['direction']!r} (one of {', '.join(DIRECTION_NAMES)})")
+    return GateRule(m["bench"], m["direction"], "floor" if m["floor"] else "drop", float(m["value"]))
 
 
 @dataclass
@@ -205,7 +245,7 @@ def version_info(mv, aliases: dict[str, str], pending_tags: dict[str, str] | Non
     """A registry ModelVersion -> RegisteredVersion (metrics from its tags, `pending_tags` over them)."""
     tags = {**(mv.tags or {}), **(pending_tags or {})}
     metrics = {}
-    for key in GATE_METRICS:
+    for key in (*GATE_METRICS, *(k for k in tags if BENCHMARK_METRIC.match(k))):
         try:
             metrics[key] = float(tags[key])
         except (KeyError, ValueError):
@@ -315,6 +355,7 @@ def register(run_id: str, name: str = MODEL_NAME, *, split: str = "test", tracki
 def _version_tags(run, split: str, metrics: dict[str, float], model_uri: str) -> dict[str, str]:
     run_tags = run.data.tags
     tags = {k: repr(v) for k, v in metrics.items()}
+    tags.update({k: repr(v) for k, v in run.data.metrics.items() if BENCHMARK_METRIC.match(k) and math.isfinite(v)})
     tags.update(run_id=run.info.run_id, split=split, n_items=run_tags.get(f"{split}.n_items", ""), model_uri=model_uri,
                 registered_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     tags.update({k: run_tags.get(k, "unknown") for k in LINEAGE})
@@ -337,16 +378,20 @@ def _ensure_registered_model(mlflow_client: "MlflowClient", name: str) -> None:
 
 
 def gate(challenger: RegisteredVersion, champion: RegisteredVersion | None, min_gain: float = DEFAULT_MIN_GAIN,
-         max_drop: float = DEFAULT_MAX_DROP, floor: float = DEFAULT_FLOOR, allow_base_change: bool = False) -> GateDecision:
+         max_drop: float = DEFAULT_MAX_DROP, floor: float = DEFAULT_FLOOR, allow_base_change: bool = False,
+         rules: tuple[GateRule, ...] = ()) -> GateDecision:
     """Decide (without touching the registry) whether `challenger` may replace `champion`. A challenger with
-    another backbone or base checkpoint is refused unless `allow_base_change` (then it is noted)."""
+    another backbone or base checkpoint is refused unless `allow_base_change` (then it is noted). `rules`
+    judge benchmark directions too: a floor always, a drop against a champion (with none yet it is noted)."""
     base = dict(challenger=challenger.version, champion_before=champion.version if champion else None,
                 min_gain=min_gain, max_drop=max_drop, floor=floor)
     if champion is None:
         ok = challenger.avg_all >= floor
         row = GateRow("AVG-all", challenger.avg_all, None, None, f">= floor {floor:.2f}", ok)
         reasons = [] if ok else [f"AVG-all {challenger.avg_all:.2f} is below the floor {floor:.2f} (--floor)"]
-        return GateDecision(promoted=ok, reasons=reasons, rows=[row], **base)
+        rows, notes = [row], []
+        _judge_rules(rules, challenger, None, rows, reasons, notes)
+        return GateDecision(promoted=not reasons, reasons=reasons, rows=rows, notes=notes, **base)
     reasons = _comparable(challenger, champion)
     notes = []
     changed = _base_change(challenger, champion)
@@ -368,7 +413,37 @@ def gate(challenger: RegisteredVersion, champion: RegisteredVersion | None, min_
         if not ok:
             reasons.append(f"{d}: R@1 dropped {-delta:.2f} ({old:.2f} -> {new:.2f}), more than the allowed {max_drop:.2f} "
                            "(--max-drop)" if math.isfinite(delta) else f"{d}: R@1 missing on one side")
+    _judge_rules(rules, challenger, champion, rows, reasons, notes)
     return GateDecision(promoted=not reasons, reasons=reasons, rows=rows, notes=notes, **base)
+
+
+def _judge_rules(rules: tuple[GateRule, ...], challenger: RegisteredVersion, champion: RegisteredVersion | None,
+                 rows: list[GateRow], reasons: list[str], notes: list[str]) -> None:
+    """Add each rule's row, and its reason when it fails: a benchmark the challenger was not scored on fails."""
+    for rule in rules:
+        new = challenger.metrics.get(rule.metric)
+        if new is None:
+            rows.append(GateRow(f"{rule.benchmark}.{rule.direction} R@1", float("nan"), None, None, str(rule), False))
+            reasons.append(f"{rule}: challenger v{challenger.version} has no {rule.metric} (score the run with "
+                           f"`omniretriever evaluate --benchmark {rule.benchmark}` before registering it)")
+            continue
+        if rule.kind == "floor":
+            ok = new >= rule.value
+            rows.append(GateRow(f"{rule.benchmark}.{rule.direction} R@1", new, None, None, str(rule), ok))
+            if not ok:
+                reasons.append(f"{rule}: R@1 is {new:.2f}")
+            continue
+        old = champion.metrics.get(rule.metric) if champion is not None else None
+        if old is None:
+            rows.append(GateRow(f"{rule.benchmark}.{rule.direction} R@1", new, None, None, str(rule), True))
+            notes.append(f"{rule}: {'no champion' if champion is None else f'champion v{champion.version} has no {rule.metric}'}"
+                         " to compare with")
+            continue
+        delta = new - old
+        ok = delta >= -rule.value
+        rows.append(GateRow(f"{rule.benchmark}.{rule.direction} R@1", new, old, delta, str(rule), ok))
+        if not ok:
+            reasons.append(f"{rule}: R@1 dropped {-delta:.2f} ({old:.2f} -> {new:.2f})")
 
 
 def _base_change(challenger: RegisteredVersion, champion: RegisteredVersion) -> str:
@@ -423,12 +498,14 @@ def _evaluated(version: RegisteredVersion, role: str) -> RegisteredVersion:
 
 def promote(name: str = MODEL_NAME, min_gain: float = DEFAULT_MIN_GAIN, max_drop: float = DEFAULT_MAX_DROP,
             floor: float = DEFAULT_FLOOR, *, tracking_uri: str | None = None,
-            lock_timeout: float = LOCK_TIMEOUT_S, allow_base_change: bool = False) -> GateDecision:
+            lock_timeout: float = LOCK_TIMEOUT_S, allow_base_change: bool = False,
+            rules: tuple[GateRule, ...] | list[str] = ()) -> GateDecision:
     """Run the gate on the challenger; on a pass move champion to it (old champion -> previous), all or
     nothing (see the module docstring). A challenger that already is the champion is refused, and so is one
     over another backbone or base checkpoint unless `allow_base_change`."""
     check_gate_options(min_gain, max_drop, floor)
     check_name(name)
+    rules = tuple(r if isinstance(r, GateRule) else parse_rule(r) for r in rules)
     mlflow_client = client(tracking_uri)
     _registered(mlflow_client, name)
     with registry_lock(mlflow_client.tracking_uri, name, lock_timeout):
@@ -444,7 +521,7 @@ def promote(name: str = MODEL_NAME, min_gain: float = DEFAULT_MIN_GAIN, max_drop
                                 "changed. Register a new run as the challenger")
         challenger = _evaluated(_version(mlflow_client, name, seen[CHALLENGER], seen), CHALLENGER)
         champion = _evaluated(_version(mlflow_client, name, seen[CHAMPION], seen), CHAMPION) if CHAMPION in seen else None
-        decision = gate(challenger, champion, min_gain, max_drop, floor, allow_base_change)
+        decision = gate(challenger, champion, min_gain, max_drop, floor, allow_base_change, rules)
         if decision.promoted:
             journal = _promotion(name, seen, challenger, champion, decision)
             _pause_before_writing()
