@@ -36,3 +36,37 @@ def evaluate_model(model: Input[Model], data: str, metrics: Output[Metrics], res
         evaluation_logger(scores, out / "results.json", TrackingOptions(tracking_uri=tracking_uri or None, run_id=run_id))
     outputs = namedtuple("EvaluationOutputs", ["avg_all", "avg_single", "avg_dual"])
     return outputs(float(scores["AVG-all"]), float(scores["AVG-single"]), float(scores["AVG-dual"]))
+
+
+@dsl.component(base_image=CPU_BASE_IMAGE, target_image=CPU_TARGET_IMAGE)
+def evaluate_benchmarks(model: Input[Model], benchmarks: list, results: Output[Artifact], run_id: str = "",
+                        tracking_uri: str = "") -> int:
+    """Score the trained model on each public benchmark of `benchmarks` ("NAME=DATA_DIR", a dataset `data
+    import` wrote, e.g. "clotho=/workspace/benchmarks/clotho"), by its protocol (model.benchmarks), each
+    logged to the training run under its own prefix ("clotho.t2a.R1", ...) so the gate can name it.
+    `results` holds results-NAME.json and .png per benchmark. Returns how many were scored (0 for none)."""
+    from pathlib import Path
+
+    from model.benchmarks import benchmark
+    from model.evaluate import evaluate
+
+    entries = []
+    for entry in benchmarks:
+        name, sep, data = str(entry).partition("=")
+        if not sep or not data:
+            raise ValueError(f"benchmarks entry {entry!r}: expected NAME=DATA_DIR, e.g. clotho=/workspace/benchmarks/clotho")
+        entries.append((benchmark(name.strip()), data.strip()))  # every entry checked before any is scored
+    out = Path(results.path)
+    out.mkdir(parents=True, exist_ok=True)
+    scored = {}
+    for bench, data in entries:
+        path = out / f"results-{bench.name}.json"
+        scores = evaluate(model.path, data, bench.split, path, progress=False, benchmark=bench.name)
+        scored[bench.name] = scores["AVG-all"]
+        if run_id:
+            from model.hooks import TrackingOptions
+            from registry.evaluation_log import evaluation_logger
+
+            evaluation_logger(scores, path, TrackingOptions(tracking_uri=tracking_uri or None, run_id=run_id))
+    results.metadata.update(benchmarks=scored)
+    return len(entries)

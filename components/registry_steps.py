@@ -24,10 +24,12 @@ def register_model(run_id: str, name: str = "omniretriever", tracking_uri: str =
 
 @dsl.component(base_image=CPU_BASE_IMAGE, target_image=CPU_TARGET_IMAGE)
 def gate_model(decision: Output[Markdown], name: str = "omniretriever", min_gain: Optional[float] = None,
-               max_drop: Optional[float] = None, floor: Optional[float] = None, tracking_uri: str = "") -> bool:
+               max_drop: Optional[float] = None, floor: Optional[float] = None, rules: list = [],
+               tracking_uri: str = "") -> bool:
     """Compare the challenger of `name` with its champion on the 12 directions: promote it (alias
     champion) when its AVG-all R@1 gains at least `min_gain` points and no direction's R@1 drops by
-    more than `max_drop` points; a first champion needs AVG-all of at least `floor`. A threshold left
+    more than `max_drop` points; a first champion needs AVG-all of at least `floor`; `rules` add public
+    benchmark directions ("clotho.t2a >= 15", "msrvtt.t2v drop <= 2", registry.registry.GateRule). A threshold left
     unset is the gate's default (registry.registry.DEFAULT_*). Returns whether it was promoted (the single
     return value, because the pipeline branches on it); `decision` is the comparison in Markdown, its
     metadata the challenger, the champion before and the reasons."""
@@ -38,7 +40,7 @@ def gate_model(decision: Output[Markdown], name: str = "omniretriever", min_gain
 
     result = promote(name, DEFAULT_MIN_GAIN if min_gain is None else min_gain,
                      DEFAULT_MAX_DROP if max_drop is None else max_drop, DEFAULT_FLOOR if floor is None else floor,
-                     tracking_uri=tracking_uri or None)
+                     tracking_uri=tracking_uri or None, rules=[str(r) for r in rules or []])
     Path(decision.path).write_text(gate_markdown(result))
     decision.metadata.update(promoted=bool(result.promoted), challenger=str(result.challenger),
                              champion_before=str(result.champion_before or ""),

@@ -59,6 +59,7 @@ class Steps:
     no_checkpoint: Any
     train_model: Any
     evaluate_model: Any
+    evaluate_benchmarks: Any
     register_model: Any
     gate_model: Any
     export_model: Any
@@ -69,13 +70,13 @@ def containerized_steps() -> Steps:
     """The components as declared in components/ (base and target images set): for a cluster."""
     from components.checkpoints import fetch_checkpoint, no_checkpoint
     from components.data import pull_data, validate_data, version_data
-    from components.evaluation import evaluate_model
+    from components.evaluation import evaluate_benchmarks, evaluate_model
     from components.gpu.train import train_model
     from components.registry_steps import gate_model, register_model
     from components.serving_steps import deploy_model, export_model
 
     return Steps(pull_data, validate_data, version_data, fetch_checkpoint, no_checkpoint, train_model, evaluate_model,
-                 register_model, gate_model, export_model, deploy_model)
+                 evaluate_benchmarks, register_model, gate_model, export_model, deploy_model)
 
 
 def local_steps() -> Steps:
@@ -137,11 +138,13 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
         batch_size: int = BATCH_SIZE,
         seed: int = 0,
         eval_split: str = "test",
+        benchmarks: list = [],
         mlflow_tracking_uri: str = "http://mlflow.mlflow.svc.cluster.local:5000",
         model_name: str = "omniretriever",
         min_gain: float = DEFAULT_MIN_GAIN,
         max_drop: float = DEFAULT_MAX_DROP,
         floor: float = DEFAULT_FLOOR,
+        gate_rules: list = [],
         deploy_target: str = "kserve",
         namespace: str = "kubeflow-user",
         storage_uri: str = "",
@@ -175,11 +178,13 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
                                   checkpoint_sha256=dsl.OneOf(base.outputs["sha256"], no_base.outputs["sha256"]))
             evaluation = s.evaluate_model(model=train.outputs["model"], data=data, split=eval_split,
                                           run_id=train.outputs["run_id"], tracking_uri=mlflow_tracking_uri)
+            public = s.evaluate_benchmarks(model=train.outputs["model"], benchmarks=benchmarks,
+                                           run_id=train.outputs["run_id"], tracking_uri=mlflow_tracking_uri)
             register = s.register_model(run_id=train.outputs["run_id"], name=model_name,
-                                        tracking_uri=mlflow_tracking_uri).after(evaluation)
-            gate = s.gate_model(name=model_name, min_gain=min_gain, max_drop=max_drop, floor=floor,
+                                        tracking_uri=mlflow_tracking_uri).after(evaluation, public)
+            gate = s.gate_model(name=model_name, min_gain=min_gain, max_drop=max_drop, floor=floor, rules=gate_rules,
                                 tracking_uri=mlflow_tracking_uri).after(register)
-            tasks += [version, base, no_base, train, evaluation, register, gate]
+            tasks += [version, base, no_base, train, evaluation, public, register, gate]
             with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712
                 export = s.export_model(model=train.outputs["model"])
                 deploy = s.deploy_model(repository=export.outputs["repository"], target=deploy_target,
@@ -194,11 +199,11 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
             for task in (fetch, base, version, register, deploy):
                 _retry(task)
             # register and export load a pretrained backbone over its base, which lies on the volume
-            for task in (fetch, check, version, base, train, evaluation, register, export):
+            for task in (fetch, check, version, base, train, evaluation, public, register, export):
                 _on_workspace(task, workspace_pvc)
             for task in (fetch, version, base):
                 _with_secret(task, dvc_secret, DVC_SECRET_KEYS)
-            for task in (train, evaluation, register, gate):
+            for task in (train, evaluation, public, register, gate):
                 _with_secret(task, mlflow_secret, MLFLOW_SECRET_KEYS)
             _on_gpu_pool(train, gpus, gpu_node_selector, gpu_tolerations)
 

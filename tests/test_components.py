@@ -185,3 +185,19 @@ def test_train_without_a_checkpoint_gives_none_to_the_trainer(tmp_path, monkeypa
 
     assert given["checkpoint"] is None and model.metadata["checkpoint"] == ""
     assert given["token_keep"] == TOKEN_KEEP
+
+
+def test_evaluate_benchmarks_scores_each_by_its_protocol_and_checks_every_entry_first(trained, tiny_data, tmp_path):
+    from components.evaluation import evaluate_benchmarks
+
+    model, _ = trained
+    results = artifact(dsl.Artifact, tmp_path, "results")
+    assert evaluate_benchmarks.python_func(model=model, benchmarks=[], results=results) == 0
+    assert evaluate_benchmarks.python_func(model=model, benchmarks=[f"msrvtt={tiny_data}"], results=results) == 1
+    scored = json.loads((Path(results.path) / "results-msrvtt.json").read_text())
+    assert scored["protocol"]["benchmark"] == "msrvtt" and scored["reference"]["R@1"] == {"t2v": 47.9}
+    assert set(results.metadata["benchmarks"]) == {"msrvtt"}
+    for bad, message in [([f"msrvtt={tiny_data}", "nope=/x"], "unknown benchmark 'nope'"),
+                         (["clotho"], "expected NAME=DATA_DIR")]:
+        with pytest.raises(ValueError, match=message):
+            evaluate_benchmarks.python_func(model=model, benchmarks=bad, results=artifact(dsl.Artifact, tmp_path, "r2"))
