@@ -268,12 +268,12 @@ def evaluate(model_path: str | Path, data: str | Path, split: str = "test", out:
     model = load_model(model_path)
     existing_split(data, split)
     bank = load_bank(data, split, model.config, cache_dir=cache_dir, workers=workers, limit=limit, progress=progress)
-    captions = caption_embeddings(model, bank)
+    bench = BENCHMARKS[benchmark] if benchmark is not None else None
+    captions = caption_embeddings(model, bank) if bench is None or bench.captions == "every" else None
     results = score_embeddings(embed_views(model, bank), n_boot=n_boot, has={v: bank.has(v) for v in BENCH_VIEWS},
                                captions=captions)
     results["protocol"] = protocol_of(bank, captions)
-    if benchmark is not None:
-        bench = BENCHMARKS[benchmark]
+    if bench is not None:
         results["protocol"]["benchmark"] = bench.name
         results["reference"] = {"source": "the paper's zero-shot R@1 (7B model)", "R@1": dict(bench.reference)}
     results.update(split=split, n_items=len(bank), model=str(model.path), data=str(data))

@@ -67,6 +67,7 @@ def test_evaluate_benchmark_prints_the_papers_reference(captioned, tiny_run, tmp
     assert "paper R@1" in res.output and "47.90" in res.output
     results = json.loads((run / "results-msrvtt.json").read_text())
     assert results["protocol"]["benchmark"] == "msrvtt" and results["reference"]["R@1"] == {"t2v": 47.9}
+    assert results["protocol"]["captions"] == "one per item"  # 1k-A: one sentence a video, the main caption
     bad = CliRunner().invoke(app, ["evaluate", "--model", str(run), "--data", str(captioned), "--benchmark", "nope",
                                    "--no-track"])
     assert bad.exit_code == 2 and "unknown benchmark 'nope'" in bad.output
