@@ -11,12 +11,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dataset.importers import didemo, msrvtt, msvd, vatex
 from dataset.importers.base import ImportFormatError, ImportOptions, ImportReport, Item, Reader, Skip, write_dataset
 from dataset.importers.folder import VERSION as FOLDER_VERSION
 from dataset.importers.folder import read_folder
 
 FORMATS: dict[str, tuple[Reader, str]] = {  # name -> (reader, the layout and version it follows)
     "folder": (read_folder, FOLDER_VERSION),
+    "msrvtt": (msrvtt.read_msrvtt, msrvtt.VERSION),  # the 1k-A split
+    "msrvtt-full": (msrvtt.read_msrvtt_full, msrvtt.FULL_VERSION),  # the official train / val / test split
+    "msvd": (msvd.read_msvd, msvd.VERSION),
+    "didemo": (didemo.read_didemo, didemo.VERSION),
+    "vatex": (vatex.read_vatex, vatex.VERSION),
 }
 
 __all__ = ["FORMATS", "ImportFormatError", "ImportOptions", "ImportReport", "Item", "Skip", "import_dataset"]
