@@ -271,11 +271,18 @@ def test_the_imported_dataset_validates(case, imported, tmp_path):
 def test_a_trained_model_evaluates_on_the_imported_test_split(fmt, imported, tiny_run):
     from model.evaluate import evaluate
 
-    results = evaluate(tiny_run, imported[fmt], "test", workers=1, progress=False, n_boot=10)
-    assert results["n_items"] == len(BY_FORMAT[fmt].items["test"])
-    assert results["directions"]["t2v"]["n"] == results["n_items"]
+    from model.manifest import read_split
+
+    results = evaluate(tiny_run, imported[fmt], "test", workers=1, progress=False, n_boot=10, benchmark=fmt)
+    records = read_split(imported[fmt], "test")
+    assert results["n_items"] == len(BY_FORMAT[fmt].items["test"]) == len(records)
+    # the benchmark's protocol: MSR-VTT 1k-A asks with one sentence a video, the others with every caption
+    every = sum(len(r.captions) for r in records)
+    assert results["directions"]["t2v"]["n"] == (results["n_items"] if fmt == "msrvtt" else every)
+    assert results["protocol"]["benchmark"] == fmt and results["directions"]["v2t"]["n"] == results["n_items"]
     if not BY_FORMAT[fmt].audio:
-        assert results["items_with"] == {"video": results["n_items"], "audio": 0}
+        assert results["protocol"]["with_audio"] == 0 and results["protocol"]["with_video"] == results["n_items"]
+        assert "t2a" in results["unscored"]
 
 
 def test_a_raw_captions_pickle_is_refused_with_how_to_convert_it(tmp_path):
