@@ -180,11 +180,14 @@ def read_lines(path: Path, src: Path | None = None) -> Iterator[tuple[int, str] 
 
 def read_csv(path: Path, required: tuple[str, ...], src: Path | None = None
              ) -> Iterator[tuple[str, dict[str, str]] | Skip]:
-    """(where, row) of each CSV row as a dict by header; a BOM and Windows line endings are fine, a row that
-    is not UTF-8 or has the wrong number of fields is a Skip, and a header without a `required` column is
-    an ImportFormatError naming the columns it has."""
+    """(where, row) of each CSV row as a dict by header, `where` naming the line the row starts on (a quoted
+    field may span lines); a BOM and Windows line endings are fine, a row that is not UTF-8 or has the wrong
+    number of fields is a Skip, and a header that is not UTF-8 or lacks a `required` column is an
+    ImportFormatError (naming the columns it has)."""
     src = src or path.parent
     lines = list(read_lines(path, src))
+    if lines and isinstance(lines[0], Skip):
+        raise ImportFormatError(path, f"the header row is {lines[0].reason}: save the file as UTF-8")
     yield from (x for x in lines if isinstance(x, Skip))
     good = [x for x in lines if not isinstance(x, Skip)]
     if not good:
@@ -199,8 +202,15 @@ def read_csv(path: Path, required: tuple[str, ...], src: Path | None = None
     if missing:
         raise ImportFormatError(path, f"has no column {', '.join(repr(c) for c in missing)} (its columns: "
                                       f"{', '.join(repr(h) for h in header) or 'none'})")
-    for number, fields in zip(numbers[1:], reader):
-        at = where(path, src, number)
+    while True:
+        start = reader.line_num  # lines read so far: the row starts on the next (a quoted field may span lines)
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ImportFormatError(where(path, src, numbers[start]), f"does not parse as CSV ({exc})") from None
+        at = where(path, src, numbers[start])
         if len(fields) != len(header):
             yield Skip(at, None, f"{len(fields)} fields where the header has {len(header)}")
             continue
