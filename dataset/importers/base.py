@@ -292,7 +292,7 @@ def _check(item: Item, first: dict[str, str]) -> str | None:
         return f"id {item.id!r} is empty, holds a slash or control characters, or has surrounding spaces"
     if item.id in first:
         return f"duplicate id (first seen at {first[item.id]})"
-    if not item.split or "/" in item.split or item.split.startswith("."):
+    if not item.split or "/" in item.split or "\\" in item.split or item.split.startswith("."):
         return f"split {item.split!r} is not a plain name"
     if not item.captions:
         return "no caption"
