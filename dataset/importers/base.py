@@ -233,6 +233,9 @@ def write_dataset(fmt: str, src: Path, out: Path, records: Iterable[Item | Skip]
     src, out = Path(src).resolve(), Path(out)
     if out.exists() and not (out / REPORT).is_file():
         raise FileExistsError(f"{out} exists and is not an import (no {REPORT}): choose another --out or remove it")
+    if out.exists() and (src == out.resolve() or out.resolve() in src.parents):
+        raise ValueError(f"{src} lies inside {out}, which the import replaces (its files would be deleted): "
+                         "choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.import-", dir=out.parent))
     os.chmod(staging, 0o755)  # mkdtemp makes it private; a dataset is ordinary shared data
