@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dataset.importers import clotho, folder
 from dataset.importers.base import ImportFormatError, ImportOptions, ImportReport, Item, Reader, Skip, write_dataset
-from dataset.importers.folder import VERSION as FOLDER_VERSION
-from dataset.importers.folder import read_folder
 
 FORMATS: dict[str, tuple[Reader, str]] = {  # name -> (reader, the layout and version it follows)
-    "folder": (read_folder, FOLDER_VERSION),
+    "folder": (folder.read_folder, folder.VERSION),
+    "clotho": (clotho.read_clotho, clotho.VERSION),
 }
 
 __all__ = ["FORMATS", "ImportFormatError", "ImportOptions", "ImportReport", "Item", "Skip", "import_dataset"]
