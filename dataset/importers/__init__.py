@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dataset.importers import audiocaps, clotho, folder, sounddescs
+from dataset.importers import audiocaps, clotho, folder, omnibench, sounddescs
 from dataset.importers.base import ImportFormatError, ImportOptions, ImportReport, Item, Reader, Skip, write_dataset
 
 FORMATS: dict[str, tuple[Reader, str]] = {  # name -> (reader, the layout and version it follows)
@@ -19,6 +19,7 @@ FORMATS: dict[str, tuple[Reader, str]] = {  # name -> (reader, the layout and ve
     "clotho": (clotho.read_clotho, clotho.VERSION),
     "sounddescs": (sounddescs.read_sounddescs, sounddescs.VERSION),
     "audiocaps": (audiocaps.read_audiocaps, audiocaps.VERSION),
+    "omniretriever-bench": (omnibench.read_omnibench, omnibench.VERSION),
 }
 
 __all__ = ["FORMATS", "ImportFormatError", "ImportOptions", "ImportReport", "Item", "Skip", "import_dataset"]
