@@ -283,6 +283,9 @@ def test_what_cannot_be_imported_is_reported_not_dropped(release, tmp_path):
     assert all(s.reason for s in report.skipped)
     written = {r.id for split in report.items for r in read_split(tmp_path / "out", split)}
     assert not written & {rid for _, rid in rel.skipped}
+    elsewhere = Path(shutil.copytree(damaged, tmp_path / "elsewhere" / "release"))  # reasons name no path of SRC
+    import_dataset(rel.fmt, elsewhere, tmp_path / "out2")
+    assert manifest_bytes(tmp_path / "out2") == manifest_bytes(tmp_path / "out")
 
 
 def test_the_imported_dataset_validates(release, tmp_path):

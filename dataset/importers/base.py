@@ -12,8 +12,8 @@ nothing else; `write_dataset` does the rest for all of them:
 Each path a reader names is checked to stay inside SRC, each file to exist; a repeated id, an item with no
 caption or no media, or a bad annotation row is skipped with its reason, never dropped silently. The
 dataset is built beside OUT and moved into place at the end (a failure leaves OUT as it was), and the
-same SRC gives the same bytes every time: nothing depends on the clock, the machine or the file order on
-disk.
+same SRC gives the same bytes every time: nothing depends on the clock, the machine, where SRC lies (reasons
+name files relative to it) or the file order on disk.
 """
 
 from __future__ import annotations
@@ -99,11 +99,12 @@ Reader = Callable[[Path, ImportOptions], Iterable["Item | Skip"]]
 
 
 def where(path: Path, src: Path, line: int | None = None) -> str:
-    """`file:line` relative to SRC, as messages name annotation rows."""
+    """`file:line` relative to SRC, as messages name annotation rows; a file outside SRC (a captions file
+    given on the command line) by its name, so that import.json holds no path of this machine."""
     try:
         shown = path.relative_to(src).as_posix()
     except ValueError:
-        shown = str(path)
+        shown = path.name
     return shown if line is None else f"{shown}:{line}"
 
 
@@ -322,10 +323,12 @@ def _media(src: Path, item: Item, staging: Path, copied: dict[Path, str], mode: 
         try:
             real = resolve_media(src, rel)  # PathEscapeError for anything leaving SRC
             if not real.is_file():
-                raise FileNotFoundError(f"{rel}: {'not a file' if real.exists() else 'no such file'} under {src}")
+                raise FileNotFoundError(f"{rel}: {'not a file' if real.exists() else 'no such file'}")
             if real not in streams:
                 streams[real] = stream_roles(real)
-        except (PathEscapeError, FileNotFoundError, OSError) as exc:
+        except PathEscapeError as exc:
+            return {}, f"{role}: {rel}: {exc.reason}"
+        except (FileNotFoundError, OSError) as exc:
             return {}, f"{role}: {exc}"
         media[role] = rel if role in streams[real] else None
     if media["video"] is None and media["audio"] is None:

@@ -58,7 +58,7 @@ def read_sounddescs(src: Path, options: ImportOptions) -> Iterator[Item | Skip]:
             candidates = (f"audios/{rid}.wav", f"audios/{rid}/{rid}.wav")
             audio = finder.first(candidates)
             if audio is None:
-                yield Skip(at, rid, f"audio: no {' or '.join(candidates)} under {src}")
+                yield Skip(at, rid, f"audio: no {' or '.join(candidates)}")
                 continue
             yield Item(rid, split, captions, None, audio, at)
 
