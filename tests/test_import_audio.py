@@ -359,3 +359,17 @@ def test_audiocaps_prefers_the_first_folder_and_name_in_its_documented_order(tmp
     import_dataset("audiocaps", src, tmp_path / "out")
     first = read_split(tmp_path / "out", "test")[0]
     assert first.video == first.audio == "media/video/test/-1nilez17Dg_10.mp4"
+
+
+def test_audiocaps_groups_rows_by_youtube_id_and_start_time(tmp_path):
+    src = tmp_path / "release"
+    src.mkdir()
+    write_csv(src / "test.csv", AUDIOCAPS_HEADER, [["1", "abcdefghijk", "10", "first start"],
+                                                   ["2", "abcdefghijk", "30", "second start"],
+                                                   ["3", "abcdefghijk", "10.0", "first start again"]])
+    for start in (10, 30):
+        write_wav(src / "test" / f"abcdefghijk_{start}.wav", 300 + start)
+    report = import_dataset("audiocaps", src, tmp_path / "out")
+    assert [(s.where, s.id) for s in report.skipped] == [("train.csv", None), ("val.csv", None)]  # splits not there
+    assert [(r.id, r.captions) for r in read_split(tmp_path / "out", "test")] == [
+        ("abcdefghijk_10", ("first start", "first start again")), ("abcdefghijk_30", ("second start",))]

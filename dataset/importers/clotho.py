@@ -9,8 +9,9 @@ its Zenodo release (v2.1, https://zenodo.org/records/4783391) unpacks:
 The same tree is the one github.com/xieh97/dcase2022-audio-retrieval (scripts/__init__.py,
 scripts/preprocess.py: the audio of a row is <split dir>/<file_name stripped>) and the DCASE language-based
 audio retrieval baselines read. Audio only: "video" is null. An item's id is its file name without ".wav"
-(Clotho names are unique across the three splits; they may hold spaces), its captions caption_1 (the main
-one) to caption_5 in that order, empty ones dropped. A split whose CSV is missing is reported as skipped.
+(it may hold spaces; a name repeated in another split is reported as a duplicate id), its captions
+caption_1 (the main one) to caption_5 in that order, empty ones dropped. A split whose CSV is missing is
+reported as skipped.
 """
 
 from __future__ import annotations
