@@ -97,8 +97,9 @@ def test_paths_that_leave_the_media_folder_are_skipped(src, tmp_path):
                      f"{outside},absolute\nlink.mp4,a symlink out\nclip.mp4,inside\n")
     res = run(src, captions, tmp_path / "out")
     assert res.exit_code == 3, res.output
-    assert skipped(tmp_path / "out") == [("captions.csv:2", ".._outside"),
-                                         ("captions.csv:3", outside.as_posix()[:-4].replace("/", "_")), ("captions.csv:4", "link")]
+    absolute_id = outside.as_posix()[:-4].replace("/", "_")  # the default id: the path without suffix, "/" as "_"
+    assert skipped(tmp_path / "out") == [("captions.csv:2", ".._outside"), ("captions.csv:3", absolute_id),
+                                         ("captions.csv:4", "link")]
     reasons = [s["reason"] for s in json.loads((tmp_path / "out" / "import.json").read_text())["skipped"]]
     assert "'..' components are not allowed" in reasons[0] and "absolute paths are not allowed" in reasons[1]
     assert "outside the data root" in reasons[2]
