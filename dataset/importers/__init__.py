@@ -11,18 +11,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dataset.importers import didemo, msrvtt, msvd, vatex
+from dataset.importers import audiocaps, clotho, didemo, folder, msrvtt, msvd, omnibench, sounddescs, vatex
 from dataset.importers.base import ImportFormatError, ImportOptions, ImportReport, Item, Reader, Skip, write_dataset
-from dataset.importers.folder import VERSION as FOLDER_VERSION
-from dataset.importers.folder import read_folder
 
 FORMATS: dict[str, tuple[Reader, str]] = {  # name -> (reader, the layout and version it follows)
-    "folder": (read_folder, FOLDER_VERSION),
+    "folder": (folder.read_folder, folder.VERSION),
+    "omniretriever-bench": (omnibench.read_omnibench, omnibench.VERSION),
     "msrvtt": (msrvtt.read_msrvtt, msrvtt.VERSION),  # the 1k-A split
     "msrvtt-full": (msrvtt.read_msrvtt_full, msrvtt.FULL_VERSION),  # the official train / val / test split
     "msvd": (msvd.read_msvd, msvd.VERSION),
     "didemo": (didemo.read_didemo, didemo.VERSION),
     "vatex": (vatex.read_vatex, vatex.VERSION),
+    "clotho": (clotho.read_clotho, clotho.VERSION),
+    "sounddescs": (sounddescs.read_sounddescs, sounddescs.VERSION),
+    "audiocaps": (audiocaps.read_audiocaps, audiocaps.VERSION),
 }
 
 __all__ = ["FORMATS", "ImportFormatError", "ImportOptions", "ImportReport", "Item", "Skip", "import_dataset"]

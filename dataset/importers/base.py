@@ -12,8 +12,8 @@ nothing else; `write_dataset` does the rest for all of them:
 Each path a reader names is checked to stay inside SRC, each file to exist; a repeated id, an item with no
 caption or no media, or a bad annotation row is skipped with its reason, never dropped silently. The
 dataset is built beside OUT and moved into place at the end (a failure leaves OUT as it was), and the
-same SRC gives the same bytes every time: nothing depends on the clock, the machine or the file order on
-disk.
+same SRC gives the same bytes every time: nothing depends on the clock, the machine, where SRC lies (reasons
+name files relative to it) or the file order on disk.
 """
 
 from __future__ import annotations
@@ -99,11 +99,12 @@ Reader = Callable[[Path, ImportOptions], Iterable["Item | Skip"]]
 
 
 def where(path: Path, src: Path, line: int | None = None) -> str:
-    """`file:line` relative to SRC, as messages name annotation rows."""
+    """`file:line` relative to SRC, as messages name annotation rows; a file outside SRC (a captions file
+    given on the command line) by its name, so that import.json holds no path of this machine."""
     try:
         shown = path.relative_to(src).as_posix()
     except ValueError:
-        shown = str(path)
+        shown = path.name
     return shown if line is None else f"{shown}:{line}"
 
 
@@ -180,11 +181,14 @@ def read_lines(path: Path, src: Path | None = None) -> Iterator[tuple[int, str] 
 
 def read_csv(path: Path, required: tuple[str, ...], src: Path | None = None
              ) -> Iterator[tuple[str, dict[str, str]] | Skip]:
-    """(where, row) of each CSV row as a dict by header; a BOM and Windows line endings are fine, a row that
-    is not UTF-8 or has the wrong number of fields is a Skip, and a header without a `required` column is
-    an ImportFormatError naming the columns it has."""
+    """(where, row) of each CSV row as a dict by header, `where` naming the line the row starts on (a quoted
+    field may span lines); a BOM and Windows line endings are fine, a row that is not UTF-8 or has the wrong
+    number of fields is a Skip, and a header that is not UTF-8 or lacks a `required` column is an
+    ImportFormatError (naming the columns it has)."""
     src = src or path.parent
     lines = list(read_lines(path, src))
+    if lines and isinstance(lines[0], Skip):
+        raise ImportFormatError(path, f"the header row is {lines[0].reason}: save the file as UTF-8")
     yield from (x for x in lines if isinstance(x, Skip))
     good = [x for x in lines if not isinstance(x, Skip)]
     if not good:
@@ -199,8 +203,15 @@ def read_csv(path: Path, required: tuple[str, ...], src: Path | None = None
     if missing:
         raise ImportFormatError(path, f"has no column {', '.join(repr(c) for c in missing)} (its columns: "
                                       f"{', '.join(repr(h) for h in header) or 'none'})")
-    for number, fields in zip(numbers[1:], reader):
-        at = where(path, src, number)
+    while True:
+        start = reader.line_num  # lines read so far: the row starts on the next (a quoted field may span lines)
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ImportFormatError(where(path, src, numbers[start]), f"does not parse as CSV ({exc})") from None
+        at = where(path, src, numbers[start])
         if len(fields) != len(header):
             yield Skip(at, None, f"{len(fields)} fields where the header has {len(header)}")
             continue
@@ -223,6 +234,9 @@ def write_dataset(fmt: str, src: Path, out: Path, records: Iterable[Item | Skip]
     src, out = Path(src).resolve(), Path(out)
     if out.exists() and not (out / REPORT).is_file():
         raise FileExistsError(f"{out} exists and is not an import (no {REPORT}): choose another --out or remove it")
+    if out.exists() and (src == out.resolve() or out.resolve() in src.parents):
+        raise ValueError(f"{src} lies inside {out}, which the import replaces (its files would be deleted): "
+                         "choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.import-", dir=out.parent))
     os.chmod(staging, 0o755)  # mkdtemp makes it private; a dataset is ordinary shared data
@@ -282,7 +296,7 @@ def _check(item: Item, first: dict[str, str]) -> str | None:
         return f"id {item.id!r} is empty, holds a slash or control characters, or has surrounding spaces"
     if item.id in first:
         return f"duplicate id (first seen at {first[item.id]})"
-    if not item.split or "/" in item.split or item.split.startswith("."):
+    if not item.split or "/" in item.split or "\\" in item.split or item.split.startswith("."):
         return f"split {item.split!r} is not a plain name"
     if not item.captions:
         return "no caption"
@@ -309,10 +323,12 @@ def _media(src: Path, item: Item, staging: Path, copied: dict[Path, str], mode: 
         try:
             real = resolve_media(src, rel)  # PathEscapeError for anything leaving SRC
             if not real.is_file():
-                raise FileNotFoundError(f"{rel}: {'not a file' if real.exists() else 'no such file'} under {src}")
+                raise FileNotFoundError(f"{rel}: {'not a file' if real.exists() else 'no such file'}")
             if real not in streams:
                 streams[real] = stream_roles(real)
-        except (PathEscapeError, FileNotFoundError, OSError) as exc:
+        except PathEscapeError as exc:
+            return {}, f"{role}: {rel}: {exc.reason}"
+        except (FileNotFoundError, OSError) as exc:
             return {}, f"{role}: {exc}"
         media[role] = rel if role in streams[real] else None
     if media["video"] is None and media["audio"] is None:

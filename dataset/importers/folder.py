@@ -74,9 +74,11 @@ def _jsonl_rows(path: Path, src: Path) -> Iterator[tuple[str, dict] | Skip]:
             yield Skip(at, None, f"expected a JSON object, got {type(obj).__name__}")
             continue
         caps = obj.get("captions", [obj["caption"]] if "caption" in obj else None)
-        if isinstance(caps, list):
-            caps = caps + list(obj.get("alt_texts") or [])
-        obj["captions"] = caps
+        alts = obj.get("alt_texts", [])
+        if not isinstance(alts, list):
+            yield Skip(at, _str(obj.get("id")), f"'alt_texts' must be a list of captions, got {type(alts).__name__}")
+            continue
+        obj["captions"] = caps + alts if isinstance(caps, list) else caps
         yield at, obj
 
 
@@ -97,4 +99,7 @@ def _item(at: str, obj: dict, default_split: str) -> Item | Skip:
 
 
 def _str(value) -> str | None:
+    """A stripped non-empty string (a JSON integer id as its digits), else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     return value.strip() if isinstance(value, str) and value.strip() else None
