@@ -110,7 +110,9 @@ def _echo_version(data: Path, version) -> None:
 
 @app.command("import")
 def data_import(
-    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="folder, or a public benchmark's release format.")],
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="folder (a media folder and --captions), or a public "
+                                       "benchmark's release: omniretriever-bench, msrvtt (1k-A), msrvtt-full, msvd, "
+                                       "didemo, vatex, clotho, sounddescs, audiocaps.")],
     src: Annotated[Path, typer.Argument(help="The directory the release unpacks to (folder: the media folder).")],
     out: Annotated[Path, typer.Option("--out", help="Dataset root to write (manifests/, media/, import.json).")],
     captions: Annotated[Optional[Path], typer.Option(help="folder: the CSV or JSONL of file, caption[, id, split...].")] = None,
@@ -121,12 +123,19 @@ def data_import(
     lacking video or audio say so (null), and what was skipped is listed with its reason in import.json.
     Exit 0 every item imported, 3 some skipped, 2 nothing importable or a bad source."""
     from dataset.importers import FORMATS, ImportOptions, import_dataset
+    from dataset.importers.base import NothingImported
     from model.errors import OmniRetrieverError
 
     if fmt not in FORMATS:
         fail(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")
-    with exits_on(OmniRetrieverError, ValueError, FileExistsError):
+    try:
         report = import_dataset(fmt, src, out, ImportOptions(captions=captions, split=split, media=media))
+    except NothingImported as exc:
+        for skip in exc.skipped[:5]:
+            typer.secho(f"skipped {skip.where} ({skip.id or 'no id'}): {skip.reason}", fg=typer.colors.YELLOW, err=True)
+        fail(f"{exc}; {out} was not written")
+    except (OmniRetrieverError, ValueError, FileExistsError) as exc:
+        fail(str(exc))
     total = sum(report.items.values())
     typer.echo(f"imported {total} items ({report.captions} captions) into {report.out}: "
                + ", ".join(f"{k} {v}" for k, v in report.items.items())
@@ -137,8 +146,6 @@ def data_import(
         more = f" (and {len(report.skipped) - 5} more)" if len(report.skipped) > 5 else ""
         typer.secho(f"skipped {len(report.skipped)} in all{more}; each is listed in {report.out / 'import.json'}",
                     fg=typer.colors.YELLOW, err=True)
-    if not total:
-        fail(f"nothing importable in {src}")
     if report.skipped:
         raise typer.Exit(3)
 

@@ -248,3 +248,16 @@ def test_a_media_folder_inside_the_out_it_would_replace_is_refused(src, tmp_path
     res = run(out / "media", captions, out)
     assert res.exit_code == 2 and "lies inside" in res.output, res.output
     assert (out / "media" / "mine.txt").is_file()
+
+
+def test_nothing_importable_exits_2_and_leaves_an_earlier_import_as_it_was(src, tmp_path):
+    good = write(tmp_path / "good.csv", "file,caption\nclip.mp4,one\n")
+    bad = write(tmp_path / "bad.csv", "file,caption\nmissing.mp4,gone\n../x.mp4,out\n")
+    out = tmp_path / "out"
+    assert run(src, good, out).exit_code == 0
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    res = run(src, bad, out)
+    assert res.exit_code == 2 and "nothing importable (2 skipped; the first: bad.csv:2" in res.output
+    assert f"{out} was not written" in res.output and "skipped bad.csv:3" in res.output
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert run(src, bad, tmp_path / "fresh").exit_code == 2 and not (tmp_path / "fresh").exists()

@@ -50,6 +50,18 @@ class ImportFormatError(OmniRetrieverError, ValueError):
         return (type(self), (self.source, self.reason))
 
 
+class NothingImported(ImportFormatError):
+    """No item of the source could be imported; `skipped` says why for each. OUT is left as it was."""
+
+    def __init__(self, source: str | Path, skipped: list["Skip"]):
+        first = f"; the first: {skipped[0].where}: {skipped[0].reason}" if skipped else ""
+        super().__init__(source, f"nothing importable ({len(skipped)} skipped{first})")
+        self.skipped = list(skipped)
+
+    def __reduce__(self):
+        return (type(self), (self.source, self.skipped))
+
+
 @dataclass(frozen=True)
 class Item:
     """One item as a release describes it: media paths relative to SRC (None: the item has no such modality)."""
@@ -242,6 +254,8 @@ def write_dataset(fmt: str, src: Path, out: Path, records: Iterable[Item | Skip]
     os.chmod(staging, 0o755)  # mkdtemp makes it private; a dataset is ordinary shared data
     try:
         report = _write(fmt, src, staging, records, options)
+        if not report.items:
+            raise NothingImported(src, report.skipped)
         _swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
