@@ -16,7 +16,7 @@ import pytest
 from dataset.importers import FORMATS, ImportFormatError, ImportOptions, import_dataset
 from dataset.importers.didemo import candidates
 from dataset.importers.msvd import read_msvd
-from dataset.importers.releases import first_file
+from dataset.importers.locate import first_file
 from dataset.mp4 import rgb_to_yuv420p, write_mp4
 from tests.conftest import FPS, SAMPLE_RATE, tone
 

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dataset.importers.base import ImportOptions, Item, Skip, annotation, clean_caption
-from dataset.importers.releases import first_file, json_where, read_json_list, text_field
+from dataset.importers.locate import first_file, json_where, read_json_list, text_field
 
 VERSION = ("DiDeMo: {train,val,test}_data.json of github.com/LisaAnne/LocalizingMoments data/, clips under videos/ "
            "by their 'video' name; moments joined into one paragraph per video in time order")

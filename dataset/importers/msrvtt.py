@@ -34,7 +34,7 @@ from pathlib import Path
 
 from dataset.importers.base import (ImportFormatError, ImportOptions, Item, Skip, annotation, clean_caption, read_csv,
                                     read_json, where)
-from dataset.importers.releases import first_file, json_where, text_field
+from dataset.importers.locate import first_file, json_where, text_field
 
 VERSION = ("MSR-VTT 1k-A (JSFusion) as CLIP4Clip ships it: github.com/ArrowLuo/CLIP4Clip release v0.0 msrvtt_data.zip "
            "(MSRVTT_JSFUSION_test.csv, MSRVTT_train.9k.csv, MSRVTT_data.json), clips MSRVTT_Videos/ or videos/all/")

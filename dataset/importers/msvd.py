@@ -29,7 +29,7 @@ from pathlib import Path
 
 from dataset.importers.base import (ImportFormatError, ImportOptions, Item, Skip, annotation, clean_caption, read_json,
                                     read_lines, where)
-from dataset.importers.releases import first_file, json_where
+from dataset.importers.locate import first_file, json_where
 
 VERSION = ("MSVD: YouTubeClips.tar and AllVideoDescriptions.txt of www.cs.utexas.edu/users/ml/clamp/videoDescription/, "
            "split lists of github.com/albanie/collaborative-experts misc/datasets/msvd (1200/100/670)")

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dataset.importers.base import ImportOptions, Item, Skip, annotation, clean_caption
-from dataset.importers.releases import first_file, json_where, read_json_list, text_field
+from dataset.importers.locate import first_file, json_where, read_json_list, text_field
 
 VERSION = ("VATEX v1.0 train/validation and v1.1 public test, English captions (enCap), from "
            "eric-xw.github.io/vatex-website/download.html; clips videos/<videoID>.mp4")
