@@ -191,6 +191,26 @@ def read_lines(path: Path, src: Path | None = None) -> Iterator[tuple[int, str] 
             yield number, text
 
 
+def read_jsonl(path: Path, src: Path | None = None) -> Iterator[tuple[str, dict] | Skip]:
+    """(where, object) of each JSON-object line; a line that is not UTF-8, not JSON or not an object is a Skip."""
+    src = src or path.parent
+    for line in read_lines(path, src):
+        if isinstance(line, Skip):
+            yield line
+            continue
+        number, text = line
+        at = where(path, src, number)
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield Skip(at, None, f"not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        if not isinstance(obj, dict):
+            yield Skip(at, None, f"expected a JSON object, got {type(obj).__name__}")
+            continue
+        yield at, obj
+
+
 def read_csv(path: Path, required: tuple[str, ...], src: Path | None = None
              ) -> Iterator[tuple[str, dict[str, str]] | Skip]:
     """(where, row) of each CSV row as a dict by header, `where` naming the line the row starts on (a quoted

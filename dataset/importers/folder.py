@@ -18,13 +18,12 @@ is video-only and a .wav is audio-only without anyone saying so.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from dataset.importers.base import (ImportFormatError, ImportOptions, Item, Skip, clean_caption, read_csv, read_lines,
-                                    refuse_pickle, where)
+from dataset.importers.base import (ImportFormatError, ImportOptions, Item, Skip, clean_caption, read_csv, read_jsonl,
+                                    refuse_pickle)
 
 VERSION = "this project's own: a media folder and a CSV or JSONL of captions"
 _EXTRA = re.compile(r"^caption_(\d+)$")
@@ -59,20 +58,11 @@ def _csv_rows(path: Path, src: Path) -> Iterator[tuple[str, dict] | Skip]:
 
 
 def _jsonl_rows(path: Path, src: Path) -> Iterator[tuple[str, dict] | Skip]:
-    for line in read_lines(path, src):
-        if isinstance(line, Skip):
-            yield line
+    for row in read_jsonl(path, src):
+        if isinstance(row, Skip):
+            yield row
             continue
-        number, text = line
-        at = where(path, src, number)
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield Skip(at, None, f"not valid JSON ({exc.msg} at column {exc.colno})")
-            continue
-        if not isinstance(obj, dict):
-            yield Skip(at, None, f"expected a JSON object, got {type(obj).__name__}")
-            continue
+        at, obj = row
         caps = obj.get("captions", [obj["caption"]] if "caption" in obj else None)
         alts = obj.get("alt_texts", [])
         if not isinstance(alts, list):

@@ -19,11 +19,10 @@ manifest or annotation line and an annotation for an id the split's manifest lac
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from dataset.importers.base import ImportFormatError, ImportOptions, Item, Skip, clean_caption, read_lines, where
+from dataset.importers.base import ImportFormatError, ImportOptions, Item, Skip, clean_caption, read_jsonl, where
 from dataset.importers.locate import optional_annotation
 from model.manifest import scan_manifest
 
@@ -63,19 +62,13 @@ def read_omnibench(src: Path, options: ImportOptions) -> Iterator[Item | Skip]:
 
 def _read_annotations(path: Path, src: Path, extra: dict[str, tuple[str, list[str]]]) -> Iterator[Skip]:
     """Add each line's captions to extra[id]; yield a Skip for each line that cannot be used."""
-    for line in read_lines(path, src):
-        if isinstance(line, Skip):
-            yield line
+    for row in read_jsonl(path, src):
+        if isinstance(row, Skip):
+            yield row
             continue
-        number, text = line
-        at = where(path, src, number)
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield Skip(at, None, f"not valid JSON ({exc.msg} at column {exc.colno})")
-            continue
-        rid = obj.get("id") if isinstance(obj, dict) else None
-        caps = obj.get("captions", [obj["caption"]] if "caption" in obj else None) if isinstance(obj, dict) else None
+        at, obj = row
+        rid = obj.get("id")
+        caps = obj.get("captions", [obj["caption"]] if "caption" in obj else None)
         if not isinstance(rid, str) or not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
             yield Skip(at, rid if isinstance(rid, str) else None,
                        'expected {"id": "...", "captions": ["...", ...]} (or "caption": "...")')
