@@ -21,21 +21,26 @@ def evaluate_model(model: Input[Model], data: str, metrics: Output[Metrics], res
 
     from model.evaluate import evaluate
 
+    def _number(value: float | None) -> float:  # an average as a step output: NaN when none of its kind was scored
+        return float("nan") if value is None else float(value)
+
     out = Path(results.path)
     out.mkdir(parents=True, exist_ok=True)
     scores = evaluate(model.path, data, split, out / "results.json", progress=False)
     for name, m in scores["directions"].items():
         metrics.log_metric(f"{name}_R@1", float(m["R@1"]))
     for key in ("AVG-single", "AVG-dual", "AVG-all"):
-        metrics.log_metric(key, float(scores[key]))
-    results.metadata.update(split=split, n_items=int(scores["n_items"]), avg_all=float(scores["AVG-all"]))
+        if scores[key] is not None:  # None: the split holds no item for any direction of that kind
+            metrics.log_metric(key, float(scores[key]))
+    results.metadata.update(split=split, n_items=int(scores["n_items"]), avg_all=_number(scores["AVG-all"]),
+                            unscored=list(scores.get("unscored", [])))
     if run_id:  # the evaluation logger `omniretriever evaluate` uses, into the training run
         from model.hooks import TrackingOptions
         from registry.evaluation_log import evaluation_logger
 
         evaluation_logger(scores, out / "results.json", TrackingOptions(tracking_uri=tracking_uri or None, run_id=run_id))
     outputs = namedtuple("EvaluationOutputs", ["avg_all", "avg_single", "avg_dual"])
-    return outputs(float(scores["AVG-all"]), float(scores["AVG-single"]), float(scores["AVG-dual"]))
+    return outputs(_number(scores["AVG-all"]), _number(scores["AVG-single"]), _number(scores["AVG-dual"]))
 
 
 @dsl.component(base_image=CPU_BASE_IMAGE, target_image=CPU_TARGET_IMAGE)
