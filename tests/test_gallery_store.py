@@ -1,24 +1,84 @@
-"""The gallery store on real Milvus Lite (a .db in each test's tmp dir): engines, writes, filters, search,
-another model's collections."""
+"""The gallery store on real Milvus Lite (a .db in each test's tmp dir): engines, writes, filters, search
+parity with the index file, `index add` (idempotent, resumable after kill -9), remove and stats."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from model.manifest import read_split
+from omniretriever.cli import app
 from serving.gallery_store import (GalleryStore, IndexConfig, ItemMeta, ModelMismatchError, StoreError,
-                                   collection_name, connection)
-from serving.index import Entries
+                                   collection_name, connection, entry_key, store_collections)
+from serving.index import Entries, build_index_report, load_index
+
+VIEWS = ("av", "t")
+WINDOW = ("--window", "2", "--stride", "1")  # the 2-4 s test clips become 2-3 windows each
 
 
 def unit_rows(n: int, d: int, seed: int) -> np.ndarray:
     x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def library(tiny_data, tmp_path_factory) -> Path:
+    """tiny_data's test split as a library manifest: test-000001 without audio (video only), test-000002
+    without video (audio only)."""
+    lines = []
+    for r in read_split(tiny_data, "test"):
+        obj = json.loads(r.to_json())
+        obj["audio"] = None if r.id == "test-000001" else obj["audio"]
+        obj["video"] = None if r.id == "test-000002" else obj["video"]
+        lines.append(json.dumps(obj))
+    path = tmp_path_factory.mktemp("library") / "library.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference_file(tiny_run, tiny_data, library, tmp_path_factory) -> Path:
+    """`index build` of the library, windowed as the tests add it: what the store must hold."""
+    out = tmp_path_factory.mktemp("reference") / "library.safetensors"
+    return build_index_report(tiny_run, tiny_data, "test", list(VIEWS), out, manifest=library, workers=1,
+                              progress=False, window=2.0, stride=1.0).index
+
+
+@pytest.fixture(scope="module")
+def reference(reference_file):
+    return load_index(reference_file)
+
+
+def add(run, data, uri, *extra: str):
+    return CliRunner().invoke(app, ["index", "add", "--model", str(run), "--data", str(data), "--uri", str(uri),
+                                    "--view", "av", "--view", "t", "--workers", "1", *WINDOW, *extra])
+
+
+def stored(uri, view: str) -> dict[str, tuple[np.ndarray, str]]:
+    """pk -> (embedding, modalities) of every entry of `view`."""
+    with GalleryStore.open(uri) as store:
+        entries, emb, _ = store.entries(view)
+    return {entry_key(i, s): (e, m) for i, s, e, m in zip(entries.ids, entries.start, emb, entries.modalities)}
+
+
+def assert_holds(uri, index) -> None:
+    """The store holds exactly the index's entries (no more, none doubled), with the same embeddings."""
+    for view in VIEWS:
+        got, want = stored(uri, view), index.entries[view]
+        keys = [entry_key(i, s) for i, s in zip(want.ids, want.start)]
+        assert sorted(got) == sorted(keys), view
+        for k, e, m in zip(keys, index.embeddings[view], want.modalities):
+            np.testing.assert_allclose(got[k][0], e, atol=1e-5)
+            assert got[k][1] == m
 
 
 def forge(uri: Path, name: str, digest: str) -> None:
@@ -122,3 +182,129 @@ def test_upsert_delete_filter_and_another_models_collections(tmp_path):
     forge(uri, collection_name(digest, "t"), "a" * 16 + "c" * 48)  # named for this model, recorded as another's
     with pytest.raises(ModelMismatchError, match=f"built by the model with weights sha256 {'a' * 16 + 'c' * 48}"):
         GalleryStore.open(uri, digest)
+
+
+def test_an_imported_index_searches_like_the_index_and_exports_back(reference_file, reference, tmp_path):
+    uri = tmp_path / "g.db"
+    res = CliRunner().invoke(app, ["index", "import", "--index", str(reference_file), "--uri", str(uri)])
+    assert res.exit_code == 0, res.output
+    queries = np.concatenate([reference.embeddings["t"][:4], unit_rows(4, reference.dim, 1)])
+    with GalleryStore.open(uri, reference.weights_sha256) as store:
+        for view in VIEWS:
+            hits, want = store.search(queries, view, 10), reference.search_hits(queries, view, 10)
+            assert hits.ids.tolist() == want.ids.tolist(), view
+            np.testing.assert_allclose(hits.scores, want.scores, atol=1e-5)
+            for f in ("start", "end"):
+                np.testing.assert_allclose(getattr(hits, f), getattr(want, f), atol=1e-3)
+            assert hits.modalities.tolist() == want.modalities.tolist()
+    assert_holds(uri, reference)
+    res = CliRunner().invoke(app, ["index", "export", "--uri", str(uri), "--out", str(tmp_path / "back.safetensors")])
+    assert res.exit_code == 0, res.output
+    back = load_index(tmp_path / "back.safetensors")
+    assert back.weights_sha256 == reference.weights_sha256 and sorted(back.views) == sorted(reference.views)
+    for view in VIEWS:
+        order = np.lexsort((reference.entries[view].start, np.array(reference.entries[view].ids)))
+        assert back.entries[view].ids == [reference.entries[view].ids[i] for i in order]
+        np.testing.assert_array_equal(back.embeddings[view], reference.embeddings[view][order])
+
+
+def test_add_stores_the_library_then_skips_unchanged_items_without_decoding(tiny_run, tiny_data, library, reference,
+                                                                          tmp_path, monkeypatch):
+    uri = tmp_path / "g.db"
+    res = add(tiny_run, tiny_data, uri, "--manifest", str(library), "--batch-size", "10")
+    assert res.exit_code == 0, res.output
+    assert "24 embedded, 0 unchanged" in res.output and "batch 3/3 stored, 24/24 items" in res.output
+    assert_holds(uri, reference)
+    av = stored(uri, "av")
+    assert {m for k, (_, m) in av.items() if k.startswith("test-000001@")} == {"v"}  # video only
+    assert {m for k, (_, m) in av.items() if k.startswith("test-000002@")} == {"a"}  # audio only
+    with GalleryStore.open(uri) as store:
+        hit = store.search(reference.embeddings["av"][:1], "av", 1)
+        assert hit.uris[0, 0] == "videos/test-000000.mp4"
+    assert (tmp_path / "g.rejects.jsonl").read_text() == ""
+
+    import model.data
+
+    decoded: list[int] = []
+    real = model.data.load_bank
+
+    def counting(*args, **kwargs):
+        bank = real(*args, **kwargs)
+        decoded.append(len(set(bank.ids)))
+        return bank
+
+    monkeypatch.setattr(model.data, "load_bank", counting)
+    res = add(tiny_run, tiny_data, uri, "--manifest", str(library))
+    assert res.exit_code == 0 and "0 embedded, 24 unchanged" in res.output and decoded == [], res.output
+    lines = library.read_text().splitlines()
+    changed = json.loads(lines[5]) | {"text": "a different caption"}
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("\n".join(lines[:5] + [json.dumps(changed)] + lines[6:]) + "\n")
+    before = stored(uri, "t")
+    res = add(tiny_run, tiny_data, uri, "--manifest", str(edited))
+    assert res.exit_code == 0 and "1 embedded, 23 unchanged" in res.output and decoded == [1], res.output
+    after = stored(uri, "t")
+    assert sorted(after) == sorted(before)
+    assert [k for k in after if not np.array_equal(after[k][0], before[k][0])] == [f"{changed['id']}@0.000"]
+    assert stored(uri, "av").keys() == av.keys()
+
+    res = CliRunner().invoke(app, ["index", "remove", "--uri", str(uri), "--view", "av", "--view", "t",
+                                   "--where", 'item_id in ["test-000003", "test-000004"]'])
+    assert res.exit_code == 0 and res.output.count("removed 2 items") == 2, res.output
+    res = CliRunner().invoke(app, ["index", "remove", "--uri", str(uri), "--view", "t", "--ids", "test-000005"])
+    assert "t: removed 1 items (test-000005); 21 items, 21 entries left" in res.output, res.output
+    res = CliRunner().invoke(app, ["index", "stats", "--uri", str(uri), "--json"])
+    stats = {c["view"]: c for c in json.loads(res.output)}
+    assert stats["t"]["rows"] == 21 and stats["av"]["items"] == 22 and stats["av"]["index_type"] == "FLAT"
+    assert stats["av"]["weights_sha256"] == reference.weights_sha256 and stats["av"]["dim"] == reference.dim
+    res = add(tiny_run, tiny_data, uri, "--manifest", str(edited))  # puts back exactly what was removed
+    assert res.exit_code == 0 and "3 embedded, 21 unchanged" in res.output and decoded == [1, 3], res.output
+    assert [c["items"] for c in store_collections(uri)] == [24, 24]
+
+
+def test_add_skips_bad_records_and_reports_their_lines(tiny_run, tiny_data, tmp_path):
+    data = tmp_path / "data"
+    (data / "videos").mkdir(parents=True)
+    good = (tiny_data / "videos" / "test-000000.mp4").read_bytes()
+    (data / "videos" / "good.mp4").write_bytes(good)
+    (data / "videos" / "bad.mp4").write_bytes(good[:500])
+    manifest = tmp_path / "uploads.jsonl"
+    manifest.write_text("\n".join([
+        json.dumps({"id": "good", "text": "a clip", "video": "videos/good.mp4", "audio": "videos/good.mp4"}),
+        json.dumps({"id": "bad", "text": "truncated", "video": "videos/bad.mp4", "audio": None}),
+        '{"id": "broken"',
+        json.dumps({"id": "escape", "text": "out of the root", "video": "../outside.mp4", "audio": None})]) + "\n")
+    res = CliRunner().invoke(app, ["index", "add", "--model", str(tiny_run), "--data", str(data), "--uri",
+                                   str(tmp_path / "u.db"), "--manifest", str(manifest), "--workers", "1"])
+    assert res.exit_code == 3, res.output
+    assert "1 embedded, 0 unchanged" in res.output and "skipped 3 records" in res.output
+    rejects = [json.loads(x) for x in (tmp_path / "u.rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["id"], r["field"], r["error"]) for r in rejects] == [
+        (2, "bad", "video", "MediaError"), (3, None, None, "ManifestError"), (4, "escape", "video", "PathEscapeError")]
+    assert [c["items"] for c in store_collections(tmp_path / "u.db")] == [1]
+
+
+@pytest.mark.slow  # about 15 s: a subprocess killed with SIGKILL mid-add, then the rest
+def test_an_add_killed_mid_run_resumes_without_losing_or_doubling(tiny_run, tiny_data, library, reference, tmp_path):
+    uri = tmp_path / "g.db"
+    args = [sys.executable, "-m", "omniretriever.cli", "index", "add", "--model", str(tiny_run), "--data",
+            str(tiny_data), "--uri", str(uri), "--manifest", str(library), "--view", "av", "--view", "t",
+            "--workers", "1", "--batch-size", "3", *WINDOW]
+    env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 240
+    for line in proc.stderr:
+        assert time.time() < deadline, "no batch stored in time"
+        if "batch 2/8 stored" in line:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, "the add ended before it was killed"
+    done = [c["items"] for c in store_collections(uri)]
+    assert all(6 <= n < 24 for n in done), done
+    res = add(tiny_run, tiny_data, uri, "--manifest", str(library), "--batch-size", "3")
+    assert res.exit_code == 0, res.output
+    assert f"{24 - min(done)} embedded, {min(done)} unchanged" in res.output
+    assert_holds(uri, reference)
+    assert [c["items"] for c in store_collections(uri)] == [24, 24]
