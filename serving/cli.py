@@ -1,4 +1,5 @@
-"""Serving commands: export, serve, query, index build, manifest (mounted on the `omniretriever` root).
+"""Serving commands: export, serve, query, index build / add / remove / stats / import / export, manifest
+(mounted on the `omniretriever` root).
 
 Every heavy import (torch, onnx, tritonclient, kserve's server) happens inside a command, and kserve
 itself only ever runs in the transformer's own process.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -209,6 +212,195 @@ def index_build_cmd(
                     f"({detail}); each is listed with its line, id and reason in {built.rejects_file}",
                     fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(SKIPPED)
+
+
+def _index_config(index_type: Optional[str], metric: Optional[str]):
+    """--index-type / --metric as an IndexConfig for new collections; None when neither is given."""
+    from serving.gallery_store import IndexConfig
+
+    if index_type is None and metric is None:
+        return None
+    with exits_on(ValueError):
+        return IndexConfig.named((index_type or "FLAT").upper(), (metric or "COSINE").upper())
+
+
+@contextmanager
+def _batch_progress(label: str) -> Iterator[Callable]:
+    """A callback for library.add_items' batches: a progress bar on a terminal, else one line a batch (a log)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda b: typer.echo(f"{label}: batch {b.number}/{b.batches} stored, {b.items_done}/{b.items} items",
+                                   err=True)
+        return
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda b: bar.update(task, total=b.items, completed=b.items_done)
+
+
+def _store_digest(model: Optional[Path]) -> Optional[str]:
+    from model.store import weights_digest
+
+    if model is None:
+        return None
+    with exits_on(FileNotFoundError):
+        return weights_digest(model)
+
+
+URI_HELP = "Gallery store: a local path ending in .db (Milvus Lite) or http(s)://host:port (a Milvus cluster)."
+
+
+@index_app.command("add")
+def index_add_cmd(
+    uri: Annotated[str, typer.Option(help=URI_HELP)] = ...,
+    model: Annotated[Path, typer.Option(help="Run directory or model directory (the one the server serves).")] = Path("runs/default"),
+    data: Annotated[Path, typer.Option(help="Dataset root (media paths are relative to it).")] = Path("data"),
+    split: Annotated[Optional[str], typer.Option(help="Split whose items to add (or --manifest).")] = None,
+    manifest: Annotated[Optional[Path], typer.Option(
+        help="Add this manifest's items: a file, or a validation report directory (its validated.jsonl).")] = None,
+    views: Annotated[list[str], typer.Option("--view", help="Gallery view(s): t, v, a, tv, av, at, tva (repeat).")] = ["av"],
+    source: Annotated[Optional[str], typer.Option(
+        help="The rows' source field [default: the manifest's stem, or DATA's name for a split].")] = None,
+    batch_size: Annotated[int, typer.Option(help="Items decoded, embedded and stored together (the most a kill "
+                                                 "loses).")] = 64,
+    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).")] = None,
+    window: Annotated[Optional[float], typer.Option(help="Window length in seconds [default: the model's audio "
+                                                         "window].")] = None,
+    stride: Annotated[Optional[float], typer.Option(help="Seconds between windows [default: half the window].")] = None,
+    index_type: Annotated[Optional[str], typer.Option(
+        help="Index of new collections: FLAT, AUTOINDEX, HNSW, IVF_FLAT [default: FLAT on Lite, HNSW on a cluster].")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="COSINE or IP [default: COSINE].")] = None,
+    rejects: Annotated[Optional[Path], typer.Option(
+        help="Where to list skipped records [default: beside a Lite store, STEM.rejects.jsonl; printed for a "
+             "cluster].")] = None,
+) -> None:
+    """Embed a library's new and changed items into the gallery store, in batches (resumable after a kill).
+
+    An item already stored with the same content hash (its media bytes, captions and decode settings) is not
+    decoded again; a changed one replaces its old entries. A record that cannot be indexed is skipped and
+    listed. Exit status: 0 every record stored, 3 some skipped, 2 a bad input or option."""
+    from pymilvus.exceptions import MilvusException
+
+    from model.errors import OmniRetrieverError
+    from serving.gallery_store import connection
+    from serving.index import rejects_path, write_rejects
+    from serving.library import add_items
+
+    config = _index_config(index_type, metric)
+    with exits_on(OmniRetrieverError, FileNotFoundError, ValueError):
+        conn = connection(uri)
+        with _batch_progress(f"adding to {uri}") as on_batch:
+            try:
+                report = add_items(model, data, views, uri, split=split, manifest=manifest, source=source,
+                                   batch_size=batch_size, workers=workers, window=window, stride=stride, index=config,
+                                   on_batch=on_batch)
+            except MilvusException as exc:
+                fail(f"{conn.describe()}: {getattr(exc, 'message', exc)}", code=1)
+    typer.echo(f"store: {conn.describe()}  model {report.weights_sha256[:16]}…  {report.records} records of {report.source}: "
+               f"{report.embedded} embedded, {report.unchanged} unchanged (not decoded)")
+    if report.entries:
+        typer.echo("entries written: " + ", ".join(f"{v} {n}" for v, n in report.entries.items()))
+    if rejects is None and conn.engine == "lite":
+        rejects = rejects_path(conn.uri)
+    if rejects is not None:
+        write_rejects(rejects, report.rejects)
+    if report.rejects:
+        where = f"each is listed with its line, id and reason in {rejects}" if rejects else "listed below"
+        typer.secho(f"skipped {len(report.rejects)} records of {report.source}; {where}", fg=typer.colors.YELLOW,
+                    err=True)
+        if rejects is None:
+            for r in report.rejects:
+                typer.echo(json.dumps(r.to_dict(), ensure_ascii=False), err=True)
+        raise typer.Exit(SKIPPED)
+
+
+@index_app.command("remove")
+def index_remove_cmd(
+    uri: Annotated[str, typer.Option(help=URI_HELP)] = ...,
+    views: Annotated[list[str], typer.Option("--view", help="Gallery view(s) to remove from (repeat).")] = ...,
+    ids: Annotated[Optional[str], typer.Option(help="Item ids, comma-separated.")] = None,
+    where: Annotated[Optional[str], typer.Option(
+        help="A Milvus expression over the fields (split, source, media_uri, ingest_time, ...): every item with "
+             "an entry matching it is removed whole.")] = None,
+    model: Annotated[Optional[Path], typer.Option(
+        help="The model whose galleries to change [default: the only one in the store].")] = None,
+) -> None:
+    """Remove items (all of their entries) from gallery views of the store; `index add` can put them back."""
+    from model.errors import OmniRetrieverError
+    from serving.gallery_store import GalleryStore
+
+    if (ids is None) == (where is None):
+        fail("give one of --ids or --where")
+    wanted = [i.strip() for i in (ids or "").split(",") if i.strip()]
+    with exits_on(OmniRetrieverError, ValueError):
+        with GalleryStore.open(uri, _store_digest(model)) as store:
+            for view in views:
+                removed = store.remove(view, wanted, where)
+                entries, items = store.count(view)
+                typer.echo(f"{store.info(view).view}: removed {len(removed)} items"
+                           + (f" ({', '.join(removed[:10])}{', …' if len(removed) > 10 else ''})" if removed else "")
+                           + f"; {items} items, {entries} entries left")
+
+
+@index_app.command("stats")
+def index_stats_cmd(
+    uri: Annotated[str, typer.Option(help=URI_HELP)] = ...,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the collections as JSON.")] = False,
+) -> None:
+    """The store's galleries: per model (weights sha256) and view, entries, items, dim and index."""
+    from model.errors import OmniRetrieverError
+    from serving.gallery_store import connection, store_collections
+
+    with exits_on(OmniRetrieverError):
+        conn, collections = connection(uri), store_collections(uri)
+    if as_json:
+        typer.echo(json.dumps(collections))
+        return
+    typer.echo(f"store: {conn.describe()}  {len(collections)} galleries")
+    for c in collections:
+        typer.echo(f"model {c['weights_sha256']}  view {c['view']:>3}: {c['rows']} entries, {c['items']} items, "
+                   f"{c['dim']}-d, {c['index_type']}/{c['metric']}  ({c['name']})")
+
+
+@index_app.command("import")
+def index_import_cmd(
+    index: Annotated[Path, typer.Option(help="Index file (safetensors) written by `index build`.")] = ...,
+    uri: Annotated[str, typer.Option(help=URI_HELP)] = ...,
+    index_type: Annotated[Optional[str], typer.Option(help="Index of new collections (see `index add`).")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="COSINE or IP.")] = None,
+) -> None:
+    """Put an index file's galleries into the store, under the model that built it (replacing its items)."""
+    from model.errors import OmniRetrieverError
+    from serving.gallery_store import import_index
+    from serving.index import load_index
+
+    config = _index_config(index_type, metric)
+    with exits_on(OmniRetrieverError, FileNotFoundError, ValueError):
+        written = import_index(load_index(index), uri, config=config)
+    typer.echo(f"imported {index} into {uri}: " + ", ".join(f"{v} {n} entries" for v, n in written.items()))
+
+
+@index_app.command("export")
+def index_export_cmd(
+    uri: Annotated[str, typer.Option(help=URI_HELP)] = ...,
+    out: Annotated[Path, typer.Option(help="Index file to write (safetensors).")] = Path("gallery.safetensors"),
+    model: Annotated[Optional[Path], typer.Option(
+        help="The model whose galleries to export [default: the only one in the store].")] = None,
+) -> None:
+    """Write a model's galleries in the store as an index file (what `serve --index` reads)."""
+    from model.errors import OmniRetrieverError
+    from serving.gallery_store import export_index
+    from serving.index import load_index
+
+    with exits_on(OmniRetrieverError, ValueError):
+        path = export_index(uri, out, _store_digest(model))
+    index = load_index(path)
+    typer.echo(f"index: {path}  {len(index)} items; entries per view: "
+               + ", ".join(f"{v} {len(index.entries[v])}" for v in index.views))
 
 
 @app.command("manifest")

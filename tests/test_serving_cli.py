@@ -11,7 +11,8 @@ from serving.cli import app as serving_app
 from serving.limits import ServingLimits
 from tests.conftest import loaded_by_import
 
-COMMANDS = [["export"], ["serve"], ["query"], ["index"], ["index", "build"], ["manifest"]]
+COMMANDS = [["export"], ["serve"], ["query"], ["index"], ["index", "build"], ["index", "add"], ["index", "remove"],
+            ["index", "stats"], ["index", "import"], ["index", "export"], ["manifest"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
@@ -22,7 +23,7 @@ def test_every_serving_command_has_help(cmd):
 
 def test_imports_stay_light_and_model_stays_free_of_serving_libraries():
     assert loaded_by_import(("omniretriever.cli", "serving.cli", "model.export"),
-                            ("kfp", "mlflow", "kserve", "tritonclient", "onnxruntime")) == []
+                            ("kfp", "mlflow", "kserve", "tritonclient", "onnxruntime", "pymilvus")) == []
     # serving.cli reads `serve`'s defaults from serving.limits when it is imported: neither loads torch or PyAV
     assert loaded_by_import(("serving.cli", "serving.limits"), ("torch", "av", "numpy")) == []
 
