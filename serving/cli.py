@@ -63,7 +63,9 @@ def _limits(**options: float) -> ServingLimits:
 @app.command("serve")
 def serve_cmd(
     repo: Annotated[Path, typer.Option(help="Model repository built by `omniretriever export`.")] = Path("model_repository"),
-    index: Annotated[Optional[Path], typer.Option(help="Gallery index: also serve search as omniretriever-search.")] = None,
+    index: Annotated[Optional[str], typer.Option(
+        help="Gallery store URI (a Milvus Lite .db path, http(s)://host:port) or .safetensors index file: also serve "
+             "search as omniretriever-search.")] = None,
     host: Annotated[str, typer.Option(help="Address every server binds.")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(help="The transformer's HTTP port.")] = 8080,
     grpc_port: Annotated[int, typer.Option(help="The transformer's gRPC port.")] = 8081,

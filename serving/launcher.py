@@ -294,6 +294,14 @@ def _ready(url: str) -> bool:
         return False
 
 
+def _index_arg(index: str | Path | None) -> str | None:
+    """--index for the transformer: a store URL as given, a local path (a .db store, a .safetensors file) absolute."""
+    if index is None:
+        return None
+    index = str(index)
+    return index if "://" in index else str(Path(index).expanduser().resolve())
+
+
 class LocalEndpoint:
     """Context manager: tritonserver on REPO/local and the transformer in front of it, both on `host`."""
 
@@ -303,7 +311,7 @@ class LocalEndpoint:
                  limits: ServingLimits = ServingLimits(), startup_timeout: float = 180.0, stop_timeout: float = 10.0,
                  log_dir: str | Path | None = None):
         self.repo = Path(repo)
-        self.index = Path(index) if index is not None else None
+        self.index = _index_arg(index)
         self.host = host
         self.ports = {"http": http_port or free_port(host), "grpc": grpc_port or free_port(host),
                       "triton_http": triton_http_port or free_port(host), "triton_grpc": triton_grpc_port or free_port(host)}
@@ -351,7 +359,7 @@ class LocalEndpoint:
 
     def start(self) -> None:
         read_repository(self.repo)
-        if self.index is not None and not self.index.is_file():
+        if self.index is not None and self.index.endswith(".safetensors") and not Path(self.index).is_file():
             raise FileNotFoundError(f"index {self.index} does not exist (build one with `omniretriever index build`)")
         remove_abandoned_workdirs()
         self._workdir = make_workdir()
@@ -424,7 +432,7 @@ class LocalEndpoint:
                 "--predictor_host", f"{self.host}:{self.ports['triton_grpc']}", "--predictor_protocol", "grpc-v2",
                 "--host", self.host, "--http_port", str(self.ports["http"]), "--grpc_port", str(self.ports["grpc"]),
                 "--grace_seconds", "2", *self.limits.to_args()]
-        return argv + (["--index", str(self.index.resolve())] if self.index is not None else [])
+        return argv + (["--index", self.index] if self.index is not None else [])
 
     def _transformer_env(self) -> dict[str, str]:
         env = dict(os.environ)

@@ -27,6 +27,7 @@ import orjson
 
 from model.errors import OmniRetrieverError
 from model.modalities import canonical_view
+from serving.filters import FilterError, parse_filter
 from serving.limits import REQUEST_INPUTS, ServingLimits
 from serving.tensors import AUDIO, REQUEST_FIELDS, TEXT, VIDEO, request_inputs
 
@@ -123,6 +124,7 @@ def rows_from_tensors(tensors: list[Tensor], max_rows: int) -> list[dict[str, An
 class SearchOptions:
     top_k: int
     gallery: str  # canonical view name of the gallery side
+    filter: str = ""  # a Milvus expression re-rendered by serving.filters ("" for none)
 
 
 def _plain(value: Any) -> Any:
@@ -135,7 +137,8 @@ def _plain(value: Any) -> Any:
 
 def search_options(parameters: Mapping[str, Any] | None, views: tuple[str, ...], default_top_k: int,
                    max_top_k: int) -> SearchOptions:
-    """top_k and gallery from the request parameters; the gallery defaults to the index's first view."""
+    """top_k, gallery and filter from the request parameters; the gallery defaults to the index's first view, the
+    filter (serving/filters.py's grammar) to none."""
     if parameters is not None and not isinstance(parameters, Mapping) and not hasattr(parameters, "items"):
         raise RequestError(f"parameters: expected an object of name: value, got {_shown(parameters)}")
     params = {k: _plain(v) for k, v in (parameters or {}).items()}
@@ -149,7 +152,11 @@ def search_options(parameters: Mapping[str, Any] | None, views: tuple[str, ...],
         raise RequestError(f"parameter gallery: {exc}") from None
     if gallery not in views:
         raise RequestError(f"parameter gallery: the index holds the view(s) {', '.join(views)}, not {gallery!r}")
-    return SearchOptions(top_k=top_k, gallery=gallery)
+    try:
+        where = parse_filter(params.get("filter", ""))
+    except FilterError as exc:
+        raise RequestError(f"parameter filter: {exc}") from None
+    return SearchOptions(top_k=top_k, gallery=gallery, filter=where)
 
 
 # --- decoding V2 bodies (HTTP) and inputs (HTTP and gRPC), bounded by the limits ----------------------------

@@ -3,8 +3,9 @@
 Two kserve.Model subclasses in one ModelServer:
 
     omniretriever         inputs TEXT, VIDEO, AUDIO (BYTES [B], any subset per row) -> EMBEDDING FP32 [B, D]
-    omniretriever-search  the same inputs, parameters top_k and gallery -> IDS BYTES [B, K], SCORES FP32 [B, K],
-                          EMBEDDING; ranked against a gallery index (serving/index.py)
+    omniretriever-search  the same inputs, parameters top_k, gallery and filter -> IDS BYTES [B, K], SCORES FP32
+                          [B, K], START, END, MODALITIES, MEDIA_URIS, EMBEDDING; ranked through a gallery
+                          store (serving/gallery_store.py; an index file is imported into one at start)
 
 Both run model.inference.Preprocessor (the preprocessing of training and evaluation) on the request rows,
 send the five encoder arrays to the Triton model `omniretriever-encoder` over grpc-v2 and read EMBEDDING
@@ -28,8 +29,11 @@ distinct names otherwise, so that parse agrees with this module's.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
+import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -45,7 +49,8 @@ from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, In
 from model.config import config_from_dict
 from model.errors import InputError
 from model.inference import Preprocessor, load_tokenizer
-from serving.index import GalleryIndex, load_index
+from serving.gallery_store import GalleryStore, StoreError, import_index
+from serving.index import load_index
 from serving.limits import ServingLimits
 from serving.server.model_server import TransformerServer
 from serving.server.status import PredictorUnavailable
@@ -56,6 +61,7 @@ from serving.tensors import (EMBEDDING_MODEL, ENCODER_MODEL, TensorSpec, embeddi
 
 log = logging.getLogger("omniretriever.transformer")
 DEFAULT_TOP_K = 10
+INDEX_SUFFIX = ".safetensors"  # --index names an index file (imported at load) rather than a store URI
 
 
 def _output(response: InferResponse, name: str) -> np.ndarray:
@@ -167,31 +173,67 @@ class _SearchCall:
 
 
 class SearchModel(EmbeddingModel):
-    """Embeds the query rows like EmbeddingModel, then ranks a gallery view of the index: IDS, SCORES, START, END,
-    MODALITIES, EMBEDDING."""
+    """Embeds the query rows like EmbeddingModel, then ranks a gallery view of a GalleryStore: IDS, SCORES, START,
+    END, MODALITIES, MEDIA_URIS, EMBEDDING.
 
-    def __init__(self, name: str, model_dir: Path, limits: ServingLimits, index_path: Path,
+    `index` is a store URI (a Milvus Lite .db path, or http(s)://host:port) or a .safetensors index file, which
+    load imports into a Milvus Lite store in a private temporary directory (removed at exit), so both rank
+    through the store and a request's filter means the same on either."""
+
+    def __init__(self, name: str, model_dir: Path, limits: ServingLimits, index: str | Path,
                  workers: Workers | None = None):
         super().__init__(name, model_dir, limits, workers)
-        self.index_path = Path(index_path)
-        self.index: GalleryIndex | None = None
+        self.index = str(index)
+        self.store: GalleryStore | None = None
+        self.views: tuple[str, ...] = ()
+
+    def _store_uri(self, weights_sha256: str) -> tuple[str, tuple[str, ...]]:
+        """The store to open and the views to offer (an index file's own order, else the store's)."""
+        if not self.index.endswith(INDEX_SUFFIX):
+            return self.index, ()
+        index = load_index(self.index)
+        if index.weights_sha256 != weights_sha256:
+            raise ValueError(f"index {self.index} was built with weights {index.weights_sha256[:12]}, "
+                             f"the served model has {weights_sha256[:12]}: rebuild the index")
+        workdir = Path(tempfile.mkdtemp(prefix="omniretriever-gallery-"))
+        atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+        uri = str(workdir / "gallery.db")
+        import_index(index, uri)
+        log.info("imported index %s into %s", self.index, uri)
+        return uri, index.views
 
     def load(self) -> bool:
         super().load()
-        index = load_index(self.index_path)
-        if index.weights_sha256 != self.info.get("weights_sha256"):
-            raise ValueError(f"index {self.index_path} was built with weights {index.weights_sha256[:12]}, "
-                             f"the served model has {str(self.info.get('weights_sha256'))[:12]}: rebuild the index")
-        if index.dim != self.preprocessor.config.embed_dim:
-            raise ValueError(f"index {self.index_path} holds {index.dim}-d embeddings, the model makes "
+        weights = str(self.info.get("weights_sha256"))
+        uri, views = self._store_uri(weights)
+        try:
+            store = GalleryStore.open(uri, weights)
+        except StoreError as exc:
+            raise ValueError(f"--index {self.index}: {exc}") from None
+        views = views or store.views
+        if not views:
+            store.close()
+            raise ValueError(f"--index {self.index}: {store.conn.describe()} holds no gallery of the served model "
+                             f"(weights {weights[:16]}…): add one with `omniretriever index add`")
+        wrong = {v: store.info(v).dim for v in views if store.info(v).dim != self.preprocessor.config.embed_dim}
+        if wrong:
+            store.close()
+            view, dim = next(iter(wrong.items()))
+            raise ValueError(f"--index {self.index}: view {view} holds {dim}-d embeddings, the model makes "
                              f"{self.preprocessor.config.embed_dim}-d ones")
-        self.index = index
+        self.store, self.views = store, tuple(views)
         self.ready = True
         return self.ready
 
+    def _search(self, embedding: np.ndarray, options: SearchOptions):
+        try:
+            return self.store.search(embedding, options.gallery, options.top_k, options.filter)
+        except StoreError as exc:
+            raise InferenceError(str(exc)) from None
+
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> _SearchCall:
         try:
-            options = search_options(getattr(payload, "parameters", None), self.index.views, DEFAULT_TOP_K,
+            options = search_options(getattr(payload, "parameters", None), self.views, DEFAULT_TOP_K,
                                      self.limits.max_top_k)
         except RequestError as exc:
             raise _bad_input(exc) from None
@@ -202,11 +244,11 @@ class SearchModel(EmbeddingModel):
         response = await super().predict(payload.request, headers)
         embedding = self.read_embedding(response)
         # ranking reads the whole gallery view: on a worker, like preprocessing, not on the event loop
-        hits = await self.workers.run("text", self.index.search_hits, embedding, payload.options.gallery,
-                                      payload.options.top_k)
+        hits = await self.workers.run("text", self._search, embedding, payload.options)
         encode = np.vectorize(str.encode, otypes=[object])
-        # IDS, SCORES, START, END, MODALITIES, EMBEDDING
-        arrays = (encode(hits.ids), hits.scores, hits.start, hits.end, encode(hits.modalities), embedding)
+        # IDS, SCORES, START, END, MODALITIES, MEDIA_URIS, EMBEDDING
+        arrays = (encode(hits.ids), hits.scores, hits.start, hits.end, encode(hits.modalities), encode(hits.uris),
+                  embedding)
         specs = search_outputs(self.preprocessor.config, int(hits.ids.shape[1]))
         outputs = [_infer_output(spec, array) for spec, array in zip(specs, arrays, strict=True)]
         params = {"gallery": payload.options.gallery, "top_k": int(hits.ids.shape[1])}
@@ -222,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m serving.transformer", description=__doc__.split("\n")[0])
     parser.add_argument("--model_dir", type=Path, default=Path("/mnt/models"),
                         help="the repository's production/ directory (KServe mounts storageUri at /mnt/models)")
-    parser.add_argument("--index", type=Path, default=None, help="gallery index file: enables the search model")
+    parser.add_argument("--index", default=None,
+                        help="gallery store URI (a Milvus Lite .db path or http(s)://host:port) or a .safetensors "
+                             "index file (imported into a private Milvus Lite store): enables the search model")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind, HTTP and gRPC")
     parser.add_argument("--http_port", type=int, default=8080)
     parser.add_argument("--grpc_port", type=int, default=8081)

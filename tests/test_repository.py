@@ -50,7 +50,7 @@ def test_config_tensors_match_the_one_definition(tiny_repo, tiny_run, kind):
     assert as_specs(config.output) == served
     assert [(s.name, s.triton_type, list(s.dims)) for s in search_outputs(cfg, 7)] == \
         [("IDS", "TYPE_STRING", [7]), ("SCORES", "TYPE_FP32", [7]), ("START", "TYPE_FP32", [7]), ("END", "TYPE_FP32", [7]),
-         ("MODALITIES", "TYPE_STRING", [7]), *served]
+         ("MODALITIES", "TYPE_STRING", [7]), ("MEDIA_URIS", "TYPE_STRING", [7]), *served]
     assert ServingLimits().max_rows == config.max_batch_size
     assert config.HasField("dynamic_batching")
     assert [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group] == [DEVICE[kind]]

@@ -9,6 +9,7 @@ V2 JSON and binary bodies), and that readiness follows Triton's (a second transf
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -27,8 +28,8 @@ from serving.client import encoder_inputs, query, split_url
 from serving.index import build_index, load_index
 from serving.launcher import LocalEndpoint
 from serving.limits import MiB, ServingLimits
-from serving.tensors import (EMBEDDING, EMBEDDING_MODEL, ENCODER_MODEL, IDS, REQUEST_FIELDS, SCORES, SEARCH_MODEL,
-                             embedding_outputs, search_outputs)
+from serving.tensors import (EMBEDDING, EMBEDDING_MODEL, ENCODER_MODEL, IDS, MEDIA_URIS, REQUEST_FIELDS, SCORES,
+                             SEARCH_MODEL, embedding_outputs, search_outputs)
 from tests.conftest import free_port, http_ok, ramp_frames, tone, wait_until
 
 LIMITS = ServingLimits(max_request_bytes=2 * MiB, max_media_bytes=512 * 1024, max_media_seconds=6.0, max_rows=16,
@@ -154,6 +155,23 @@ def test_search_defaults_to_the_first_view_and_ten_results(endpoint, items):
     assert result.gallery == "av" and len(result.hits) == 10
     assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)
     assert all(h.modalities == "av" and 0 == h.start < h.end <= 4.5 for h in result.hits)  # whole clips, 2-4 s
+
+
+def test_a_filtered_search_returns_only_matching_hits_and_a_bad_filter_gets_400(endpoint, items, protocol):
+    """The index file was imported into the transformer's own Milvus Lite store: filters run there."""
+    wanted = [items[0][0], items[4][0]]
+    where = f"item_id in [{', '.join(json.dumps(i) for i in wanted)}] and modalities == 'av' and end > 0"
+    cols = {"TEXT": [items[0][1].encode()] * 2}
+    result = infer(endpoint, protocol, SEARCH_MODEL, cols, parameters={"top_k": 10, "filter": where})
+    ids = result.as_numpy(IDS).astype(str)
+    assert ids.shape == (2, 2) and set(ids[0]) == set(ids[1]) == set(wanted)
+    assert result.as_numpy(MEDIA_URIS).shape == (2, 2)  # "" for entries imported from an index file
+    with pytest.raises(InferenceServerException) as info:
+        infer(endpoint, protocol, SEARCH_MODEL, cols, parameters={"filter": 'content_hash == "imported"'})
+    assert info.value.status() == ("400" if protocol == "http" else "StatusCode.INVALID_ARGUMENT")
+    assert "parameter filter: unknown field 'content_hash' at position 0" in info.value.message()
+    again = infer(endpoint, protocol, SEARCH_MODEL, cols, parameters={"top_k": 3, "filter": "split != 'nope'"})
+    assert again.as_numpy(IDS).shape == (2, 3)
 
 
 def test_client_query_over_both_protocols_agrees(endpoint, embedder, items):
