@@ -122,6 +122,9 @@ def query_cmd(
     audio: Annotated[Optional[Path], typer.Option(help="Audio or video file whose audio track is used.")] = None,
     top_k: Annotated[int, typer.Option(help="Results to return when the server has a search model.")] = 10,
     gallery: Annotated[Optional[str], typer.Option(help="Gallery view to search (t, v, a, tv, av, at, tva).")] = None,
+    filter: Annotated[Optional[str], typer.Option(
+        "--filter", help="Only entries matching this expression over split, source, duration, modalities, item_id, "
+                         "start, end, ingest_time, e.g. 'split == \"test\" and duration >= 30'.")] = None,
     url: Annotated[str, typer.Option(help="The transformer: http://host:port or grpc://host:port.")] = "http://127.0.0.1:8080",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -133,7 +136,7 @@ def query_cmd(
     if text is None and video is None and audio is None:
         fail("give at least one of --text, --video, --audio")
     try:
-        result = query(url, text=text, video=video, audio=audio, top_k=top_k, gallery=gallery)
+        result = query(url, text=text, video=video, audio=audio, top_k=top_k, gallery=gallery, filter=filter)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     except InferenceServerException as exc:
@@ -150,7 +153,8 @@ def query_cmd(
         for rank, hit in enumerate(result.hits, 1):
             span = f"  {hit.start:.2f}-{hit.end:.2f} s" if hit.start >= 0 else ""
             mark = f"  ({hit.modalities} only)" if hit.modalities != result.gallery else ""
-            typer.echo(f"{rank:4d}  {hit.score:+.4f}  {hit.id}{span}{mark}")
+            where = f"  {hit.uri}" if hit.uri else ""
+            typer.echo(f"{rank:4d}  {hit.score:+.4f}  {hit.id}{span}{mark}{where}")
 
 
 SKIPPED = 3  # `index build`: the index was written, but some records were left out (see the rejects file)

@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from serving.tensors import (AUDIO, EMBEDDING, EMBEDDING_MODEL, END, IDS, MODALITIES, SCORES, SEARCH_MODEL, START, TEXT,
-                             VIDEO, request_inputs, v2_datatype)
+from serving.tensors import (AUDIO, EMBEDDING, EMBEDDING_MODEL, END, IDS, MEDIA_URIS, MODALITIES, SCORES, SEARCH_MODEL,
+                             START, TEXT, VIDEO, request_inputs, v2_datatype)
 
 Media = str | os.PathLike | bytes | None
 
@@ -28,6 +28,7 @@ class Hit(NamedTuple):
     start: float  # seconds into the item (-1: the index does not say)
     end: float
     modalities: str  # the view the hit was embedded in ("v" for a video-only clip in an "av" gallery)
+    uri: str = ""  # the media path the store records ("" for entries imported from an index file)
 
 
 @dataclass
@@ -96,8 +97,10 @@ def query_inputs(module: Any, text: str | None, video: Media, audio: Media) -> l
 
 
 def query(url: str, text: str | None = None, video: Media = None, audio: Media = None, top_k: int = 10,
-          protocol: str = "http", gallery: str | None = None, timeout: float = 60.0) -> QueryResult:
-    """Embed one row (any of text, video, audio) and, when the search model is served, return its top-k."""
+          protocol: str = "http", gallery: str | None = None, timeout: float = 60.0,
+          filter: str | None = None) -> QueryResult:
+    """Embed one row (any of text, video, audio) and, when the search model is served, return its top-k
+    (only entries matching `filter`, a boolean expression over the store's scalar fields, when given)."""
     protocol, address = split_url(url, protocol)
     module = client_module(protocol)
     client = module.InferenceServerClient(address, network_timeout=timeout) if protocol == "http" \
@@ -105,14 +108,15 @@ def query(url: str, text: str | None = None, video: Media = None, audio: Media =
     try:
         inputs = query_inputs(module, text, video, audio)
         if client.is_model_ready(SEARCH_MODEL):
-            params = {"top_k": int(top_k), **({"gallery": gallery} if gallery else {})}
+            params = {"top_k": int(top_k), **({"gallery": gallery} if gallery else {}),
+                      **({"filter": filter} if filter is not None else {})}
             result = client.infer(SEARCH_MODEL, inputs, parameters=params)
             text_of = lambda name: [i.decode() if isinstance(i, bytes) else str(i) for i in result.as_numpy(name)[0]]  # noqa: E731
             hits = [Hit(*row) for row in zip(text_of(IDS), result.as_numpy(SCORES)[0].tolist(),
                                              result.as_numpy(START)[0].tolist(), result.as_numpy(END)[0].tolist(),
-                                             text_of(MODALITIES))]
+                                             text_of(MODALITIES), text_of(MEDIA_URIS))]
             return QueryResult(result.as_numpy(EMBEDDING)[0], hits, _response_parameter(result, "gallery"))
-        if gallery is not None:
+        if gallery is not None or filter is not None:
             raise ValueError(f"{url} serves no search model ({SEARCH_MODEL}): start it with --index to search")
         result = client.infer(EMBEDDING_MODEL, inputs)
         return QueryResult(result.as_numpy(EMBEDDING)[0])

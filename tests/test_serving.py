@@ -172,6 +172,9 @@ def test_a_filtered_search_returns_only_matching_hits_and_a_bad_filter_gets_400(
     assert "parameter filter: unknown field 'content_hash' at position 0" in info.value.message()
     again = infer(endpoint, protocol, SEARCH_MODEL, cols, parameters={"top_k": 3, "filter": "split != 'nope'"})
     assert again.as_numpy(IDS).shape == (2, 3)
+    url = endpoint.http_url if protocol == "http" else endpoint.grpc_url
+    hits = query(url, text=items[0][1], filter=where).hits  # the client passes it on too
+    assert {h.id for h in hits} == set(wanted) and all(h.uri == "" for h in hits)
 
 
 def test_client_query_over_both_protocols_agrees(endpoint, embedder, items):
