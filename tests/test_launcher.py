@@ -294,3 +294,35 @@ def test_the_search_model_refuses_an_index_of_another_model(tiny_repo, tiny_run,
     res = subprocess.run([sys.executable, "-c", code, str(tiny_repo / "production"), str(index)],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and "rebuild the index" in res.stderr
+
+
+def test_the_search_model_serves_a_milvus_store_and_refuses_one_of_another_model(tiny_repo, tiny_run, tiny_data, tmp_path):
+    """--index given as a Milvus Lite store: the model's galleries are searched there; a store holding only
+    another model's galleries is refused at load, naming it. Each store is written by `index import` in a
+    process of its own (Milvus Lite serves one process per store, and a process keeps it until it exits),
+    and the search model loads in another, as above."""
+    import numpy as np
+
+    from serving.index import build_index
+
+    built_path = build_index(tiny_run, tiny_data, "test", ["av"], tmp_path / "g.safetensors", workers=1, progress=False)
+    built = load_index(built_path)
+    other = save_index(tmp_path / "other.safetensors", ["a", "b"], {"av": np.eye(2, 128, dtype=np.float32)}, "f" * 64)
+    ours, theirs = tmp_path / "ours.db", tmp_path / "theirs.db"
+    for index, store in ((built_path, ours), (other, theirs)):
+        done = subprocess.run([sys.executable, "-m", "omniretriever", "index", "import", "--index", str(index),
+                               "--uri", str(store)], capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-2000:]
+    code = ("import sys, numpy as np; from pathlib import Path; from serving.transformer import SearchModel; "
+            "from serving.limits import ServingLimits; "
+            "m = SearchModel('s', Path(sys.argv[1]), ServingLimits(), sys.argv[2]); m.load(); "
+            "q = np.asarray(sys.argv[3].split(','), np.float32)[None]; "
+            "print(m.views, m.store.search(q, 'av', 3).ids[0].tolist())")
+    query = ",".join(str(float(x)) for x in built.embeddings["av"][5])
+    res = subprocess.run([sys.executable, "-c", code, str(tiny_repo / "production"), str(ours), query],
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"('av',) ['{built.entries['av'].ids[5]}'" in res.stdout
+    res = subprocess.run([sys.executable, "-c", code, str(tiny_repo / "production"), str(theirs), query],
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode != 0 and f"--index {theirs}" in res.stderr and "holds no gallery of the served model" in res.stderr
