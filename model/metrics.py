@@ -121,13 +121,19 @@ def direction_metrics(query: torch.Tensor, gallery: torch.Tensor, *, n_boot: int
     """R@1/5/10 and their R@1 95% interval (percent), MdR, MnR, MRR, NDCG@10 for one direction; "n" queries,
     "n_gallery" items ranked (the first n of them the golds), chance R@1 = 100 / n_gallery."""
     q = per_query(*rank_counts(query.float(), gallery.float()))
+    return {**summary(q, n_boot, seed), "n": int(query.shape[0]), "n_gallery": int(gallery.shape[0]),
+            "chance_R@1": 100.0 / gallery.shape[0]}
+
+
+def summary(q: dict[str, torch.Tensor], n_boot: int, seed: int) -> dict[str, float]:
+    """The direction's figures from per-query values: R@1/5/10 and R@1's 95% interval (percent), MdR, MnR,
+    MRR, NDCG@10."""
     lo, hi = bootstrap_ci(q["R@1"], n_boot, seed)
     return {
         "R@1": 100 * float(q["R@1"].mean()), "R@5": 100 * float(q["R@5"].mean()), "R@10": 100 * float(q["R@10"].mean()),
         "R@1_ci95": [100 * lo, 100 * hi],
         "MdR": float(np.median(q["rank"].numpy())), "MnR": float(q["rank"].mean()),
         "MRR": float(q["rr"].mean()), "NDCG@10": float(q["ndcg10"].mean()),
-        "n": int(query.shape[0]), "n_gallery": int(gallery.shape[0]), "chance_R@1": 100.0 / gallery.shape[0],
     }
 
 
@@ -209,14 +215,7 @@ def direction_metrics_multi(query: torch.Tensor, gallery: torch.Tensor, query_it
     """direction_metrics with golds by item: several captions per item as queries (t2v) or as gallery rows
     (v2t, any of the item's captions a hit). "n" queries, "n_gallery" rows, "n_items" distinct gallery items."""
     q = per_query_multi(*rank_counts_multi(query.float(), gallery.float(), query_item, gallery_item))
-    lo, hi = bootstrap_ci(q["R@1"], n_boot, seed)
     items = len(set(gallery_item.tolist()))
     per_item = len(gallery_item) / items
-    return {
-        "R@1": 100 * float(q["R@1"].mean()), "R@5": 100 * float(q["R@5"].mean()), "R@10": 100 * float(q["R@10"].mean()),
-        "R@1_ci95": [100 * lo, 100 * hi],
-        "MdR": float(np.median(q["rank"].numpy())), "MnR": float(q["rank"].mean()),
-        "MRR": float(q["rr"].mean()), "NDCG@10": float(q["ndcg10"].mean()),
-        "n": int(query.shape[0]), "n_gallery": int(gallery.shape[0]), "n_items": items,
-        "chance_R@1": 100.0 * per_item / gallery.shape[0],
-    }
+    return {**summary(q, n_boot, seed), "n": int(query.shape[0]), "n_gallery": int(gallery.shape[0]), "n_items": items,
+            "chance_R@1": 100.0 * per_item / gallery.shape[0]}
