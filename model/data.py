@@ -18,7 +18,7 @@ the L_T positive's audio can be augmented as a waveform before its features are 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +32,7 @@ from model.cache import FeatureCache
 from model.errors import ManifestError, MediaError, OmniRetrieverError, PathEscapeError
 from model.manifest import Record, manifest_path, resolve_media, scan_manifest
 from model.media import DecodeConfig, MediaLimits, WindowedClip, Windowing
-from model.modalities import A, MODALITIES, T, V, VIEWS
+from model.modalities import A, T, V, VIEWS
 from model.parallel import fork_safe_context, map_with_progress
 from model.text import TextTokenizer
 
@@ -105,10 +105,6 @@ class ClipBank:
             out &= flags[m]
         return out
 
-    def present(self) -> torch.Tensor:
-        """bool (N, 3): which of MODALITIES each row holds, the encoder's presence mask."""
-        return torch.stack([self.has((m,)) for m in MODALITIES], dim=1)
-
     @property
     def complete(self) -> bool:
         """Whether every row holds video and audio (every dataset of the benchmark's own format does)."""
@@ -178,6 +174,58 @@ def _media_field(exc: OmniRetrieverError, paths: tuple[str | None, str | None]) 
     return "video"
 
 
+@dataclass(frozen=True)
+class ManifestEntry:
+    """A usable record of a manifest: its line, the line's text, the Record and its media paths resolved
+    inside the data root (None for a modality it does not have)."""
+
+    line: int
+    raw: str
+    record: Record
+    paths: tuple[str | None, str | None]  # video, audio
+
+
+def manifest_entries(source: Path, data_root: str | Path,
+                     reject: Callable[[int | None, str | None, str | None, OmniRetrieverError], None], *,
+                     limit: int | None = None,
+                     check: Callable[[Record], None] | None = None) -> list[ManifestEntry]:
+    """The records of manifest `source` that can be decoded: every line is read first (an unreadable
+    manifest raises ManifestError), then the first `limit` records that parse are checked. `reject(line, id,
+    field, error)` is told of each that cannot be used, and may raise to stop: a malformed line or a
+    repeated id (ManifestError, field None), a record `check` refuses (its error, field None), a media path
+    leaving the data root (PathEscapeError, the field)."""
+    parsed: list[tuple[int, str, Record]] = []
+    seen: dict[str, int] = {}
+    for item in scan_manifest(source):
+        err = item.error
+        if err is None and item.record.id in seen:
+            err = ManifestError(source, item.line, f"duplicate id (first seen on line {seen[item.record.id]})",
+                                item.record.id)
+        if err is not None:
+            reject(item.line, err.record_id, None, err)
+            continue
+        seen[item.record.id] = item.line
+        parsed.append((item.line, item.raw, item.record))
+    out: list[ManifestEntry] = []
+    for line, raw, rec in parsed[:limit]:
+        if check is not None:
+            try:
+                check(rec)
+            except OmniRetrieverError as exc:
+                reject(line, rec.id, None, exc)
+                continue
+        try:
+            resolved: list[str | None] = []
+            for fld in ("video", "audio"):
+                rel = getattr(rec, fld)
+                resolved.append(None if rel is None else str(resolve_media(data_root, rel)))
+        except PathEscapeError as exc:
+            reject(line, rec.id, fld, exc)
+            continue
+        out.append(ManifestEntry(line, raw, rec, (resolved[0], resolved[1])))
+    return out
+
+
 def load_bank(data_root: str | Path, split: str, config: DecodeConfig | AnyConfig, *,
               cache_dir: str | Path | None = None, limits: MediaLimits = MediaLimits(), workers: int | None = None,
               limit: int | None = None, progress: bool = True, manifest: str | Path | None = None,
@@ -207,37 +255,11 @@ def load_bank(data_root: str | Path, split: str, config: DecodeConfig | AnyConfi
     rejects: list[Reject] = []
 
     def reject(line: int | None, rid: str | None, fld: str | None, exc: OmniRetrieverError) -> None:
+        if on_error == "raise":
+            raise (_located(exc, source, line, rid) if isinstance(exc, PathEscapeError) else exc) from None
         rejects.append(Reject(line, rid, fld, getattr(exc, "reason", str(exc)), type(exc).__name__))
 
-    entries: list[tuple[int, Record]] = []
-    seen: dict[str, int] = {}
-    for item in scan_manifest(source):  # an unreadable manifest raises ManifestError in either mode
-        err = item.error
-        if err is None and item.record.id in seen:
-            err = ManifestError(source, item.line, f"duplicate id (first seen on line {seen[item.record.id]})",
-                                item.record.id)
-        if err is not None:
-            if on_error == "raise":
-                raise err
-            reject(item.line, err.record_id, None, err)
-            continue
-        seen[item.record.id] = item.line
-        entries.append((item.line, item.record))
-    entries = entries[:limit]
-
-    jobs: list[tuple[int, Record, tuple[str | None, str | None]]] = []
-    for line, rec in entries:
-        try:
-            resolved: list[str | None] = []
-            for fld in ("video", "audio"):
-                rel = getattr(rec, fld)
-                resolved.append(None if rel is None else str(resolve_media(data_root, rel)))
-        except PathEscapeError as exc:
-            if on_error == "raise":
-                raise _located(exc, source, line, rec.id) from None
-            reject(line, rec.id, fld, exc)
-            continue
-        jobs.append((line, rec, (resolved[0], resolved[1])))
+    jobs = [(e.line, e.record, e.paths) for e in manifest_entries(source, data_root, reject, limit=limit)]
 
     workers = workers or min(os.cpu_count() or 1, 8)
     frames, mels, rows = [], [], []

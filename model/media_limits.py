@@ -12,7 +12,7 @@ wherever its landscape twin (3840x2160) does, and DCI 4K (4096x2160) passes too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,11 @@ class MediaLimits:
             bad.append(f"max_short_side={self.max_short_side} is over max_long_side={self.max_long_side}")
         if bad:
             raise ValueError(f"MediaLimits: invalid {'; '.join(bad)}")
+
+    def windowed(self) -> "MediaLimits":
+        """These limits for media cut into windows (index build, index add): an item may last
+        max_windowed_seconds, each window being far shorter."""
+        return replace(self, max_seconds=self.max_windowed_seconds)
 
     def check_size(self, width: int, height: int) -> str | None:
         """Why a width x height picture (either way up) is over the limits, naming each side over, or None."""

@@ -269,8 +269,6 @@ def build_index_report(model: str | Path, data: str | Path, split: str, views: l
     does not decode is left out and listed in the rejects file beside the index (rejects_path(out), empty
     when none was); with nothing left NoRecordsError is raised, after the rejects file is written.
     on_error="raise": the first bad record raises its typed error (naming the manifest line and id)."""
-    from dataclasses import replace
-
     from model.data import NoRecordsError, load_bank
     from model.evaluate import embed_rows
     from model.manifest import manifest_path
@@ -283,8 +281,7 @@ def build_index_report(model: str | Path, data: str | Path, split: str, views: l
     source = validated_manifest(manifest) if manifest is not None else manifest_path(data, split)
     loaded = load_model(model)
     windowing = Windowing.for_model(loaded.config.decode, window, stride)
-    shared = MediaLimits()
-    limits = replace(shared, max_seconds=shared.max_windowed_seconds)  # long media: cut into windows below
+    limits = MediaLimits().windowed()  # long media: cut into windows
     try:
         bank = load_bank(data, split, loaded.config, workers=workers, progress=progress, manifest=source,
                          on_error=on_error, windowing=windowing, limits=limits)

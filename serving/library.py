@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from model.modalities import canonical_view
-from serving.gallery_store import GalleryStore, IndexConfig, ItemMeta, StoreError, check_item_id
+from serving.gallery_store import GalleryStore, IndexConfig, ItemMeta, check_item_id
 from serving.index import UNKNOWN, gallery_entries, gallery_plan, validated_manifest
 
 HASH_FORMAT = "omniretriever-content-v1"
@@ -95,31 +95,12 @@ def decode_settings(config, windowing) -> str:
 def _scan(source: Path, data: Path, settings: str, reject) -> list[tuple[int, str, object, str]]:
     """The manifest's usable records with their content hashes: (line, raw line, Record, hash). Malformed
     lines, repeated ids, ids the store cannot hold and media paths outside DATA go to `reject`."""
-    from model.errors import ManifestError, PathEscapeError
-    from model.manifest import resolve_media, scan_manifest
+    from model.data import manifest_entries
 
-    out, seen = [], {}
-    for item in scan_manifest(source):
-        err = item.error
-        if err is None and item.record.id in seen:
-            err = ManifestError(source, item.line, f"duplicate id (first seen on line {seen[item.record.id]})",
-                                item.record.id)
-        if err is not None:
-            reject(item.line, err.record_id, None, err)
-            continue
-        rec = item.record
-        seen[rec.id] = item.line
-        try:
-            check_item_id(rec.id)
-            media = {}
-            for fld in ("video", "audio"):
-                rel = getattr(rec, fld)
-                media[fld] = None if rel is None else resolve_media(data, rel)
-        except (StoreError, PathEscapeError) as exc:
-            reject(item.line, rec.id, None if isinstance(exc, StoreError) else fld, exc)
-            continue
-        out.append((item.line, item.raw, rec, content_hash(rec, media, settings)))
-    return out
+    entries = manifest_entries(source, data, reject, check=lambda rec: check_item_id(rec.id))
+    return [(e.line, e.raw, e.record,
+             content_hash(e.record, {f: None if p is None else Path(p) for f, p in zip(("video", "audio"), e.paths)},
+                          settings)) for e in entries]
 
 
 def add_items(model: str | Path, data: str | Path, views: list[str], uri: str | Path, *, split: str | None = None,
@@ -181,8 +162,7 @@ def _add_batch(store: GalleryStore, loaded, data: Path, batch: list[Pending], wi
     from model.evaluate import embed_rows
     from model.media import MediaLimits
 
-    shared = MediaLimits()
-    limits = replace(shared, max_seconds=shared.max_windowed_seconds)  # long media: cut into windows
+    limits = MediaLimits().windowed()  # long media: cut into windows
     with tempfile.TemporaryDirectory(prefix="omniretriever-add-") as tmp:
         part = Path(tmp) / "batch.jsonl"
         part.write_text("".join(p.raw + "\n" for p in batch), encoding="utf-8")
