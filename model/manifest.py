@@ -208,6 +208,19 @@ def write_manifest(path: str | Path, records: Iterable[Record]) -> Path:
     return path
 
 
+def path_problem(rel: str) -> str | None:
+    """Why a media path cannot lie inside any root by its text alone (empty, a NUL byte, absolute, a '..'
+    component), or None. resolve_media also follows symlinks."""
+    if not rel or "\x00" in rel:
+        return "empty or contains a NUL byte"
+    posix = rel.replace("\\", "/")
+    if posix.startswith("/") or Path(rel).is_absolute() or (len(posix) > 1 and posix[1] == ":"):
+        return "absolute paths are not allowed; paths are relative to the data root"
+    if ".." in posix.split("/"):
+        return "'..' components are not allowed"
+    return None
+
+
 def resolve_media(data_root: str | Path, rel: str) -> Path:
     """The real path of a manifest media path, guaranteed to lie inside the data root.
 
@@ -215,14 +228,10 @@ def resolve_media(data_root: str | Path, rel: str) -> Path:
     following symlinks) is outside the root. The file need not exist; decoding reports that.
     """
     root = Path(data_root).resolve()
-    if not rel or "\x00" in rel:
-        raise PathEscapeError(rel, root, "empty or contains a NUL byte")
-    posix = rel.replace("\\", "/")
-    if posix.startswith("/") or Path(rel).is_absolute() or (len(posix) > 1 and posix[1] == ":"):
-        raise PathEscapeError(rel, root, "absolute paths are not allowed; paths are relative to the data root")
-    if ".." in posix.split("/"):
-        raise PathEscapeError(rel, root, "'..' components are not allowed")
-    real = (root / posix).resolve()
+    problem = path_problem(rel)
+    if problem is not None:
+        raise PathEscapeError(rel, root, problem)
+    real = (root / rel.replace("\\", "/")).resolve()
     if real != root and root not in real.parents:
         raise PathEscapeError(rel, root, f"resolves to {real}, outside the data root (symlink out?)")
     return real

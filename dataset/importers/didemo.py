@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dataset.importers.base import ImportOptions, Item, Skip, annotation, clean_caption
-from dataset.importers.locate import first_file, json_where, read_json_list, text_field
+from dataset.importers.locate import MediaFinder, json_where, read_json_list, text_field
 
 VERSION = ("DiDeMo: {train,val,test}_data.json of github.com/LisaAnne/LocalizingMoments data/, clips under videos/ "
            "by their 'video' name; moments joined into one paragraph per video in time order")
@@ -44,11 +44,12 @@ def read_didemo(src: Path, options: ImportOptions) -> Iterator[Item | Skip]:
     files = [(split, src / name) for split, name in SPLIT_FILES if (src / name).is_file()]
     if not files:
         annotation(src, *(name for _, name in SPLIT_FILES))  # raises, naming them (and a pickle lying there)
+    finder = MediaFinder(src)
     for split, path in files:
-        yield from _split(src, split, path)
+        yield from _split(src, split, path, finder)
 
 
-def _split(src: Path, split: str, path: Path) -> Iterator[Item | Skip]:
+def _split(src: Path, split: str, path: Path, finder: MediaFinder) -> Iterator[Item | Skip]:
     moments: dict[str, list[Moment]] = {}  # video name -> its moments, videos in order of first appearance
     first: dict[str, str] = {}
     for i, row in enumerate(read_json_list(path)):
@@ -67,7 +68,7 @@ def _split(src: Path, split: str, path: Path) -> Iterator[Item | Skip]:
         first.setdefault(video, at)
     for video, rows in moments.items():
         paragraph = " ".join(description for _, _, description in sorted(rows))
-        clip = first_file(src, candidates(video))
+        clip = finder.expected(candidates(video))
         yield Item(video_id(video), split, (paragraph,), clip, clip, first[video])
 
 

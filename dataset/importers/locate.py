@@ -13,7 +13,7 @@ from typing import Any
 
 from dataset.importers.base import PICKLE_SUFFIXES, ImportFormatError, Skip, annotation, read_json, where
 from model.errors import PathEscapeError
-from model.manifest import resolve_media
+from model.manifest import path_problem, resolve_media
 
 
 def split_files(src: Path, names: dict[str, tuple[str, ...]]) -> tuple[list[tuple[str, Path]], list[Skip]]:
@@ -49,7 +49,8 @@ def _pickled(path: Path) -> bool:
 class MediaFinder:
     """The first of an item's candidate media paths (relative to SRC, "/"-separated) that is a file. Each
     directory is listed once, so trying many names per item costs no file-system call per name, and the
-    answer depends only on the candidates' order, never on the order of files on disk."""
+    answer depends only on the candidates' order, never on the order of files on disk. A candidate that
+    would leave SRC (absolute, a '..' component, a symlink out) is never taken, nor its folder listed."""
 
     def __init__(self, src: Path):
         self.src = src
@@ -58,9 +59,21 @@ class MediaFinder:
     def first(self, candidates: Iterable[str]) -> str | None:
         for rel in candidates:
             folder, _, name = rel.rpartition("/")
-            if name in self.names(folder):
-                return rel
+            if path_problem(rel) is not None or name not in self.names(folder):
+                continue
+            try:
+                resolve_media(self.src, rel)  # only for a match: a symlink that leads out of SRC is passed over
+            except PathEscapeError:
+                continue
+            return rel
         return None
+
+    def expected(self, candidates: Iterable[str]) -> str:
+        """The first of `candidates` that is a file; when none is, the first one, so the skip write_dataset
+        reports names where the file was expected."""
+        names = list(candidates)
+        found = self.first(names)
+        return names[0] if found is None else found
 
     def names(self, folder: str) -> frozenset[str]:
         """The names of the files (symlinks followed) in SRC/folder; empty when it is not a directory."""
@@ -74,17 +87,9 @@ class MediaFinder:
 
 
 def first_file(src: Path, candidates: Iterable[str]) -> str:
-    """The first of `candidates` (paths relative to SRC, in the order given) that is a file; when none is,
-    the first one, so the skip write_dataset reports names where the file was expected. A candidate that
-    would leave SRC is never looked at."""
-    names = list(candidates)
-    for rel in names:
-        try:
-            if resolve_media(src, rel).is_file():
-                return rel
-        except PathEscapeError:
-            continue
-    return names[0]
+    """MediaFinder(src).expected(candidates), for one lookup (a reader looking up many items keeps one
+    MediaFinder, so each folder is listed once)."""
+    return MediaFinder(src).expected(candidates)
 
 
 def json_where(path: Path, src: Path, *keys: str | int) -> str:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from dataset.importers.base import (ImportFormatError, ImportOptions, Item, Skip, annotation, clean_caption, read_csv,
                                     read_json, where)
-from dataset.importers.locate import first_file, json_where, text_field
+from dataset.importers.locate import MediaFinder, json_where, text_field
 
 VERSION = ("MSR-VTT 1k-A (JSFusion) as CLIP4Clip ships it: github.com/ArrowLuo/CLIP4Clip release v0.0 msrvtt_data.zip "
            "(MSRVTT_JSFUSION_test.csv, MSRVTT_train.9k.csv, MSRVTT_data.json), clips MSRVTT_Videos/ or videos/all/")
@@ -51,6 +51,7 @@ Captions = dict[str, list[str]]  # video_id -> its captions, in the json's order
 
 def read_msrvtt(src: Path, options: ImportOptions) -> Iterator[Item | Skip]:
     test_csv = annotation(src, TEST_CSV)
+    finder = MediaFinder(src)
     captions: Captions = {}
     if (src / DATA_JSON).is_file():
         path = annotation(src, DATA_JSON)
@@ -67,15 +68,16 @@ def read_msrvtt(src: Path, options: ImportOptions) -> Iterator[Item | Skip]:
         others = list(captions.get(vid, []))
         if sentence in others:
             others.remove(sentence)  # it is one of the video's 20: once, as the main caption
-        yield _item(src, vid, "test", (sentence, *others), at)
+        yield _item(finder, vid, "test", (sentence, *others), at)
     if (src / TRAIN_CSV).is_file():
-        yield from _train_9k(src, annotation(src, TRAIN_CSV), captions)
+        yield from _train_9k(src, annotation(src, TRAIN_CSV), captions, finder)
 
 
 def read_msrvtt_full(src: Path, options: ImportOptions) -> Iterator[Item | Skip]:
     path = annotation(src, DATA_JSON)
     data = read_json(path)
     captions = yield from _json_captions(src, path, data)
+    finder = MediaFinder(src)
     for i, video in enumerate(_section(data, path, "videos")):
         at = json_where(path, src, "videos", i)
         vid, split = text_field(video, "video_id"), text_field(video, "split")
@@ -86,10 +88,10 @@ def read_msrvtt_full(src: Path, options: ImportOptions) -> Iterator[Item | Skip]
         elif not captions.get(vid):
             yield Skip(at, vid, f"no caption for it in {DATA_JSON} (sentences)")
         else:
-            yield _item(src, vid, SPLITS[split], tuple(captions[vid]), at)
+            yield _item(finder, vid, SPLITS[split], tuple(captions[vid]), at)
 
 
-def _train_9k(src: Path, path: Path, captions: Captions) -> Iterator[Item | Skip]:
+def _train_9k(src: Path, path: Path, captions: Captions, finder: MediaFinder) -> Iterator[Item | Skip]:
     if not (src / DATA_JSON).is_file():
         yield Skip(where(path, src), None, f"lists the training videos, whose captions are in {DATA_JSON}, which is "
                                            "not in the source: the train split is not imported")
@@ -103,7 +105,7 @@ def _train_9k(src: Path, path: Path, captions: Captions) -> Iterator[Item | Skip
         if not captions.get(vid):
             yield Skip(at, vid or None, f"no caption for it in {DATA_JSON} (sentences)")
             continue
-        yield _item(src, vid, "train", tuple(captions[vid]), at)
+        yield _item(finder, vid, "train", tuple(captions[vid]), at)
 
 
 def _json_captions(src: Path, path: Path, data) -> Generator[Skip, None, Captions]:
@@ -125,6 +127,6 @@ def _section(data, path: Path, key: str) -> list:
     return data[key]
 
 
-def _item(src: Path, vid: str, split: str, captions: tuple[str, ...], at: str) -> Item:
-    video = first_file(src, [f"{folder}/{vid}.mp4" for folder in VIDEO_DIRS])
+def _item(finder: MediaFinder, vid: str, split: str, captions: tuple[str, ...], at: str) -> Item:
+    video = finder.expected([f"{folder}/{vid}.mp4" for folder in VIDEO_DIRS])
     return Item(vid, split, captions, video, video, at)

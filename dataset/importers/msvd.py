@@ -29,7 +29,7 @@ from pathlib import Path
 
 from dataset.importers.base import (ImportFormatError, ImportOptions, Item, Skip, annotation, clean_caption, read_json,
                                     read_lines, where)
-from dataset.importers.locate import first_file, json_where
+from dataset.importers.locate import MediaFinder, json_where
 
 VERSION = ("MSVD: YouTubeClips.tar and AllVideoDescriptions.txt of www.cs.utexas.edu/users/ml/clamp/videoDescription/, "
            "split lists of github.com/albanie/collaborative-experts misc/datasets/msvd (1200/100/670)")
@@ -50,6 +50,7 @@ def read_msvd(src: Path, options: ImportOptions) -> Iterator[Item | Skip]:
     reader = _descriptions if path.suffix == ".txt" else _raw_captions
     captions = yield from reader(src, path)
     listed: set[str] = set()
+    finder = MediaFinder(src)
     for split, list_path in lists:
         for line in read_lines(list_path, src):
             if isinstance(line, Skip):
@@ -61,7 +62,7 @@ def read_msvd(src: Path, options: ImportOptions) -> Iterator[Item | Skip]:
             if clip not in captions:
                 yield Skip(at, clip, f"no caption for it in {path.name}")
                 continue
-            video = first_file(src, [f"{folder}/{clip}{ext}" for folder in VIDEO_DIRS for ext in EXTENSIONS])
+            video = finder.expected([f"{folder}/{clip}{ext}" for folder in VIDEO_DIRS for ext in EXTENSIONS])
             yield Item(clip, split, tuple(captions[clip][0]), video, None, at)
     names = ", ".join(list_path.name for _, list_path in lists)
     for clip, (_, at) in captions.items():

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dataset.importers.base import ImportOptions, Item, Skip, annotation, clean_caption
-from dataset.importers.locate import first_file, json_where, read_json_list, text_field
+from dataset.importers.locate import MediaFinder, json_where, read_json_list, text_field
 
 VERSION = ("VATEX v1.0 train/validation and v1.1 public test, English captions (enCap), from "
            "eric-xw.github.io/vatex-website/download.html; clips videos/<videoID>.mp4")
@@ -38,6 +38,7 @@ def read_vatex(src: Path, options: ImportOptions) -> Iterator[Item | Skip]:
     files = [(split, src / name) for split, name in SPLIT_FILES if (src / name).is_file()]
     if not files:
         annotation(src, *(name for _, name in SPLIT_FILES))  # raises, naming them (and a pickle lying there)
+    finder = MediaFinder(src)
     for split, path in files:
         for i, entry in enumerate(read_json_list(path)):
             at = json_where(path, src, i)
@@ -50,5 +51,5 @@ def read_vatex(src: Path, options: ImportOptions) -> Iterator[Item | Skip]:
             if not captions:
                 yield Skip(at, vid, "no English caption ('enCap')")
                 continue
-            video = first_file(src, [f"{folder}{vid}.mp4" for folder in VIDEO_DIRS])
+            video = finder.expected([f"{folder}{vid}.mp4" for folder in VIDEO_DIRS])
             yield Item(vid, split, captions, video, video, at)
