@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dataset.importers.base import PICKLE_SUFFIXES, ImportFormatError, Skip, annotation, read_json, where
+from dataset.importers.base import PICKLE_SUFFIXES, ImportFormatError, Skip, annotation, read_json, read_lines, where
 from model.errors import PathEscapeError
 from model.manifest import path_problem, resolve_media
 
@@ -90,6 +90,17 @@ def first_file(src: Path, candidates: Iterable[str]) -> str:
     """MediaFinder(src).expected(candidates), for one lookup (a reader looking up many items keeps one
     MediaFinder, so each folder is listed once)."""
     return MediaFinder(src).expected(candidates)
+
+
+def read_ids(path: Path, src: Path) -> Iterator[tuple[str, str] | Skip]:
+    """(id, where) of each line of a split list (one id a line, as MSVD's and SoundDescs' lists are); a
+    line that is not UTF-8 is a Skip."""
+    for line in read_lines(path, src):
+        if isinstance(line, Skip):
+            yield line
+            continue
+        number, text = line
+        yield text.strip(), where(path, src, number)
 
 
 def json_where(path: Path, src: Path, *keys: str | int) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from dataset.importers.base import (ImportFormatError, ImportOptions, Item, Skip, annotation, clean_caption, read_json,
                                     read_lines, where)
-from dataset.importers.locate import MediaFinder, json_where
+from dataset.importers.locate import MediaFinder, json_where, read_ids
 
 VERSION = ("MSVD: YouTubeClips.tar and AllVideoDescriptions.txt of www.cs.utexas.edu/users/ml/clamp/videoDescription/, "
            "split lists of github.com/albanie/collaborative-experts misc/datasets/msvd (1200/100/670)")
@@ -52,12 +52,11 @@ def read_msvd(src: Path, options: ImportOptions) -> Iterator[Item | Skip]:
     listed: set[str] = set()
     finder = MediaFinder(src)
     for split, list_path in lists:
-        for line in read_lines(list_path, src):
-            if isinstance(line, Skip):
-                yield line
+        for entry in read_ids(list_path, src):
+            if isinstance(entry, Skip):
+                yield entry
                 continue
-            number, text = line
-            clip, at = text.strip(), where(list_path, src, number)
+            clip, at = entry
             listed.add(clip)
             if clip not in captions:
                 yield Skip(at, clip, f"no caption for it in {path.name}")

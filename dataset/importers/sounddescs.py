@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dataset.importers.base import (ImportFormatError, ImportOptions, Item, Skip, annotation, clean_caption, read_json,
-                                    read_lines, where)
-from dataset.importers.locate import MediaFinder, split_files
+                                    where)
+from dataset.importers.locate import MediaFinder, read_ids, split_files
 
 VERSION = ("SoundDescs (arXiv 2112.09418; github.com/akoepke/audio-retrieval-benchmark README.md, "
            "sounddescs_download_audios.py, sounddescs_wavs_transforms.py, data/SoundDescs/*_list.txt): "
@@ -45,12 +45,11 @@ def read_sounddescs(src: Path, options: ImportOptions) -> Iterator[Item | Skip]:
     yield from missing
     finder = MediaFinder(src)
     for split, path in lists:
-        for line in read_lines(path, src):
-            if isinstance(line, Skip):
-                yield line
+        for entry in read_ids(path, src):
+            if isinstance(entry, Skip):
+                yield entry
                 continue
-            number, text = line
-            rid, at = text.strip(), where(path, src, number)
+            rid, at = entry
             captions = _captions(descriptions.get(rid))
             if not captions:
                 yield Skip(at, rid, f"no description for this id in {where(desc_path, src)}")
