@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from dataset.importers.base import ImportOptions, Item, Skip, annotation, clean_caption
-from dataset.importers.locate import MediaFinder, json_where, read_json_list, text_field
+from dataset.importers.base import ImportOptions, Item, Skip, clean_caption
+from dataset.importers.locate import MediaFinder, json_where, present_files, read_json_list, text_field
 
 VERSION = ("DiDeMo: {train,val,test}_data.json of github.com/LisaAnne/LocalizingMoments data/, clips under videos/ "
            "by their 'video' name; moments joined into one paragraph per video in time order")
@@ -41,9 +41,7 @@ Moment = tuple[tuple[float, float], int, str]  # ((mean start, mean end) chunk, 
 
 
 def read_didemo(src: Path, options: ImportOptions) -> Iterator[Item | Skip]:
-    files = [(split, src / name) for split, name in SPLIT_FILES if (src / name).is_file()]
-    if not files:
-        annotation(src, *(name for _, name in SPLIT_FILES))  # raises, naming them (and a pickle lying there)
+    files = present_files(src, SPLIT_FILES)
     finder = MediaFinder(src)
     for split, path in files:
         yield from _split(src, split, path, finder)

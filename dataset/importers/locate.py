@@ -34,6 +34,16 @@ def split_files(src: Path, names: dict[str, tuple[str, ...]]) -> tuple[list[tupl
     return found, missing
 
 
+def present_files(src: Path, pairs: Iterable[tuple[str, str]]) -> list[tuple[str, Path]]:
+    """(split, its annotation file) for each (split, file name) whose file lies in SRC, a split without one
+    left out; none at all is `annotation`'s ImportFormatError naming them (and a pickle lying there)."""
+    pairs = list(pairs)
+    files = [(split, src / name) for split, name in pairs if (src / name).is_file()]
+    if not files:
+        annotation(src, *(name for _, name in pairs))  # raises
+    return files
+
+
 def optional_annotation(src: Path, *names: str) -> Path | None:
     """The first of `names` that exists (see `annotation`: a pickle is refused, one lying beside too); None
     when none of them, nor a pickle of one, lies under SRC."""

@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from dataset.importers.base import ImportOptions, Item, Skip, annotation, clean_caption
-from dataset.importers.locate import MediaFinder, json_where, read_json_list, text_field
+from dataset.importers.base import ImportOptions, Item, Skip, clean_caption
+from dataset.importers.locate import MediaFinder, json_where, present_files, read_json_list, text_field
 
 VERSION = ("VATEX v1.0 train/validation and v1.1 public test, English captions (enCap), from "
            "eric-xw.github.io/vatex-website/download.html; clips videos/<videoID>.mp4")
@@ -35,9 +35,7 @@ VIDEO_DIRS = ("videos/", "")  # then SRC itself
 
 
 def read_vatex(src: Path, options: ImportOptions) -> Iterator[Item | Skip]:
-    files = [(split, src / name) for split, name in SPLIT_FILES if (src / name).is_file()]
-    if not files:
-        annotation(src, *(name for _, name in SPLIT_FILES))  # raises, naming them (and a pickle lying there)
+    files = present_files(src, SPLIT_FILES)
     finder = MediaFinder(src)
     for split, path in files:
         for i, entry in enumerate(read_json_list(path)):
