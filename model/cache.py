@@ -81,9 +81,7 @@ class FeatureCache:
         return self.root / key[:2] / f"{key}.safetensors"
 
     def get(self, video: str | Path | None, audio: str | Path | None) -> Clip:
-        whole = self.get_windows(video, audio, None)
-        return Clip(frames=whole.frames[0], mel=whole.mel[0], has_audio=whole.has_audio, has_video=whole.has_video,
-                    meta={"seconds": whole.seconds})
+        return self.get_windows(video, audio, None).first()
 
     def get_windows(self, video: str | Path | None, audio: str | Path | None,
                     windowing: Windowing | None) -> WindowedClip:

@@ -69,6 +69,4 @@ def decode_clip(video: str | Path | None, audio: str | Path | None, config: Deco
     """Frames from `video`, log-mel (or, with audio_input="waveform", the (num_samples,) waveform, for a
     backbone that computes its own features) from `audio` (often the same mp4). Either may be None for an
     item without it: zeros stand in, and has_video / has_audio say so."""
-    whole = decode_windows(video, audio, config, limits, None, audio_input)
-    return Clip(frames=whole.frames[0], mel=whole.mel[0], has_audio=whole.has_audio, has_video=whole.has_video,
-                meta={"seconds": whole.seconds})
+    return decode_windows(video, audio, config, limits, None, audio_input).first()

@@ -20,7 +20,7 @@ import numpy as np
 
 from model.errors import MediaError
 from model.media.audio import audio_track, fit_length, log_mel
-from model.media.settings import DecodeConfig, MediaLimits
+from model.media.settings import Clip, DecodeConfig, MediaLimits
 from model.media.video import decode_video_spans
 
 AUDIO_INPUTS = ("log_mel", "waveform")  # what the audio array holds: the tiny encoder's log-mel, or the waveform itself
@@ -66,6 +66,11 @@ class WindowedClip:
     seconds: float  # the clip's length: its video's, or its audio's when it has no video
     has_video: bool
     has_audio: bool
+
+    def first(self) -> Clip:
+        """The first window as a Clip (for a clip decoded whole, the clip), its length in meta["seconds"]."""
+        return Clip(frames=self.frames[0], mel=self.mel[0], has_audio=self.has_audio, has_video=self.has_video,
+                    meta={"seconds": self.seconds})
 
 
 def decode_windows(video: str | Path | None, audio: str | Path | None, config: DecodeConfig = DecodeConfig(),
