@@ -18,6 +18,7 @@ anchor are z_TVA), and a hard negative whose swapped-in slot comes from a row wi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -68,9 +69,11 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, rows: torch
     return F.cross_entropy(picked, labels[rows])
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, valid: torch.Tensor | None = None,
+             columns: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE between row-aligned (B, E) batches, negatives gathered across ranks; with `valid`
-    (bool (B,)), only those rows take part, as anchors and as negatives."""
+    (bool (B,)), only those rows take part, as anchors and as negatives (`columns`, bool (W*B,): every rank's
+    valid rows, gathered here when not given)."""
     rank, _ = world()
     all_a, all_b = gather_features(a), gather_features(b)  # (W*B, E)
     labels = torch.arange(a.shape[0], device=a.device) + rank * a.shape[0]  # (B,)
@@ -78,22 +81,45 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, valid: torch
     logits_ba = scale * b @ all_a.T  # (B, W*B)
     if valid is None:
         return 0.5 * (F.cross_entropy(logits_ab, labels) + F.cross_entropy(logits_ba, labels))
-    columns = gather_mask(valid)
+    columns = gather_mask(valid) if columns is None else columns
     return 0.5 * (masked_cross_entropy(logits_ab, labels, valid, columns)
                   + masked_cross_entropy(logits_ba, labels, valid, columns))
 
 
-Present = dict[str, torch.Tensor] | None  # modality -> bool (B,): which rows hold it; None: every row all three
-
-
-def rows_with(present: Present, modalities: tuple[str, ...]) -> torch.Tensor | None:
-    """bool (B,): the rows holding every one of `modalities`; None when every row holds everything."""
-    if present is None:
-        return None
-    out = present[modalities[0]].clone()
+def _holding(flags: dict[str, torch.Tensor], modalities: tuple[str, ...]) -> torch.Tensor:
+    out = flags[modalities[0]].clone()
     for m in modalities[1:]:
-        out &= present[m]
+        out &= flags[m]
     return out
+
+
+@dataclass(frozen=True)
+class Presence:
+    """Which rows hold each modality: this rank's (`local`, modality -> bool (B,)) and every rank's
+    (`everywhere`, (W*B,), as gather_features orders them), gathered once a step for every term."""
+
+    local: dict[str, torch.Tensor]
+    everywhere: dict[str, torch.Tensor]
+
+    @classmethod
+    def of(cls, present: dict[str, torch.Tensor]) -> "Presence":
+        return cls(present, {m: gather_mask(v) for m, v in present.items()})
+
+    def rows(self, modalities: tuple[str, ...]) -> torch.Tensor:
+        """bool (B,): this rank's rows holding every one of `modalities`."""
+        return _holding(self.local, modalities)
+
+    def columns(self, modalities: tuple[str, ...]) -> torch.Tensor:
+        """bool (W*B,): every rank's rows holding every one of `modalities`."""
+        return _holding(self.everywhere, modalities)
+
+
+def masked_info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, presence: Presence | None,
+                    modalities: tuple[str, ...]) -> torch.Tensor:
+    """info_nce over the rows holding `modalities` (every row when presence is None)."""
+    if presence is None:
+        return info_nce(a, b, scale)
+    return info_nce(a, b, scale, presence.rows(modalities), presence.columns(modalities))
 
 
 class LogitScale(nn.Module):
@@ -125,9 +151,9 @@ class PairwiseLoss(nn.Module):
         return (PAIRS[step % len(PAIRS)],) if self.rotate else PAIRS
 
     def forward(self, z: dict[str, torch.Tensor], scale: torch.Tensor, step: int,
-                present: Present = None) -> dict[str, torch.Tensor]:
+                presence: Presence | None = None) -> dict[str, torch.Tensor]:
         pairs = self.pairs(step)
-        return {"pairwise_loss": sum(info_nce(z[m], z[n], scale, rows_with(present, (m, n))) for m, n in pairs) / len(pairs)}
+        return {"pairwise_loss": sum(masked_info_nce(z[m], z[n], scale, presence, (m, n)) for m, n in pairs) / len(pairs)}
 
 
 class DistillLoss(nn.Module):
@@ -138,10 +164,9 @@ class DistillLoss(nn.Module):
     """
 
     def forward(self, z: dict[str, torch.Tensor], scale: torch.Tensor, step: int,
-                present: Present = None) -> dict[str, torch.Tensor]:
+                presence: Presence | None = None) -> dict[str, torch.Tensor]:
         teacher = z["TVA"].detach()
-        complete = rows_with(present, (T, V, A))
-        return {"distill_loss": sum(info_nce(z[m], teacher, scale, complete) for m in (T, V, A)) / 3}
+        return {"distill_loss": sum(masked_info_nce(z[m], teacher, scale, presence, (T, V, A)) for m in (T, V, A)) / 3}
 
 
 def hard_negative_slot(step: int) -> str:
@@ -167,18 +192,18 @@ class TupleLoss(nn.Module):
     """
 
     def forward(self, z: dict[str, torch.Tensor], scale: torch.Tensor, step: int,
-                present: Present = None) -> dict[str, torch.Tensor]:
+                presence: Presence | None = None) -> dict[str, torch.Tensor]:
         anchor, pos, hard = z["TVA"], z["TVA_aug"], z["TVA_hard"]
         rank, _ = world()
         all_pos = gather_features(pos)  # (W*B, E)
         logits = scale * torch.cat([anchor @ all_pos.T, (anchor * hard).sum(-1, keepdim=True)], dim=1)  # (B, W*B + 1)
         labels = torch.arange(anchor.shape[0], device=anchor.device) + rank * anchor.shape[0]
-        complete = rows_with(present, (T, V, A))
-        if complete is None:
+        if presence is None:
             return {"tuple_loss": F.cross_entropy(logits, labels)}
+        complete = presence.rows((T, V, A))
         # the hard negative of row i holds partner(i)'s slot: dropped when that row has none
-        slot_from = present[hard_negative_slot(step)][hard_negative_partner(len(anchor)).to(anchor.device)]
-        keep_hard = torch.cat([gather_mask(complete), torch.ones(1, dtype=torch.bool, device=anchor.device)])
+        slot_from = presence.local[hard_negative_slot(step)][hard_negative_partner(len(anchor)).to(anchor.device)]
+        keep_hard = torch.cat([presence.columns((T, V, A)), torch.ones(1, dtype=torch.bool, device=anchor.device)])
         logits = torch.cat([logits[:, :-1], logits[:, -1:].masked_fill(~slot_from[:, None], -math.inf)], dim=1)
         return {"tuple_loss": masked_cross_entropy(logits, labels, complete, keep_hard)}
 
@@ -210,12 +235,15 @@ class Objective(nn.Module):
             return tuple(m for m in (T, V, A) if any(m in pair for pair in self.terms[0].pairs(step)))
         return {"distill": (T, V, A, "TVA"), "full": (T, V, A, "TVA", "TVA_aug", "TVA_hard")}[self.objective]
 
-    def forward(self, z: dict[str, torch.Tensor], step: int, present: Present = None) -> dict[str, torch.Tensor]:
-        """`present`: which rows hold each modality (module docstring); None when every row holds all three."""
+    def forward(self, z: dict[str, torch.Tensor], step: int,
+                present: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """`present`: which rows hold each modality (module docstring); None when every row holds all three.
+        Its masks are gathered across ranks once, here, for every term."""
         scale = self.logit_scale()
+        presence = None if present is None else Presence.of(present)
         out: dict[str, torch.Tensor] = {}
         for term in self.terms:
-            out.update(term(z, scale, step, present))
+            out.update(term(z, scale, step, presence))
         out["loss"] = sum(v for k, v in out.items() if k.endswith("_loss"))
         out["logit_scale"] = scale.detach()
         return out
