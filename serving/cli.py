@@ -222,7 +222,7 @@ def index_build_cmd(
 
 def _index_config(index_type: Optional[str], metric: Optional[str]):
     """--index-type / --metric as an IndexConfig for new collections; None when neither is given."""
-    from serving.gallery_store import IndexConfig
+    from serving.store import IndexConfig
 
     if index_type is None and metric is None:
         return None
@@ -292,7 +292,7 @@ def index_add_cmd(
     from pymilvus.exceptions import MilvusException
 
     from model.errors import OmniRetrieverError
-    from serving.gallery_store import connection
+    from serving.store import connection
     from serving.index import rejects_path, write_rejects
     from serving.library import add_items
 
@@ -337,7 +337,7 @@ def index_remove_cmd(
 ) -> None:
     """Remove items (all of their entries) from gallery views of the store; `index add` can put them back."""
     from model.errors import OmniRetrieverError
-    from serving.gallery_store import GalleryStore
+    from serving.store import GalleryStore
 
     if (ids is None) == (where is None):
         fail("give one of --ids or --where")
@@ -359,7 +359,7 @@ def index_stats_cmd(
 ) -> None:
     """The store's galleries: per model (weights sha256) and view, entries, items, dim and index."""
     from model.errors import OmniRetrieverError
-    from serving.gallery_store import connection, store_collections
+    from serving.store import connection, store_collections
 
     with exits_on(OmniRetrieverError):
         conn, collections = connection(uri), store_collections(uri)
@@ -381,7 +381,7 @@ def index_import_cmd(
 ) -> None:
     """Put an index file's galleries into the store, under the model that built it (replacing its items)."""
     from model.errors import OmniRetrieverError
-    from serving.gallery_store import import_index
+    from serving.store import import_index
     from serving.index import load_index
 
     config = _index_config(index_type, metric)
@@ -399,7 +399,7 @@ def index_export_cmd(
 ) -> None:
     """Write a model's galleries in the store as an index file (what `serve --index` reads)."""
     from model.errors import OmniRetrieverError
-    from serving.gallery_store import export_index
+    from serving.store import export_index
     from serving.index import load_index
 
     with exits_on(OmniRetrieverError, ValueError):

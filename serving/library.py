@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from model.modalities import canonical_view
-from serving.gallery_store import GalleryStore, IndexConfig, ItemMeta, check_item_id
+from serving.store import GalleryStore, IndexConfig, ItemMeta, check_item_id
 from serving.index import UNKNOWN, gallery_entries, gallery_plan, validated_manifest
 
 HASH_FORMAT = "omniretriever-content-v1"

@@ -5,7 +5,7 @@ Two kserve.Model subclasses in one ModelServer:
     omniretriever         inputs TEXT, VIDEO, AUDIO (BYTES [B], any subset per row) -> EMBEDDING FP32 [B, D]
     omniretriever-search  the same inputs, parameters top_k, gallery and filter -> IDS BYTES [B, K], SCORES FP32
                           [B, K], START, END, MODALITIES, MEDIA_URIS, EMBEDDING; ranked through a gallery
-                          store (serving/gallery_store.py; an index file is imported into one at start)
+                          store (serving/store/; an index file is imported into one at start)
 
 Both run model.inference.Preprocessor (the preprocessing of training and evaluation) on the request rows,
 send the five encoder arrays to the Triton model `omniretriever-encoder` over grpc-v2 and read EMBEDDING
@@ -49,7 +49,7 @@ from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, In
 from model.config import config_from_dict
 from model.errors import InputError
 from model.inference import Preprocessor, load_tokenizer
-from serving.gallery_store import GalleryStore, StoreError, import_index
+from serving.store import GalleryStore, StoreError, import_index
 from serving.index import load_index
 from serving.limits import ServingLimits
 from serving.server.model_server import TransformerServer

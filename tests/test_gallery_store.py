@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from model.manifest import read_split
 from omniretriever.cli import app
-from serving.gallery_store import (GalleryStore, IndexConfig, ItemMeta, ModelMismatchError, StoreError,
+from serving.store import (GalleryStore, IndexConfig, ItemMeta, ModelMismatchError, StoreError,
                                    collection_name, connection, entry_key, store_collections)
 from serving.index import Entries, build_index_report, load_index
 
@@ -124,7 +124,7 @@ def test_the_uri_picks_the_engine_and_other_schemes_are_refused(tmp_path):
 def test_a_lite_store_open_in_another_process_is_refused_clearly(tmp_path):
     uri = tmp_path / "g.db"
     holder = subprocess.Popen([sys.executable, "-c", f"""
-from serving.gallery_store import GalleryStore
+from serving.store import GalleryStore
 import sys
 store = GalleryStore.open({str(uri)!r}, "a" * 64)
 print("open", flush=True)
