@@ -283,17 +283,21 @@ def index_add_cmd(
     rejects: Annotated[Optional[Path], typer.Option(
         help="Where to list skipped records [default: beside a Lite store, STEM.rejects.jsonl; printed for a "
              "cluster].")] = None,
+    rebuild: Annotated[bool, typer.Option(
+        help="Re-embed the whole library into a new generation of the model's galleries, served (an alias swap) "
+             "only once complete; a killed rebuild resumes.")] = False,
 ) -> None:
     """Embed a library's new and changed items into the gallery store, in batches (resumable after a kill).
 
     An item already stored with the same content hash (its media bytes, captions and decode settings) is not
     decoded again; a changed one replaces its old entries. A record that cannot be indexed is skipped and
-    listed. Exit status: 0 every record stored, 3 some skipped, 2 a bad input or option."""
+    listed. A model's first gallery, and a --rebuild, is searched only once every item is in. Exit status:
+    0 every record stored, 3 some skipped, 2 a bad input or option."""
     from pymilvus.exceptions import MilvusException
 
     from model.errors import OmniRetrieverError
-    from serving.store import connection
     from serving.index import rejects_path, write_rejects
+    from serving.store import LIVE, REBUILD, connection
     from serving.library import add_items
 
     config = _index_config(index_type, metric)
@@ -303,13 +307,14 @@ def index_add_cmd(
             try:
                 report = add_items(model, data, views, uri, split=split, manifest=manifest, source=source,
                                    batch_size=batch_size, workers=workers, window=window, stride=stride, index=config,
-                                   on_batch=on_batch)
+                                   on_batch=on_batch, generation=REBUILD if rebuild else LIVE)
             except MilvusException as exc:
                 fail(f"{conn.describe()}: {getattr(exc, 'message', exc)}", code=1)
     typer.echo(f"store: {conn.describe()}  model {report.weights_sha256[:16]}…  {report.records} records of {report.source}: "
                f"{report.embedded} embedded, {report.unchanged} unchanged (not decoded)")
     if report.entries:
         typer.echo("entries written: " + ", ".join(f"{v} {n}" for v, n in report.entries.items()))
+    typer.echo(f"generation {report.generation}: " + ("published (now searched)" if report.published else "served"))
     if rejects is None and conn.engine == "lite":
         rejects = rejects_path(conn.uri)
     if rejects is not None:
@@ -368,8 +373,33 @@ def index_stats_cmd(
         return
     typer.echo(f"store: {conn.describe()}  {len(collections)} galleries")
     for c in collections:
-        typer.echo(f"model {c['weights_sha256']}  view {c['view']:>3}: {c['rows']} entries, {c['items']} items, "
-                   f"{c['dim']}-d, {c['index_type']}/{c['metric']}  ({c['name']})")
+        state = "served" if c["live"] else "not served"
+        typer.echo(f"model {c['weights_sha256']}  view {c['view']:>3}  generation {c['generation']} ({state}): "
+                   f"{c['rows']} entries, {c['items']} items, {c['dim']}-d, {c['index_type']}/{c['metric']}  "
+                   f"({c['name']})")
+
+
+@index_app.command("publish")
+def index_publish_cmd(
+    uri: Annotated[str, typer.Option(help=URI_HELP)] = ...,
+    model: Annotated[Optional[Path], typer.Option(
+        help="The model whose galleries to publish [default: the only one in the store].")] = None,
+    generation: Annotated[Optional[int], typer.Option(
+        help="The generation to serve [default: the newest one not served yet]; an older one rolls back.")] = None,
+) -> None:
+    """Serve a generation of a model's galleries: swap the model's aliases to its collections, one view at a
+    time, each swap atomic. What `index add` does itself when it completes a first build or a rebuild."""
+    from model.errors import OmniRetrieverError
+    from serving.store import REBUILD, GalleryStore, StoreError
+
+    with exits_on(OmniRetrieverError):
+        with GalleryStore.open(uri, _store_digest(model), generation=REBUILD if generation is None else generation) as store:
+            if not store.views:
+                raise StoreError(f"{store.conn.describe()} holds no generation {store.generation} of the model "
+                                 f"{store.weights_sha256[:16]}… (nothing to publish)")
+            before = store.publish()
+    typer.echo(f"generation {store.generation} of the model {store.weights_sha256[:16]}… served ("
+               + ", ".join(store.views) + ")" + (f"; generation {before} before" if before is not None else ""))
 
 
 @index_app.command("import")

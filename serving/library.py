@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from model.modalities import canonical_view
-from serving.store import GalleryStore, IndexConfig, ItemMeta, check_item_id
+from serving.store import LIVE, GalleryStore, IndexConfig, ItemMeta, check_item_id
 from serving.index import UNKNOWN, gallery_entries, gallery_plan, validated_manifest
 
 HASH_FORMAT = "omniretriever-content-v1"
@@ -62,6 +62,8 @@ class AddReport:
     unchanged: int = 0  # items already done in every view (not decoded)
     embedded: int = 0  # items decoded and written
     entries: dict[str, int] = field(default_factory=dict)  # view -> entries written
+    generation: int = 0  # the generation of the model's galleries written
+    published: bool = False  # whether this add made that generation the served one
     rejects: list = field(default_factory=list)  # model.data.Reject, in manifest order
 
 
@@ -106,11 +108,17 @@ def _scan(source: Path, data: Path, settings: str, reject) -> list[tuple[int, st
 def add_items(model: str | Path, data: str | Path, views: list[str], uri: str | Path, *, split: str | None = None,
               manifest: str | Path | None = None, source: str | None = None, batch_size: int = 64,
               workers: int | None = None, window: float | None = None, stride: float | None = None,
-              index: IndexConfig | None = None, on_batch: Callable[[Batch], None] | None = None) -> AddReport:
+              index: IndexConfig | None = None, on_batch: Callable[[Batch], None] | None = None,
+              generation: str | int = LIVE, publish: bool | None = None, wait: float = 0.0) -> AddReport:
     """Embed DATA's split (or `manifest`: a file, or a validation report directory) into the store at `uri`
     in each view, skipping items already there with the same content (see the module docstring). Rows
     record `split` (or the record's, from a validation report) and `source` (default: the manifest's stem,
-    or DATA's name for a split)."""
+    or DATA's name for a split).
+
+    `generation` is GalleryStore.open's: LIVE adds to the served gallery (or builds the first one), REBUILD
+    re-embeds the library into a new generation (resuming one a killed rebuild left). `publish` None serves
+    the generation written once every batch is in, when it was not served already; False leaves that to a
+    later publish (the shards of the index pipeline); True publishes it in any case."""
     from model.data import Reject
     from model.manifest import existing_split
     from model.media import Windowing
@@ -135,7 +143,8 @@ def add_items(model: str | Path, data: str | Path, views: list[str], uri: str | 
 
     scanned = _scan(src, data, decode_settings(loaded.config, windowing), reject)
     report.records = len(scanned)
-    with GalleryStore.open(uri, report.weights_sha256, index) as store:
+    with GalleryStore.open(uri, report.weights_sha256, index, generation=generation, wait=wait) as store:
+        report.generation = store.generation
         for view in canonical:
             store.ensure_view(view, loaded.config.embed_dim)
         done = {v: store.done(v, {rec.id: h for _, _, rec, h in scanned}) for v in canonical}
@@ -150,6 +159,9 @@ def add_items(model: str | Path, data: str | Path, views: list[str], uri: str | 
             handled += len(batch)
             if on_batch is not None:
                 on_batch(Batch(number, len(batches), handled, len(pending)))
+        if publish or (publish is None and not store.live):
+            store.publish()
+            report.published = True
     report.rejects.sort(key=lambda r: (r.line is None, r.line or 0))
     return report
 

@@ -215,6 +215,11 @@ class SearchModel(EmbeddingModel):
             store.close()
             raise ValueError(f"--index {self.index}: {store.conn.describe()} holds no gallery of the served model "
                              f"(weights {weights[:16]}…): add one with `omniretriever index add`")
+        if not store.live:
+            store.close()
+            raise ValueError(f"--index {self.index}: the gallery of the served model (weights {weights[:16]}…) in "
+                             f"{store.conn.describe()} is still being built (generation {store.generation}, not yet "
+                             "published): it is served once `index add` completes, or after `index publish`")
         wrong = {v: store.info(v).dim for v in views if store.info(v).dim != self.preprocessor.config.embed_dim}
         if wrong:
             store.close()

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from model.manifest import read_split
 from omniretriever.cli import app
-from serving.store import (GalleryStore, IndexConfig, ItemMeta, ModelMismatchError, StoreError,
+from serving.store import (REBUILD, GalleryStore, IndexConfig, ItemMeta, ModelMismatchError, StoreError,
                                    collection_name, connection, entry_key, store_collections)
 from serving.index import Entries, build_index_report, load_index
 
@@ -92,8 +92,9 @@ def forge(uri: Path, name: str, digest: str) -> None:
     params = client.prepare_index_params()
     params.add_index("embedding", index_type="FLAT", metric_type="COSINE")
     client.create_collection(name, schema=schema, index_params=params,
-                             properties={"omniretriever.format": "omniretriever-store-v1",
-                                         "omniretriever.weights_sha256": digest, "omniretriever.view": "t"})
+                             properties={"omniretriever.format": "omniretriever-store-v2",
+                                         "omniretriever.weights_sha256": digest, "omniretriever.view": "t",
+                                         "omniretriever.generation": "1"})
     client.close()
 
 
@@ -179,7 +180,7 @@ def test_upsert_delete_filter_and_another_models_collections(tmp_path):
     with pytest.raises(StoreError, match="was created with FLAT/IP, not HNSW/COSINE"):
         with GalleryStore.open(uri, digest, IndexConfig("HNSW")) as store:
             store.ensure_view("av", 16)
-    forge(uri, collection_name(digest, "t"), "a" * 16 + "c" * 48)  # named for this model, recorded as another's
+    forge(uri, collection_name(digest, "t", 1), "a" * 16 + "c" * 48)  # named for this model, recorded as another's
     with pytest.raises(ModelMismatchError, match=f"built by the model with weights sha256 {'a' * 16 + 'c' * 48}"):
         GalleryStore.open(uri, digest)
 
@@ -303,8 +304,65 @@ def test_an_add_killed_mid_run_resumes_without_losing_or_doubling(tiny_run, tiny
     assert proc.returncode == -signal.SIGKILL, "the add ended before it was killed"
     done = [c["items"] for c in store_collections(uri)]
     assert all(6 <= n < 24 for n in done), done
+    assert not any(c["live"] for c in store_collections(uri))  # a half-built first gallery is never searched
     res = add(tiny_run, tiny_data, uri, "--manifest", str(library), "--batch-size", "3")
     assert res.exit_code == 0, res.output
     assert f"{24 - min(done)} embedded, {min(done)} unchanged" in res.output
+    assert "generation 1: published" in res.output
     assert_holds(uri, reference)
-    assert [c["items"] for c in store_collections(uri)] == [24, 24]
+    assert [(c["items"], c["generation"], c["live"]) for c in store_collections(uri)] == [(24, 1, True)] * 2
+
+
+def test_a_rebuild_is_searched_only_once_published_then_at_once_by_every_client(tmp_path):
+    """Generations: the first gallery and a rebuild are written unpublished; publish swaps the aliases, which a
+    client opened before the swap follows on its next search; a killed rebuild is resumed, not restarted; old
+    generations go, the one served before stays for a rollback; a view the new generation lacks stops being
+    served."""
+    uri, digest = tmp_path / "g.db", "d" * 64
+    old, new = unit_rows(6, 8, 1), unit_rows(6, 8, 2)
+
+    def fill(store, vectors, prefix, views=("av", "t")):
+        ids = [f"{prefix}{i}" for i in range(len(vectors))]
+        entries = Entries(ids, np.zeros(len(ids)), np.ones(len(ids)), ["av"] * len(ids))
+        for view in views:
+            store.ensure_view(view, 8)
+            store.replace_items(view, ids, vectors, entries, {i: ItemMeta(content_hash=f"h{i}") for i in ids})
+
+    with GalleryStore.open(uri, digest) as first:
+        assert (first.generation, first.live) == (1, False)
+        fill(first, old, "old")
+        assert first.publish() is None and first.live
+    reader = GalleryStore.open(uri, digest)  # what a serving process holds
+    assert (reader.generation, reader.live) == (1, True)
+    assert reader.search(new[:1], "av", 1).ids[0, 0].startswith("old")
+    with GalleryStore.open(uri, digest, generation=REBUILD) as rebuild:
+        assert (rebuild.generation, rebuild.live) == (2, False)
+        fill(rebuild, new[:3], "new")
+    with GalleryStore.open(uri, digest, generation=REBUILD) as rebuild:  # a killed rebuild: resumed
+        assert rebuild.generation == 2 and rebuild.done("av", {"new0": "hnew0", "new5": "hnew5"}) == {"new0"}
+        assert reader.search(new[:1], "av", 1).ids[0, 0].startswith("old")  # unpublished: not searched
+        fill(rebuild, new, "new")
+        assert rebuild.publish() == 1
+    assert reader.search(new[:1], "av", 1).ids.tolist() == [["new0"]]  # the same client, after the swap
+    assert [(c["generation"], c["live"]) for c in store_collections(uri)] == [(1, False), (1, False), (2, True), (2, True)]
+    with GalleryStore.open(uri, digest, generation=REBUILD) as rebuild:
+        assert rebuild.generation == 3
+        fill(rebuild, old, "third", views=("av",))
+        assert rebuild.publish() == 2
+    assert reader.search(old[:1], "av", 1).ids.tolist() == [["third0"]]
+    stats = [(c["view"], c["generation"], c["live"]) for c in store_collections(uri)]
+    assert stats == [("t", 2, False), ("av", 2, False), ("av", 3, True)]  # generation 1 dropped
+    with GalleryStore.open(uri, digest) as live:
+        assert (live.generation, live.views) == (3, ("av",))
+        with pytest.raises(StoreError, match="no t gallery of this model in generation 3"):
+            live.search(old[:1], "t", 1)
+    reader.close()
+    res = CliRunner().invoke(app, ["index", "publish", "--uri", str(uri), "--generation", "2"])  # a rollback
+    assert res.exit_code == 0 and "generation 2 of the model dddddddddddddddd… served (t, av); generation 3 before" in res.output
+    with GalleryStore.open(uri, digest) as live:
+        assert live.generation == 2 and live.search(new[:1], "t", 1).ids.tolist() == [["new0"]]
+    res = CliRunner().invoke(app, ["index", "stats", "--uri", str(uri)])
+    assert "view  av  generation 2 (served): 6 entries, 6 items" in res.output
+    assert "view  av  generation 3 (not served)" in res.output
+    res = CliRunner().invoke(app, ["index", "publish", "--uri", str(uri), "--generation", "7"])
+    assert res.exit_code == 2 and "holds no generation 7" in res.output

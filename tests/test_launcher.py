@@ -298,7 +298,8 @@ def test_the_search_model_refuses_an_index_of_another_model(tiny_repo, tiny_run,
 
 def test_the_search_model_serves_a_milvus_store_and_refuses_one_of_another_model(tiny_repo, tiny_run, tiny_data, tmp_path):
     """--index given as a Milvus Lite store: the model's galleries are searched there; a store holding only
-    another model's galleries is refused at load, naming it. Each store is written by `index import` in a
+    another model's galleries is refused at load, naming it, and so is one whose gallery of the served model is
+    still being built (not published). Each store is written by `index import` in a
     process of its own (Milvus Lite serves one process per store, and a process keeps it until it exits),
     and the search model loads in another, as above."""
     import numpy as np
@@ -326,3 +327,15 @@ def test_the_search_model_serves_a_milvus_store_and_refuses_one_of_another_model
     res = subprocess.run([sys.executable, "-c", code, str(tiny_repo / "production"), str(theirs), query],
                          capture_output=True, text=True, timeout=180)
     assert res.returncode != 0 and f"--index {theirs}" in res.stderr and "holds no gallery of the served model" in res.stderr
+    building = tmp_path / "building.db"  # the model's first gallery, written but not yet published
+    write = ("import sys, numpy as np; from serving.index import load_index; from serving.store import GalleryStore, "
+             "ItemMeta; idx = load_index(sys.argv[1]); e = idx.entries['av']; "
+             "s = GalleryStore.open(sys.argv[2], idx.weights_sha256); s.ensure_view('av', idx.embeddings['av'].shape[1]); "
+             "s.replace_items('av', list(dict.fromkeys(e.ids)), idx.embeddings['av'], e, "
+             "{i: ItemMeta() for i in e.ids}); print(s.generation, s.live)")
+    done = subprocess.run([sys.executable, "-c", write, str(built_path), str(building)], capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0 and done.stdout.split() == ["1", "False"], done.stderr[-2000:]
+    res = subprocess.run([sys.executable, "-c", code, str(tiny_repo / "production"), str(building), query],
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode != 0 and "is still being built (generation 1, not yet published)" in res.stderr

@@ -8,11 +8,11 @@
 """
 
 from serving.store.engine import TOKEN_ENV, TOKEN_FILE_ENV, Connection, ModelMismatchError, StoreError, connection
-from serving.store.gallery import GalleryStore
+from serving.store.gallery import LIVE, REBUILD, GalleryStore
 from serving.store.hits import StoreHits
 from serving.store.schema import IMPORTED, IndexConfig, ItemMeta, check_item_id, collection_name, entry_key
 from serving.store.transfer import export_index, import_index, store_collections
 
-__all__ = ["TOKEN_ENV", "TOKEN_FILE_ENV", "IMPORTED", "Connection", "GalleryStore", "IndexConfig", "ItemMeta",
+__all__ = ["LIVE", "REBUILD", "TOKEN_ENV", "TOKEN_FILE_ENV", "IMPORTED", "Connection", "GalleryStore", "IndexConfig", "ItemMeta",
            "ModelMismatchError", "StoreError", "StoreHits", "check_item_id", "collection_name", "connection", "entry_key",
            "export_index", "import_index", "store_collections"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,21 +104,28 @@ def _locked(store: Path) -> bool:
         os.close(fd)  # releases the probe's lock
 
 
-def client_for(conn: Connection):
+def client_for(conn: Connection, wait: float = 0.0):
+    """A MilvusClient of the store; a Lite store open in another process is waited for up to `wait` seconds
+    (shards of a pipeline take turns on one Lite file), then refused."""
     from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
 
     for name in QUIETED:
         if not any(isinstance(f, _Quiet) for f in logging.getLogger(name).filters):
             logging.getLogger(name).addFilter(_Quiet())
-    try:
-        if conn.engine == "lite":
-            Path(conn.uri).parent.mkdir(parents=True, exist_ok=True)
-            return MilvusClient(conn.uri)
-        return MilvusClient(uri=conn.uri, token=conn.token)
-    except MilvusException as exc:
-        if conn.engine == "lite" and _locked(Path(conn.uri)):
-            raise StoreError(f"{conn.describe()} is open in another process (Milvus Lite allows one process per "
-                             "store): stop it, or use a cluster") from None
-        raise StoreError(f"cannot open {conn.describe()}: {getattr(exc, 'message', exc)}") from None
-
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if conn.engine == "lite":
+                Path(conn.uri).parent.mkdir(parents=True, exist_ok=True)
+                return MilvusClient(conn.uri)
+            return MilvusClient(uri=conn.uri, token=conn.token)
+        except MilvusException as exc:
+            if not (conn.engine == "lite" and _locked(Path(conn.uri))):
+                raise StoreError(f"cannot open {conn.describe()}: {getattr(exc, 'message', exc)}") from None
+            if time.monotonic() >= deadline:
+                waited = f" (waited {wait:.0f} s)" if wait else ""
+                raise StoreError(f"{conn.describe()} is open in another process{waited} (Milvus Lite allows one "
+                                 "process per store): stop it, serve the store with `milvus-lite server`, or use a "
+                                 "cluster") from None
+            time.sleep(0.2)

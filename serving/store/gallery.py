@@ -8,11 +8,18 @@ The URI alone picks the engine: a local path ending in .db is Milvus Lite (embed
 time per path), http(s)://host:port a Milvus cluster, with the token from $OMNIRETRIEVER_MILVUS_TOKEN or
 from the file $OMNIRETRIEVER_MILVUS_TOKEN_FILE names (a mounted Kubernetes secret). No other scheme.
 
-One collection per (model, view), named omniretriever_<first 16 hex of the weights sha256>_<view>, so a new
-model's galleries are built beside the served one's; every collection's properties hold the full weights
-sha256, and a collection whose recorded digest is not the model's, or a store holding only other models'
-galleries of a view, is refused, as serving/index.py's load refuses another model's index. Fields of a
-view's collection, one row per entry (a window of an item, or its caption):
+One collection per (model, view, generation), named omniretriever_<first 16 hex of the weights sha256>_<view>_g<N>,
+so a new model's galleries are built beside the served one's; every collection's properties hold the full
+weights sha256, and a collection whose recorded digest is not the model's, or a store holding only other
+models' galleries of a view, is refused, as serving/index.py's load refuses another model's index.
+
+Searches read a model's galleries through Milvus aliases, omniretriever_<digest16>_<view>, each naming the
+collection of the live generation. A gallery is built in a generation nobody searches yet (the first one of a
+model, or a rebuild: `index add --rebuild`, the re-embed of a library after a promotion) and published when
+complete: publish() loads its collections and swaps each alias in one step, so a query sees the old gallery
+or the new one, never half of one. Adding to the live generation (the library's new items of the day) is
+seen item by item, each item whole. Fields of a view's collection, one row per entry (a window of an item,
+or its caption):
 
     pk            "<item id>@<start, 3 decimals>": stable, so re-adding a window overwrites it
     embedding     FLOAT_VECTOR (dim of the model), unit length
@@ -21,7 +28,7 @@ view's collection, one row per entry (a window of an item, or its caption):
     modalities (the view actually embedded: "v" for a video-only clip in an av collection),
     ingest_time (int seconds), content_hash (sha256 of media bytes + captions + decode settings)
 
-A second collection per model, omniretriever_<digest16>_items, is the ledger: one row per (view, item)
+A second collection per model and generation, omniretriever_<digest16>_items_g<N>, is the ledger: one row per (view, item)
 holding the content hash and the number of entries written, upserted only after all of the item's entries
 are in. An item is done in a view exactly when its ledger row there carries its current hash, so a killed
 `index add` redoes only unfinished items, and an item with no entry in a view (an audio-only clip in a v
@@ -40,6 +47,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,13 +61,16 @@ from serving.store.schema import (
     HIT_FIELDS,
     LEDGER,
     MAX_TOP_K,
+    PARAMS,
     PROP_DIGEST,
     PROP_FORMAT,
+    PROP_GENERATION,
     PROP_VIEW,
     CollectionInfo,
     IndexConfig,
     ItemMeta,
     chunks,
+    alias_name,
     collection_name,
     collections_of,
     entry_key,
@@ -69,23 +80,46 @@ from serving.store.schema import (
 )
 
 
+LIVE, REBUILD = "live", "rebuild"  # what GalleryStore.open's `generation` may name besides a number
+
+
+def _generation(mine: list[CollectionInfo], generation: str | int) -> int:
+    """The generation GalleryStore.open(generation=...) names, among a model's collections `mine`."""
+    have = sorted({c.generation for c in mine})
+    live = next((c.generation for c in mine if c.view == LEDGER and c.live), None)
+    newer = [g for g in have if live is None or g > live]
+    if generation == LIVE:
+        return live if live is not None else (newer[-1] if newer else 1)
+    if generation == REBUILD:
+        return newer[-1] if newer else (have[-1] + 1 if have else 1)
+    if isinstance(generation, int) and not isinstance(generation, bool) and generation >= 1:
+        return generation
+    raise StoreError(f"generation {generation!r}: give {LIVE!r}, {REBUILD!r} or a number from 1")
+
+
 class GalleryStore:
-    """One model's galleries in a Milvus store: open with GalleryStore.open (see the module docstring)."""
+    """One generation of one model's galleries in a Milvus store: open with GalleryStore.open (see the module
+    docstring)."""
 
     def __init__(self, client, conn: Connection, weights_sha256: str, index: IndexConfig | None,
-                 collections: list[CollectionInfo]):
+                 collections: list[CollectionInfo], generation: int):
         self.client, self.conn, self.weights_sha256, self._index = client, conn, weights_sha256, index
-        self._mine = {c.view: c for c in collections if c.weights_sha256 == weights_sha256}
+        self.generation = generation
+        self._all = [c for c in collections if c.weights_sha256 == weights_sha256]
+        self._mine = {c.view: c for c in self._all if c.generation == generation}
         self._others = [c for c in collections if c.weights_sha256 != weights_sha256]
         self._loaded: set[str] = set()
 
     @classmethod
     def open(cls, uri: str | Path, weights_sha256: str | None = None, index: IndexConfig | None = None,
-             env: Mapping[str, str] = os.environ) -> "GalleryStore":
-        """The galleries of the model with `weights_sha256` (None: the only model the store holds). `index`
-        configures the collections this store creates (None: IndexConfig.default for the engine)."""
+             env: Mapping[str, str] = os.environ, *, generation: str | int = LIVE, wait: float = 0.0) -> "GalleryStore":
+        """The galleries of the model with `weights_sha256` (None: the only model the store holds), in one
+        generation: LIVE, the served one (if none is served yet: the newest being built, else a new one);
+        REBUILD, one newer than the served one (the newest such being built, resumed, else a new one); or a
+        number, that generation as it is. `index` configures the collections this store creates (None:
+        IndexConfig.default for the engine). A Lite store open in another process is waited for `wait` s."""
         conn = connection(uri, env)
-        client = client_for(conn)
+        client = client_for(conn, wait)
         try:
             collections = collections_of(client)
             digests = sorted({c.weights_sha256 for c in collections})
@@ -96,13 +130,14 @@ class GalleryStore:
                                      "name the model (--model)")
                 weights_sha256 = digests[0]
             for c in collections:
-                if c.name.startswith(collection_name(weights_sha256, "")) and c.weights_sha256 != weights_sha256:
+                if c.name.startswith(alias_name(weights_sha256, "")) and c.weights_sha256 != weights_sha256:
                     raise ModelMismatchError(f"collection {c.name} of {conn.describe()} was built by the model with "
                                              f"weights sha256 {c.weights_sha256}, not {weights_sha256}")
+            chosen = _generation([c for c in collections if c.weights_sha256 == weights_sha256], generation)
         except BaseException:
             client.close()
             raise
-        return cls(client, conn, weights_sha256, index, collections)
+        return cls(client, conn, weights_sha256, index, collections, chosen)
 
     def __enter__(self) -> "GalleryStore":
         return self
@@ -115,8 +150,18 @@ class GalleryStore:
 
     @property
     def views(self) -> tuple[str, ...]:
-        """The views this model has a gallery of, in VIEWS order."""
+        """The views this generation has a gallery of, in VIEWS order."""
         return tuple(v for v in VIEWS if v in self._mine)
+
+    @property
+    def live(self) -> bool:
+        """Whether this generation is the served one (its collections are behind the model's aliases)."""
+        return LEDGER in self._mine and self._mine[LEDGER].live
+
+    @property
+    def live_generation(self) -> int | None:
+        """The generation of this model that is served, if any."""
+        return next((c.generation for c in self._all if c.view == LEDGER and c.live), None)
 
     def info(self, view: str) -> CollectionInfo:
         """The collection of `view`; ModelMismatchError when only other models have one."""
@@ -129,8 +174,8 @@ class GalleryStore:
                 f"{self.conn.describe()} has no {view} gallery of the model with weights sha256 "
                 f"{self.weights_sha256[:16]}…; its {view} galleries were built by other models "
                 f"({', '.join(others)}): add this model's with `omniretriever index add`")
-        raise StoreError(f"{self.conn.describe()} has no {view} gallery of this model "
-                         f"(it has: {', '.join(self.views) or 'none'})")
+        raise StoreError(f"{self.conn.describe()} has no {view} gallery of this model in generation "
+                         f"{self.generation} (it has: {', '.join(self.views) or 'none'})")
 
     # --- writing -------------------------------------------------------------------------------------------
 
@@ -147,18 +192,50 @@ class GalleryStore:
             raise StoreError(f"collection {have.name} holds {have.dim}-d embeddings, not {dim}-d")
         if self._index is not None and (have.index_type, have.metric) != (self._index.index_type, self._index.metric):
             raise StoreError(f"collection {have.name} was created with {have.index_type}/{have.metric}, "
-                             f"not {self._index.index_type}/{self._index.metric}; remove it to change the index")
+                             f"not {self._index.index_type}/{self._index.metric}; rebuild the gallery "
+                             "(`index add --rebuild`) to change the index")
         return have
 
+    def publish(self) -> int | None:
+        """Serve this generation: load its collections, then point the model's aliases at them, one view at a
+        time (each swap is atomic: a search reads the old collection or the new one, never a mix). Generations
+        older than both this one and the one served before are dropped; that one is kept for searches still in
+        flight and for a rollback (publish it again). Returns
+        the generation served before (None if none was)."""
+        if not self.views:
+            raise StoreError(f"generation {self.generation} of the model {self.weights_sha256[:16]}… holds no "
+                             "gallery: nothing to publish")
+        before = self.live_generation
+        for kind, info in self._mine.items():
+            self.client.load_collection(info.name)
+        for kind, info in sorted(self._mine.items(), key=lambda kv: kv[0] == LEDGER):  # the ledger last
+            alias = alias_name(self.weights_sha256, kind)
+            if any(c.view == kind and c.live for c in self._all):
+                self.client.alter_alias(info.name, alias)
+            else:
+                self.client.create_alias(info.name, alias)
+        for c in self._all:  # a view the served generation had and this one lacks is no longer served
+            if c.live and c.view not in self._mine:
+                self.client.drop_alias(alias_name(self.weights_sha256, c.view))
+        keep = self.generation if before is None else min(before, self.generation)
+        for c in self._all:
+            if c.generation < keep:
+                self.client.drop_collection(c.name)
+        self._all = [replace(c, live=c.generation == self.generation) for c in self._all if c.generation >= keep]
+        self._mine = {c.view: c for c in self._all if c.generation == self.generation}
+        return before
+
     def _create(self, kind: str, dim: int, index: IndexConfig) -> CollectionInfo:
-        name = collection_name(self.weights_sha256, kind)
+        name = collection_name(self.weights_sha256, kind, self.generation)
         params = self.client.prepare_index_params()
         params.add_index("marker" if kind == LEDGER else "embedding", index_type=index.index_type,
                          metric_type=index.metric, params=dict(index.build))
-        props = {PROP_FORMAT: FORMAT, PROP_DIGEST: self.weights_sha256, PROP_VIEW: kind}
+        props = {PROP_FORMAT: FORMAT, PROP_DIGEST: self.weights_sha256, PROP_VIEW: kind,
+                 PROP_GENERATION: str(self.generation)}
         self.client.create_collection(name, schema=schema_of(kind, dim), index_params=params, properties=props)
-        info = CollectionInfo(name, kind, self.weights_sha256, dim, index.index_type, index.metric)
+        info = CollectionInfo(name, kind, self.weights_sha256, dim, index.index_type, index.metric, self.generation)
         self._mine[kind] = info
+        self._all.append(info)
         return info
 
     def _load(self, name: str) -> str:
@@ -280,14 +357,18 @@ class GalleryStore:
             raise ValueError(f"queries have shape {q.shape}, expected (B, {info.dim})")
         if not 1 <= top_k <= MAX_TOP_K:
             raise ValueError(f"top_k must be in [1, {MAX_TOP_K}], got {top_k}")
-        params = dict(self._index.search if self._index else IndexConfig.default(self.conn.engine).search)
-        if info.index_type == "HNSW":
-            params["ef"] = max(int(params.get("ef", 0)), top_k)
+        # A live generation is searched through its alias, so a swap to a rebuilt one (perhaps of another index
+        # type) is seen by the next search: the parameters of every index type go along (each reads its own),
+        # and the metric is the collection's own.
+        params = {k: v for _, search in PARAMS.values() for k, v in search.items()}
+        params.update(self._index.search if self._index else {})
+        params["ef"] = max(int(params["ef"]), top_k)
+        self._load(info.name)
+        target = alias_name(self.weights_sha256, info.view) if self.live else info.name
         try:
-            res = self.client.search(self._load(info.name), data=q, limit=top_k, filter=filter or "",
-                                     output_fields=HIT_FIELDS, search_params={"metric_type": info.metric,
-                                                                              "params": params})
+            res = self.client.search(target, data=q, limit=top_k, filter=filter or "", output_fields=HIT_FIELDS,
+                                     search_params={"params": params})
         except MilvusException as exc:
-            raise StoreError(f"search of {info.name} (filter {filter!r}): {getattr(exc, 'message', exc)}") from None
+            raise StoreError(f"search of {target} (filter {filter!r}): {getattr(exc, 'message', exc)}") from None
         return hits_of([tie_ordered(r) for r in res])
 

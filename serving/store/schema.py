@@ -11,7 +11,7 @@ from serving.index import UNKNOWN
 from serving.store.engine import StoreError
 
 PREFIX = "omniretriever"
-FORMAT = "omniretriever-store-v1"
+FORMAT = "omniretriever-store-v2"  # v2: collections by generation, served through aliases
 LEDGER = "items"  # the ledger collection's suffix (never a view name)
 IMPORTED = "imported"  # the content hash of entries imported from an index file (never a sha256)
 MAX_TOP_K = 16384  # Milvus's largest search limit
@@ -23,6 +23,7 @@ PARAMS = {"HNSW": ({"M": 16, "efConstruction": 200}, {"ef": 128}),  # (build, se
           "IVF_FLAT": ({"nlist": 1024}, {"nprobe": 32})}
 HIT_FIELDS = ["item_id", "start", "end", "modalities", "media_uri"]
 PROP_DIGEST, PROP_FORMAT, PROP_VIEW = "omniretriever.weights_sha256", "omniretriever.format", "omniretriever.view"
+PROP_GENERATION = "omniretriever.generation"
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,17 @@ class CollectionInfo:
     dim: int
     index_type: str
     metric: str
+    generation: int = 1
+    live: bool = False  # the alias of its model and view points at it: what searches read
 
 
-def collection_name(weights_sha256: str, view: str) -> str:
+def collection_name(weights_sha256: str, view: str, generation: int) -> str:
+    """The collection of a model's `view` (or LEDGER) in one generation of its galleries."""
+    return f"{alias_name(weights_sha256, view)}_g{generation}"
+
+
+def alias_name(weights_sha256: str, view: str) -> str:
+    """The alias through which a model's `view` (or LEDGER) is served: it names the live generation's collection."""
     return f"{PREFIX}_{weights_sha256[:16]}_{view}"
 
 
@@ -118,11 +127,15 @@ def collections_of(client) -> list[CollectionInfo]:
         if PROP_FORMAT not in props:
             continue  # not made by this module
         if props[PROP_FORMAT] != FORMAT:
-            raise StoreError(f"collection {name}: format {props.get(PROP_FORMAT)!r}, expected {FORMAT!r}")
+            raise StoreError(f"collection {name}: format {props.get(PROP_FORMAT)!r}, expected {FORMAT!r}: an "
+                             "older release wrote it; drop it and add the library again")
         dim = next((f["params"]["dim"] for f in desc["fields"] if f["name"] in ("embedding", "marker")), 0)
-        index = client.describe_index(name, "embedding") if props[PROP_VIEW] != LEDGER else {}
-        out.append(CollectionInfo(name, props[PROP_VIEW], props[PROP_DIGEST], int(dim),
-                                  index.get("index_type", ""), index.get("metric_type", "")))
+        view, digest = props[PROP_VIEW], props[PROP_DIGEST]
+        index = client.describe_index(name, "embedding") if view != LEDGER else {}
+        aliases = client.list_aliases(name).get("aliases", [])
+        out.append(CollectionInfo(name, view, digest, int(dim), index.get("index_type", ""),
+                                  index.get("metric_type", ""), int(props[PROP_GENERATION]),
+                                  alias_name(digest, view) in aliases))
     return out
 
 

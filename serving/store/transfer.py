@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from model.modalities import VIEWS
 from serving.index import UNKNOWN, GalleryIndex, save_index
 from serving.store.engine import StoreError, client_for, connection
 from serving.store.gallery import GalleryStore
@@ -15,7 +16,8 @@ from serving.store.schema import LEDGER, IndexConfig, ItemMeta, check_item_id, c
 
 def store_collections(uri: str | Path, env: Mapping[str, str] = os.environ) -> list[dict]:
     """Every collection of the store with its counts (what `index stats` prints): name, view, weights_sha256,
-    dim, index_type, metric, entries, items (per view: done items, with or without an entry)."""
+    dim, index_type, metric, generation, live (searched through the model's alias), rows (entries), items (per
+    view: done items, with or without an entry)."""
     conn = connection(uri, env)
     client = client_for(conn)
     try:
@@ -24,12 +26,15 @@ def store_collections(uri: str | Path, env: Mapping[str, str] = os.environ) -> l
             client.load_collection(c.name)
             rows = client.query(c.name, filter="", output_fields=["count(*)"])[0]["count(*)"]
             out.append({**c.__dict__, "rows": int(rows)})
-        ledgers = {c["weights_sha256"]: c["name"] for c in out if c["view"] == LEDGER}
+        ledgers = {(c["weights_sha256"], c["generation"]): c["name"] for c in out if c["view"] == LEDGER}
         for c in out:
             if c["view"] != LEDGER:
-                c["items"] = int(client.query(ledgers[c["weights_sha256"]], filter=f"view == {literal(c['view'])}",
+                ledger = ledgers[c["weights_sha256"], c["generation"]]
+                c["items"] = int(client.query(ledger, filter=f"view == {literal(c['view'])}",
                                               output_fields=["count(*)"])[0]["count(*)"])
-        return [c for c in out if c["view"] != LEDGER]
+        order = {v: n for n, v in enumerate(VIEWS)}
+        return sorted((c for c in out if c["view"] != LEDGER),
+                      key=lambda c: (c["weights_sha256"], c["generation"], order.get(c["view"], len(order))))
     finally:
         client.close()
 
@@ -52,6 +57,8 @@ def import_index(index: GalleryIndex, uri: str | Path, *, config: IndexConfig | 
             store.ensure_view(view, emb.shape[1])
             store.replace_items(view, list(ends), emb, entries, meta)
             written[view] = len(entries)
+        if not store.live:
+            store.publish()
     return written
 
 
