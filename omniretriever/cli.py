@@ -1,5 +1,5 @@
 """The `omniretriever` console script, and the one place that assembles the program: which command groups
-exist and which trackers `train` and `evaluate` report to.
+exist, which trackers `train` and `evaluate` report to, and how `index add` fetches a registered model.
 
 model/ must not import mlflow, kserve or kfp, so its commands (`train`, `evaluate`, `ablation`) live in
 model/cli.py, built here with registry/'s MLflow tracker and evaluation logger (the ones the pipeline's
@@ -17,6 +17,7 @@ from model import cli as model_cli
 from serving import cli as serving_cli
 from registry import cli as registry_cli
 from registry.evaluation_log import evaluation_logger
+from registry.fetch import fetch_registered
 from registry.tracking import train_tracker
 from pipelines import cli as pipeline_cli
 
@@ -33,6 +34,7 @@ def build_app() -> typer.Typer:
     train, evaluate, ablation = model_app.registered_commands
     root.registered_commands.extend([train, evaluate, *dataset_cli.attributes_app.registered_commands, ablation])
     root.add_typer(dataset_cli.app, name="data")
+    serving_cli.fetch_registered_model = lambda uri, into: fetch_registered(uri, into).model_dir
     root.registered_commands.extend(serving_cli.app.registered_commands)  # export, serve, query, manifest
     root.registered_groups.extend(serving_cli.app.registered_groups)  # index
     root.add_typer(registry_cli.app, name="registry")

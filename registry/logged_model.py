@@ -115,3 +115,15 @@ def log_trained_model(run_id: str, model_dir: Path, example_texts: Iterable[str]
     tags = {MODEL_URI_TAG: info.model_uri, WEIGHTS_TAG: weights, **needs}
     mlflow_client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     return info.model_uri
+
+
+def download_model_dir(model_uri: str, dst: str | Path) -> Path:
+    """Download a logged model (models:/m-... or models:/NAME/VERSION) into `dst`; the saved model directory
+    inside it (what model.store.load_model reads)."""
+    import mlflow
+    from mlflow.models import Model
+
+    with no_progress_bars():
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+    flavor = Model.load(str(local / "MLmodel")).flavors["python_function"]
+    return local / flavor["artifacts"]["model_dir"]["path"]

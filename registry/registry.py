@@ -58,7 +58,7 @@ from registry.aliases import (CHALLENGER, CHAMPION, JOURNAL_TAG, KILL_AFTER_ENV,
                               raw_aliases, resolved_aliases)
 from registry.evaluation_log import AVERAGES
 from registry.logged_model import BACKBONE_TAG, BASE_CHECKPOINT_TAG, BASE_DIGEST_TAG, MODEL_URI_TAG, WEIGHTS_TAG
-from registry.store import TrackingError, client, existing_run, no_progress_bars, sqlite_path
+from registry.store import TrackingError, client, existing_run, sqlite_path
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -213,20 +213,15 @@ def verify_model(model_uri: str, expected_sha256: str | None) -> dict[str, str]:
     """Download a logged model and prove its artifacts load: the saved model loads (a pretrained backbone over
     its base checkpoint, found as model.store.load_model finds it) and embeds a caption to finite vectors, and
     the weights' checksum matches the one recorded when the model was logged. Returns its backbone_tags."""
-    import mlflow
     import numpy as np
-    from mlflow.models import Model
 
     from model.inference import Embedder
     from model.store import weights_digest
-    from registry.logged_model import backbone_tags
+    from registry.logged_model import backbone_tags, download_model_dir
 
     with tempfile.TemporaryDirectory(prefix="omniretriever-verify-") as tmp:
         try:
-            with no_progress_bars():
-                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-            flavor = Model.load(str(local / "MLmodel")).flavors["python_function"]
-            model_dir = local / flavor["artifacts"]["model_dir"]["path"]
+            model_dir = download_model_dir(model_uri, tmp)
             embedder = Embedder(model_dir)
             embedding = embedder.embed([{"text": "a check that the model loads"}])
             actual, needs = weights_digest(model_dir), backbone_tags(embedder.loaded)

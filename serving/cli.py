@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,9 @@ from serving.limits import MAX_BATCH_SIZE, ServingLimits  # light: the defaults 
 DEFAULT_LIMITS = ServingLimits()
 app = typer.Typer(help="Export, serve and query OmniRetriever.", no_args_is_help=True)
 index_app = typer.Typer(help="Gallery indexes for the search model.", no_args_is_help=True)
+# How `index add --model models:/NAME@ALIAS` is downloaded: (uri, into directory) -> the model directory. The
+# registry lies above this package, so the program's assembly (omniretriever/cli.py) provides it.
+fetch_registered_model: Callable[[str, Path], Path] | None = None
 app.add_typer(index_app, name="index")
 
 
@@ -263,7 +267,9 @@ URI_HELP = "Gallery store: a local path ending in .db (Milvus Lite) or http(s):/
 @index_app.command("add")
 def index_add_cmd(
     uri: Annotated[str, typer.Option(help=URI_HELP)] = ...,
-    model: Annotated[Path, typer.Option(help="Run directory or model directory (the one the server serves).")] = Path("runs/default"),
+    model: Annotated[str, typer.Option(
+        help="Run directory, model directory, or a registered model: models:/NAME@ALIAS (e.g. "
+             "models:/omniretriever@champion) or models:/NAME/VERSION.")] = "runs/default",
     data: Annotated[Path, typer.Option(help="Dataset root (media paths are relative to it).")] = Path("data"),
     split: Annotated[Optional[str], typer.Option(help="Split whose items to add (or --manifest).")] = None,
     manifest: Annotated[Optional[Path], typer.Option(
@@ -301,8 +307,13 @@ def index_add_cmd(
     from serving.library import add_items
 
     config = _index_config(index_type, metric)
-    with exits_on(OmniRetrieverError, FileNotFoundError, ValueError):
+    with exits_on(OmniRetrieverError, FileNotFoundError, ValueError), tempfile.TemporaryDirectory(
+            prefix="omniretriever-model-") as tmp:
         conn = connection(uri)
+        if model.startswith("models:/"):
+            if fetch_registered_model is None:
+                fail(f"--model {model}: this program was built without the registry")
+            model = fetch_registered_model(model, Path(tmp))
         with _batch_progress(f"adding to {uri}") as on_batch:
             try:
                 report = add_items(model, data, views, uri, split=split, manifest=manifest, source=source,

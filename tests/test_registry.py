@@ -298,3 +298,18 @@ def test_champion_loads_in_a_fresh_process_and_embeds_like_training(tracked_run,
     here = Embedder(run_dir).embed(local_rows)
     assert fresh.shape == here.shape == (5, here.shape[1]) and fresh.dtype == np.float32
     np.testing.assert_allclose(fresh, here, atol=1e-5)
+    # the champion is what `index add --model models:/omniretriever@champion` embeds with (its weights checked)
+    from model.store import weights_digest
+    from serving.store import store_collections
+
+    db = tmp_path / "library.db"
+    added = subprocess.run([sys.executable, "-m", "omniretriever", "index", "add", "--model",
+                            "models:/omniretriever@champion", "--data", str(tiny_data), "--split", "test", "--uri",
+                            str(db), "--view", "t", "--workers", "1"], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "MLFLOW_TRACKING_URI": store})
+    assert added.returncode == 0, added.stderr[-2000:]
+    assert [c["weights_sha256"] for c in store_collections(db)] == [weights_digest(run_dir)]
+    bad = subprocess.run([sys.executable, "-m", "omniretriever", "index", "add", "--model", "models:/omniretriever@nope",
+                          "--data", str(tiny_data), "--split", "test", "--uri", str(tmp_path / "x.db")],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "MLFLOW_TRACKING_URI": store})
+    assert bad.returncode == 2 and "has no version or alias 'nope'" in bad.stderr + bad.stdout
