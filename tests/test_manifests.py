@@ -10,6 +10,8 @@ import sys
 from pathlib import Path, PurePosixPath
 
 import pytest
+import yaml
+from typer.testing import CliRunner
 
 from serving.deploy import apply_inference_service
 from serving.limits import ServingLimits
@@ -229,6 +231,26 @@ def test_the_sdk_check_reaches_into_the_secret_volume():
     del secret["items"][0]["path"]
     res = sdk_roundtrip(manifest)
     assert res.returncode != 0 and "`path`, must not be `None`" in res.stderr
+
+
+def test_manifest_command_prints_the_store_and_its_secret_as_yaml():
+    from serving.cli import app
+
+    common = ["manifest", "--storage-uri", STORAGE, "--image", IMAGE]
+    res = CliRunner().invoke(app, [*common, "--store", CLUSTER, "--store-secret", "omniretriever-milvus",
+                                   "--store-secret-key", "milvus-token"])
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load(res.output) == inference_service(
+        "omniretriever", STORAGE, IMAGE, store=GalleryStoreRef(CLUSTER, "omniretriever-milvus", "milvus-token"))
+    res = CliRunner().invoke(app, [*common, "--store", CLUSTER, "--store-secret", "omniretriever-milvus"])
+    assert res.exit_code == 0 and yaml.safe_load(res.output)["spec"]["transformer"]["volumes"][0]["secret"][
+        "items"][0]["key"] == "token"
+    for args, message in [(["--store-secret", "milvus"], "--store-secret needs --store"),
+                          (["--store", CLUSTER, "--store-secret-key", "k"], "--store-secret-key needs --store-secret"),
+                          (["--store", "/mnt/gallery.db"], "Milvus Lite store"),
+                          (["--store", CLUSTER, "--store-secret", "Milvus"], "DNS-1123 subdomain")]:
+        bad = CliRunner().invoke(app, [*common, *args])
+        assert bad.exit_code == 2 and message in bad.output, (args, bad.output)
 
 
 @pytest.mark.parametrize("kwargs,message", [
