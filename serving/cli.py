@@ -457,7 +457,15 @@ def manifest_cmd(
     image: Annotated[str, typer.Option(help="Transformer image, pinned by tag or digest.")] = ...,
     canary_percent: Annotated[Optional[int], typer.Option(help="Share of traffic for this revision (0-100).")] = None,
     gpus: Annotated[int, typer.Option(help="GPUs for the Triton predictor.")] = 1,
-    index: Annotated[Optional[str], typer.Option(help="Gallery index path inside the transformer container.")] = None,
+    index: Annotated[Optional[str], typer.Option(
+        help="Gallery index file (.safetensors) inside the transformer container, imported by each pod at start.")] = None,
+    store: Annotated[Optional[str], typer.Option(
+        help="Milvus cluster the search ranks through, http(s)://host:port (instead of --index).")] = None,
+    store_secret: Annotated[Optional[str], typer.Option(
+        help="Kubernetes Secret holding the cluster's token, mounted read-only as a file in the transformer "
+             "[default: none, an unauthenticated Milvus on a private network].")] = None,
+    store_secret_key: Annotated[Optional[str], typer.Option(
+        help="The Secret's key that holds the token [default: token].")] = None,
     predictor_image: Annotated[Optional[str], typer.Option(
         help="Triton image with torch and this project (serving/Dockerfile.triton), for a pretrained backbone.")] = None,
     base_pvc: Annotated[Optional[str], typer.Option(
@@ -466,15 +474,23 @@ def manifest_cmd(
         help="The base checkpoint's directory inside that claim (relative).")] = None,
 ) -> None:
     """Print the KServe InferenceService (v1beta1) for a repository as YAML. A pretrained backbone's needs
-    --predictor-image, --base-pvc and --base-path: the predictor mounts the base read-only."""
+    --predictor-image, --base-pvc and --base-path: the predictor mounts the base read-only. Search through
+    a Milvus cluster takes --store and, where it checks tokens, --store-secret: the transformer reads the
+    token from the mounted Secret, so the manifest never holds it."""
     import yaml
 
-    from serving.manifests import BaseCheckpoint, inference_service
+    from serving.manifests import BaseCheckpoint, GalleryStoreRef, inference_service
 
     if (base_pvc is None) != (base_path is None):
         fail("--base-pvc and --base-path go together: the claim and the checkpoint's directory inside it")
+    if store is None and store_secret is not None:
+        fail("--store-secret needs --store: the Secret holds the token of the Milvus cluster --store names")
+    if store_secret is None and store_secret_key is not None:
+        fail("--store-secret-key needs --store-secret: the key names an entry of that Secret")
     base = BaseCheckpoint(base_pvc, base_path) if base_pvc is not None else None
+    key = "token" if store_secret_key is None else store_secret_key
+    ref = GalleryStoreRef(store, store_secret, key) if store is not None else None
     with exits_on(ValueError):
         manifest = inference_service(name, storage_uri, image, canary_percent, gpus, index=index,
-                                     predictor_image=predictor_image, base=base)
+                                     predictor_image=predictor_image, base=base, store=ref)
     typer.echo(yaml.safe_dump(manifest, sort_keys=False))

@@ -7,17 +7,21 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
+import yaml
+from typer.testing import CliRunner
 
 from serving.deploy import apply_inference_service
 from serving.limits import ServingLimits
-from serving.manifests import BASE_MOUNT, BaseCheckpoint, base_on_volume, inference_service
+from serving.manifests import BASE_MOUNT, BaseCheckpoint, GalleryStoreRef, base_on_volume, inference_service
+from serving.store import TOKEN_ENV, TOKEN_FILE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 STORAGE = "s3://models/omniretriever/v3/production"
 IMAGE = "registry.example.com/omniretriever-transformer:0.1.0"
+CLUSTER = "https://milvus.milvus.svc:19530"
 
 # Runs in its own process: kserve cannot be imported beside tritonclient.grpc (duplicate protobuf symbols).
 SDK_CHECK = r'''
@@ -46,15 +50,23 @@ def build(data, type_name, where):
     return cls(**{attrs[k]: build(v, cls.openapi_types[attrs[k]], f"{where}.{k}") for k, v in data.items()})
 
 manifest = json.load(sys.stdin)
-isvc = build(manifest, "V1beta1InferenceService", "InferenceService")
-assert isinstance(isvc.spec.predictor.model, kserve.models.V1beta1ModelSpec)
-print(json.dumps(ApiClient().sanitize_for_serialization(isvc)))
+type_name = sys.argv[1] if len(sys.argv) > 1 else "V1beta1InferenceService"
+obj = build(manifest, type_name, type_name)
+if type_name == "V1beta1InferenceService":
+    assert isinstance(obj.spec.predictor.model, kserve.models.V1beta1ModelSpec)
+if type_name == "V1PodSpec":  # the official Kubernetes models all the way down
+    for volume in obj.volumes or ():
+        assert volume.secret is None or isinstance(volume.secret, kubernetes.client.models.V1SecretVolumeSource)
+        assert all(isinstance(i, kubernetes.client.models.V1KeyToPath) for i in (volume.secret.items or ()))
+    for container in obj.containers:
+        assert all(isinstance(m, kubernetes.client.models.V1VolumeMount) for m in (container.volume_mounts or ()))
+print(json.dumps(ApiClient().sanitize_for_serialization(obj)))
 '''
 
 
-def sdk_roundtrip(manifest: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", SDK_CHECK], input=json.dumps(manifest), capture_output=True,
-                          text=True, timeout=120)
+def sdk_roundtrip(manifest: dict, type_name: str = "V1beta1InferenceService") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", SDK_CHECK, type_name], input=json.dumps(manifest),
+                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("canary,gpus", [(None, 1), (10, 2)])
@@ -127,6 +139,118 @@ def test_manifest_content():
     assert {"name": "STORAGE_URI", "value": STORAGE} in container["env"]
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
     assert "canaryTrafficPercent" not in inference_service("omniretriever", STORAGE, IMAGE)["spec"]["predictor"]
+
+
+TOKEN = "s3cr3t-milvus-token-value"
+
+
+def test_a_cluster_store_reaches_the_transformer_as_index_with_its_token_mounted_from_a_secret(monkeypatch):
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)  # what a careless build would copy into the manifest
+    store = GalleryStoreRef(CLUSTER, "omniretriever-milvus", "milvus-token")
+    manifest = inference_service("omniretriever", STORAGE, IMAGE, store=store, min_replicas=2, max_replicas=4)
+    res = sdk_roundtrip(manifest)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout) == manifest
+    transformer = manifest["spec"]["transformer"]
+    pod = {k: v for k, v in transformer.items() if k in ("containers", "volumes")}
+    res = sdk_roundtrip(pod, "V1PodSpec")  # volume, secret source, key-to-path, mount, env: Kubernetes' own models
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout) == pod
+
+    (container,) = transformer["containers"]
+    args = container["args"]
+    assert args.count("--index") == 1 and args[args.index("--index") + 1] == CLUSTER
+    (volume,) = transformer["volumes"]
+    (mount,) = container["volumeMounts"]
+    (item,) = volume["secret"]["items"]
+    assert volume == {"name": mount["name"], "secret": {"secretName": "omniretriever-milvus", "items": [item]}}
+    assert item["key"] == "milvus-token" and not PurePosixPath(item["path"]).is_absolute() and ".." not in item["path"]
+    assert mount["readOnly"] is True and "subPath" not in mount  # subPath mounts never see a rotated Secret
+    token_file = {e["name"]: e.get("value") for e in container["env"]}[TOKEN_FILE_ENV]
+    assert PurePosixPath(token_file) == PurePosixPath(mount["mountPath"]) / item["path"]
+    assert PurePosixPath(token_file).is_relative_to(mount["mountPath"]) and token_file.endswith("/" + item["path"])
+
+    text = json.dumps(manifest)
+    assert TOKEN not in text and "valueFrom" not in text and "secretKeyRef" not in text
+    assert TOKEN_ENV not in [e["name"] for e in container["env"]]  # the engine refuses both set
+    assert "volumes" not in manifest["spec"]["predictor"] and "volumeMounts" not in manifest["spec"]["predictor"]["model"]
+
+
+def test_a_cluster_store_without_a_secret_connects_without_a_token_and_an_index_file_stays_as_it_was():
+    (container,) = inference_service("omniretriever", STORAGE, IMAGE, store=GalleryStoreRef("http://milvus:19530"))[
+        "spec"]["transformer"]["containers"]
+    assert container["args"][-2:] == ["--index", "http://milvus:19530"] and "volumeMounts" not in container
+    assert [e["name"] for e in container["env"]] == ["STORAGE_URI"]
+    index = "/mnt/models/omniretriever-encoder/gallery.safetensors"
+    transformer = inference_service("omniretriever", STORAGE, IMAGE, index=index)["spec"]["transformer"]
+    assert transformer["containers"][0]["args"][-2:] == ["--index", index] and "volumes" not in transformer
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"store": GalleryStoreRef("/mnt/models/gallery.db")}, "'/mnt/models/gallery.db' is a Milvus Lite store: Lite "
+                                                           "serves one process per store"),
+    ({"store": GalleryStoreRef("/mnt/models/gallery.db", "milvus")}, "is a Milvus Lite store"),
+    ({"index": "/mnt/models/gallery.db"}, "index '/mnt/models/gallery.db' is a Milvus Lite store"),
+    ({"store": GalleryStoreRef("", "omniretriever-milvus")}, "store.secret 'omniretriever-milvus' needs it"),
+    ({"store": GalleryStoreRef(CLUSTER, "Milvus_Token")}, "store.secret 'Milvus_Token' .* DNS-1123 subdomain"),
+    ({"store": GalleryStoreRef(CLUSTER, "-milvus")}, "DNS-1123 subdomain"),
+    ({"store": GalleryStoreRef(CLUSTER, "milvus.")}, "DNS-1123 subdomain"),
+    ({"store": GalleryStoreRef(CLUSTER, "m" * 254)}, "DNS-1123 subdomain"),
+    ({"store": GalleryStoreRef(CLUSTER, "milvus", "../token")}, "store.key '../token' must be a Secret key"),
+    ({"store": GalleryStoreRef(CLUSTER, "milvus", "a/b")}, "store.key 'a/b' must be a Secret key"),
+    ({"store": GalleryStoreRef(CLUSTER, "milvus", "")}, "store.key '' must be a Secret key"),
+    ({"store": GalleryStoreRef(CLUSTER, key="milvus-token")}, "store.key 'milvus-token' needs store.secret"),
+    ({"store": GalleryStoreRef("grpc://milvus:19530", "milvus")}, "grpc:// is not supported.*http\\(s\\)://"),
+    ({"store": GalleryStoreRef("s3://bucket/gallery")}, "s3:// is not supported"),
+    ({"store": GalleryStoreRef("milvus:19530")}, "'milvus:19530': has no scheme"),
+    ({"store": GalleryStoreRef("https://")}, "names no host"),
+    ({"store": GalleryStoreRef("https://milvus:port")}, "not a URL"),
+    ({"store": GalleryStoreRef("/mnt/models/gallery.safetensors")}, "is an index file, not a store: pass it as index"),
+    ({"index": CLUSTER}, "is a URI: name a Milvus cluster as store"),
+    ({"index": "/mnt/models/gallery"}, "must be a .safetensors index file"),
+    ({"index": "/mnt/models/g.safetensors", "store": GalleryStoreRef(CLUSTER)}, "give store or index, not both"),
+])
+def test_bad_store_arguments_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        inference_service("omniretriever", STORAGE, IMAGE, **kwargs)
+
+
+def test_a_store_uri_with_credentials_is_refused_without_repeating_them():
+    with pytest.raises(ValueError, match="must not carry credentials") as err:
+        inference_service("omniretriever", STORAGE, IMAGE, store=GalleryStoreRef(f"https://root:{TOKEN}@milvus:19530"))
+    assert TOKEN not in str(err.value)
+
+
+def test_the_sdk_check_reaches_into_the_secret_volume():
+    manifest = inference_service("omniretriever", STORAGE, IMAGE, store=GalleryStoreRef(CLUSTER, "milvus"))
+    secret = manifest["spec"]["transformer"]["volumes"][0]["secret"]
+    secret["secretname"] = secret.pop("secretName")
+    res = sdk_roundtrip(manifest)
+    assert res.returncode != 0 and "V1SecretVolumeSource has no field(s) ['secretname']" in res.stderr
+    secret["secretName"] = secret.pop("secretname")
+    del secret["items"][0]["path"]
+    res = sdk_roundtrip(manifest)
+    assert res.returncode != 0 and "`path`, must not be `None`" in res.stderr
+
+
+def test_manifest_command_prints_the_store_and_its_secret_as_yaml():
+    from serving.cli import app
+
+    common = ["manifest", "--storage-uri", STORAGE, "--image", IMAGE]
+    res = CliRunner().invoke(app, [*common, "--store", CLUSTER, "--store-secret", "omniretriever-milvus",
+                                   "--store-secret-key", "milvus-token"])
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load(res.output) == inference_service(
+        "omniretriever", STORAGE, IMAGE, store=GalleryStoreRef(CLUSTER, "omniretriever-milvus", "milvus-token"))
+    res = CliRunner().invoke(app, [*common, "--store", CLUSTER, "--store-secret", "omniretriever-milvus"])
+    assert res.exit_code == 0 and yaml.safe_load(res.output)["spec"]["transformer"]["volumes"][0]["secret"][
+        "items"][0]["key"] == "token"
+    for args, message in [(["--store-secret", "milvus"], "--store-secret needs --store"),
+                          (["--store", CLUSTER, "--store-secret-key", "k"], "--store-secret-key needs --store-secret"),
+                          (["--store", "/mnt/gallery.db"], "Milvus Lite store"),
+                          (["--store", CLUSTER, "--store-secret", "Milvus"], "DNS-1123 subdomain")]:
+        bad = CliRunner().invoke(app, [*common, *args])
+        assert bad.exit_code == 2 and message in bad.output, (args, bad.output)
 
 
 @pytest.mark.parametrize("kwargs,message", [
