@@ -20,13 +20,15 @@ def storage_uri_for(artifact_uri: str) -> str:
 
 def kserve_manifest(repository: str | Path, repository_uri: str, *, name: str, storage_uri: str, transformer_image: str,
                     canary_percent: int, gpus: int, predictor_image: str = "", workspace_pvc: str = "",
-                    workspace_mount: str = "/workspace") -> dict:
+                    workspace_mount: str = "/workspace", gallery_store: str = "", gallery_secret: str = "") -> dict:
     """The InferenceService for the repository at `repository` (stored at `repository_uri`). A pretrained
     backbone's repository (repository.json names its base) gets `predictor_image` and its base checkpoint
-    mounted from `workspace_pvc`, where the pipeline fetched it (under `workspace_mount` in the steps)."""
+    mounted from `workspace_pvc`, where the pipeline fetched it (under `workspace_mount` in the steps). With
+    `gallery_store` (a Milvus cluster URI) the transformer searches it, with the token of the Secret
+    `gallery_secret` (key "token") when given."""
     if not 0 <= canary_percent <= 100:
         raise ValueError(f"canary_percent must be between 0 and 100, got {canary_percent}")
-    from serving.manifests import base_on_volume, inference_service
+    from serving.manifests import GalleryStoreRef, base_on_volume, inference_service
     from serving.repository import read_repository
 
     info = read_repository(repository)
@@ -37,7 +39,9 @@ def kserve_manifest(repository: str | Path, repository_uri: str, *, name: str, s
                              "Triton image with torch, serving/Dockerfile.triton) and workspace_pvc (where its base lies)")
         image, base = predictor_image, base_on_volume(info["base"]["path"], workspace_mount, workspace_pvc)
     storage = storage_uri or storage_uri_for(repository_uri)
-    return inference_service(name, storage, transformer_image, canary_percent, gpus, predictor_image=image, base=base)
+    store = GalleryStoreRef(gallery_store, gallery_secret or None) if gallery_store else None
+    return inference_service(name, storage, transformer_image, canary_percent, gpus, predictor_image=image, base=base,
+                             store=store)
 
 
 def deploy_kserve(repository: str | Path, repository_uri: str, *, name: str, namespace: str, **options) -> tuple[str, str]:
@@ -52,17 +56,23 @@ def deploy_kserve(repository: str | Path, repository_uri: str, *, name: str, nam
     mounts = predictor["model"].get("volumeMounts", [])
     mounted = "".join(f", base {predictor['volumes'][0]['persistentVolumeClaim']['claimName']}:{m['subPath']} at "
                       f"{m['mountPath']}" for m in mounts)
+    searched = f", gallery {options['gallery_store']}" if options.get("gallery_store") else ""
     return f"{namespace}/{name}", (f"InferenceService {name} applied: storage {storage}, "
-                                   f"canary {options['canary_percent']}%{mounted}")
+                                   f"canary {options['canary_percent']}%{mounted}{searched}")
 
 
-def deploy_local(repository: str | Path, smoke_text: str) -> tuple[str, str]:
-    """Start the local endpoint (Triton + transformer on loopback), run one text query, stop it."""
+def deploy_local(repository: str | Path, smoke_text: str, gallery_store: str = "") -> tuple[str, str]:
+    """Start the local endpoint (Triton + transformer on loopback; searching `gallery_store` when given), run
+    one text query (a search when there is a gallery), stop it."""
     from serving.client import query
     from serving.launcher import LocalEndpoint
 
-    with LocalEndpoint(Path(repository), index=None, host="127.0.0.1") as endpoint:  # every port a free one
+    with LocalEndpoint(Path(repository), index=gallery_store or None, host="127.0.0.1") as endpoint:  # free ports
         url = endpoint.http_url
-        answer = query(url, text=smoke_text, top_k=SMOKE_TOP_K)
+        answer = query(url, text=smoke_text, top_k=SMOKE_TOP_K)  # a search when the search model is served
+    if gallery_store:
+        hits = ", ".join(f"{h.id} {h.score:.3f}" for h in answer.hits)
+        return url, (f"smoke query {smoke_text!r} answered by {url} through the {answer.gallery} gallery of {gallery_store}: top "
+                     f"{len(answer.hits)} {hits} (endpoint stopped)")
     dim = len(answer.embedding)
     return url, f"smoke query {smoke_text!r} answered by {url} with a {dim}-d embedding (endpoint stopped)"

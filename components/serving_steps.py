@@ -31,12 +31,15 @@ def export_model(model: Input[Model], repository: Output[Model]) -> int:
 def deploy_model(repository: Input[Model], target: str = "local", name: str = "omniretriever",
                  namespace: str = "kubeflow-user", storage_uri: str = "", transformer_image: str = "",
                  canary_percent: int = 10, gpus: int = 1, smoke_text: str = "a red circle moving left",
-                 predictor_image: str = "", workspace_pvc: str = "") -> NamedTuple(
+                 predictor_image: str = "", workspace_pvc: str = "", gallery_store: str = "",
+                 gallery_secret: str = "") -> NamedTuple(
         "DeployOutputs", [("target", str), ("endpoint", str), ("detail", str)]):
     """target="kserve": apply the InferenceService `name` in `namespace`, its storage the repository
     artifact (or `storage_uri`), `canary_percent` of the traffic to the new revision; a pretrained backbone's
-    predictor runs `predictor_image` and mounts its base checkpoint from `workspace_pvc`.
-    target="local": start the local endpoint on 127.0.0.1, embed `smoke_text`, stop it."""
+    predictor runs `predictor_image` and mounts its base checkpoint from `workspace_pvc`; with `gallery_store`
+    (a Milvus cluster URI) the transformer searches it, its token from the secret `gallery_secret`.
+    target="local": start the local endpoint on 127.0.0.1 (searching `gallery_store` when given), send
+    `smoke_text` (a search of the store's first view, else an embedding), stop it."""
     from collections import namedtuple
 
     from components.deploying import deploy_kserve, deploy_local
@@ -46,9 +49,10 @@ def deploy_model(repository: Input[Model], target: str = "local", name: str = "o
         endpoint, detail = deploy_kserve(repository.path, repository.uri, name=name, namespace=namespace,
                                          storage_uri=storage_uri, transformer_image=transformer_image,
                                          canary_percent=canary_percent, gpus=gpus, predictor_image=predictor_image,
-                                         workspace_pvc=workspace_pvc)
+                                         workspace_pvc=workspace_pvc, gallery_store=gallery_store,
+                                         gallery_secret=gallery_secret)
     elif target == "local":
-        endpoint, detail = deploy_local(repository.path, smoke_text)
+        endpoint, detail = deploy_local(repository.path, smoke_text, gallery_store)
     else:
         raise ValueError(f"deploy target must be 'local' or 'kserve', got {target!r}")
     return outputs(target, endpoint, detail)

@@ -91,6 +91,14 @@ def weights_digest(model: str | Path) -> str:
     return file_digest(model_dir(model) / "model.safetensors")
 
 
+def saved_config(path: str | Path) -> AnyConfig:
+    """The config of a saved model (a run or model directory), without loading its weights."""
+    file = model_dir(path) / "config.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file.parent} is not a saved model: missing config.json")
+    return config_from_dict(json.loads(file.read_text()), str(file))
+
+
 def load_model(path: str | Path, base: str | Path | None = None) -> LoadedModel:
     """The encoder (eval mode), tokenizer and config saved by save_model. Errors name the missing file.
     A pretrained backbone's base checkpoint is `base`, else $OMNIRETRIEVER_OMNI_CHECKPOINT, else the path

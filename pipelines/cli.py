@@ -22,6 +22,7 @@ app = typer.Typer(help="Run the pipeline locally, compile it for Kubeflow, sched
 
 
 # the pipeline parameters `run` sets from options of its own, which --param must not set a second time
+GALLERY_STORE = "gallery.db"  # the Milvus Lite store of a local run, under its pipeline root
 RUN_OPTIONS = {"data": "--data", "train_steps": "--train-steps", "config": "--config", "batch_size": "--batch-size",
                "seed": "--seed", "mlflow_tracking_uri": "--tracking-uri", "dvc_remote": "--dvc-remote"}
 
@@ -54,7 +55,8 @@ def run_cmd(
     verbose: Annotated[bool, typer.Option("--verbose", help="Stream every step's full output (always kept in pipeline.log).")] = False,
 ) -> None:
     """Run the whole pipeline here with kfp.local: version -> validate -> train -> evaluate -> register -> gate
-    -> export + deploy (local endpoint). Exit 0 when it ran to an outcome (promoted, not promoted, or
+    -> export + index the test split into the Milvus Lite store ROOT/gallery.db (--param gallery_store=...
+    to change it, gallery_store= for none) + deploy (local endpoint, searching it). Exit 0 when it ran to an outcome (promoted, not promoted, or
     validation failed), 1 when a step failed."""
     from rich.console import Console
 
@@ -71,6 +73,7 @@ def run_cmd(
     overrides = _overrides(param, {k: v.type for k, v in pipeline.component_spec.inputs.items()})
     _check_checkpoint(config, overrides.get("checkpoint", ""))
     console = Console(file=sys.stdout)
+    overrides.setdefault("gallery_store", str((root / GALLERY_STORE).resolve()))
     arguments = local_arguments(data, train_steps=train_steps, config=config, batch_size=batch_size, seed=seed,
                                 tracking_uri=tracking_uri, dvc_remote=dvc_remote, **overrides)
 
@@ -132,12 +135,16 @@ def _overrides(pairs: list[str], parameters: dict[str, str]) -> dict[str, Any]:
 
 @app.command("compile")
 def compile_cmd(
-    out: Annotated[Optional[Path], typer.Option(help="IR YAML to write (default pipelines/compiled/omniretriever.yaml).")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="IR YAML to write (default pipelines/compiled/omniretriever.yaml, or omniretriever-index.yaml).")] = None,
+    pipeline: Annotated[str, typer.Option(
+        help="train (the training pipeline) or index (omniretriever-index: embed a library with the champion).")] = "train",
 ) -> None:
-    """Compile the cluster pipeline (containerized components, GPU pool, volume, secrets) to IR YAML."""
-    from pipelines.compile import COMPILED, compile_pipeline
+    """Compile a cluster pipeline (containerized components, GPU pool, volume, secrets) to IR YAML."""
+    from pipelines.compile import COMPILED, COMPILED_INDEX, compile_pipeline
 
-    path = compile_pipeline(out or COMPILED)
+    with exits_on(ValueError):
+        path = compile_pipeline(out or (COMPILED_INDEX if pipeline == "index" else COMPILED), pipeline)
     typer.echo(f"compiled: {path}")
 
 

@@ -1,4 +1,5 @@
-"""Compile the pipeline (cluster flavour) to Kubeflow IR YAML: pipelines/compiled/omniretriever.yaml."""
+"""Compile the pipelines (cluster flavour) to Kubeflow IR YAML: pipelines/compiled/omniretriever.yaml (train)
+and pipelines/compiled/omniretriever-index.yaml (index a library)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 COMPILED = Path(__file__).resolve().parent / "compiled" / "omniretriever.yaml"
+COMPILED_INDEX = COMPILED.with_name("omniretriever-index.yaml")
+PIPELINES = ("train", "index")
 _DEFAULT_COMMENT = re.compile(r"^(#\s+\w+: \w+ \[Default: )(.*)(\])$")
 
 
@@ -31,16 +34,20 @@ def stable_header(text: str) -> str:
     return "".join(lines)
 
 
-def compile_pipeline(out: str | Path = COMPILED) -> Path:
-    """Write the IR YAML of the containerized pipeline to `out` (atomically) and return its path."""
+def compile_pipeline(out: str | Path = COMPILED, pipeline: str = "train") -> Path:
+    """Write the IR YAML of the containerized pipeline ("train" or "index") to `out` (atomically) and return
+    its path."""
     from kfp import compiler
 
+    from pipelines.index_pipeline import build_index_pipeline
     from pipelines.pipeline import build_pipeline
 
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline {pipeline!r} is not one of {', '.join(PIPELINES)}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}")  # kfp insists on a .yaml suffix
-    compiler.Compiler().compile(build_pipeline(), str(tmp))
+    compiler.Compiler().compile(build_pipeline() if pipeline == "train" else build_index_pipeline(), str(tmp))
     tmp.write_text(stable_header(tmp.read_text()))
     tmp.replace(out)
     return out

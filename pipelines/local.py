@@ -1,6 +1,7 @@
 """Run the whole pipeline on this machine with kfp.local's SubprocessRunner (use_venv=False).
 
-Every step runs as a subprocess in this Python environment, in DAG order, one at a time. Everything a
+Every step runs as a subprocess in this Python environment, in DAG order (a ParallelFor's iterations at
+once, each a record of its own: "index-shard", "index-shard #2", ...). Everything a
 run writes goes under its pipeline root (runs/pipeline/omniretriever-<timestamp>/<step>/...), and
 kfp.local's own log (every step's output) is kept beside it as pipeline.log. What the run did is read
 back from there: the outputs each step wrote (executor_output.json), and from the log when each step
@@ -46,6 +47,11 @@ class StepRecord:
     def seconds(self) -> float | None:
         return None if self.finished is None else self.finished - self.started
 
+    @property
+    def task(self) -> str:
+        """The pipeline task this record is a run of: "index-shard" for "index-shard #2" (a ParallelFor's)."""
+        return self.name.split(" #", 1)[0]
+
 
 class StepLog(io.TextIOBase):
     """A stdout stand-in that keeps kfp.local's log, learns when each step starts and ends and what a
@@ -79,13 +85,20 @@ class StepLog(io.TextIOBase):
 
     def _line(self, line: str) -> None:
         if (m := _START.search(line)) and not line.startswith(" "):
-            earlier = self.steps.get(m.group(1))
-            self._current = self.steps[m.group(1)] = StepRecord(m.group(1), started=time.time(),
-                                                                attempts=earlier.attempts + 1 if earlier else 1)
+            name = m.group(1)
+            runs = [s for s in self.steps.values() if s.task == name]
+            failed = next((s for s in reversed(runs) if s.status == "failed"), None)
+            if failed is not None:  # a retry of the failed run
+                key, attempts = failed.name, failed.attempts + 1
+            else:  # the first run, or another iteration of a ParallelFor (running beside the others)
+                key, attempts = (name if not runs else f"{name} #{len(runs) + 1}"), 1
+            self._current = self.steps[key] = StepRecord(key, started=time.time(), attempts=attempts)
             self._last_error = self._last_line = None
             self._event(self._current)
         elif (m := _END.search(line)) and not line.startswith(" "):
-            step = self.steps.setdefault(m.group(1), StepRecord(m.group(1), started=time.time()))
+            running = [s for s in self.steps.values() if s.task == m.group(1) and s.status == "running"]
+            step = running[0] if running else self.steps.setdefault(m.group(1), StepRecord(m.group(1),
+                                                                                          started=time.time()))
             step.finished = time.time()
             step.status = "succeeded" if m.group(2) == "SUCCESS" else "failed"
             if step.status == "failed":
@@ -138,7 +151,8 @@ def local_arguments(data: str | Path, *, train_steps: int = TRAIN_STEPS, config:
                     model_name: str = "omniretriever", checkpoint: str | Path = "",
                     checkpoint_cache: str | Path | None = None, **overrides: Any) -> dict[str, Any]:
     """The pipeline arguments of a run on this machine: the local dataset, no pull, MLflow in a local
-    sqlite store (MLFLOW_TRACKING_URI when set), deploy to the local endpoint. A local `checkpoint`
+    sqlite store (MLFLOW_TRACKING_URI when set), two index shards (taking turns on a Milvus Lite store),
+    deploy to the local endpoint. A local `checkpoint`
     directory is made absolute (every step must find it); downloaded checkpoints go to this machine's
     cache ($OMNIRETRIEVER_CACHE/checkpoints or .cache/omniretriever/checkpoints) unless `checkpoint_cache`."""
     from model.omni.fetch import default_cache
@@ -150,7 +164,7 @@ def local_arguments(data: str | Path, *, train_steps: int = TRAIN_STEPS, config:
             "checkpoint": checkpoint, "checkpoint_cache": str(Path(checkpoint_cache or default_cache()).resolve()),
             "train_steps": train_steps, "batch_size": batch_size, "seed": seed,
             "mlflow_tracking_uri": tracking_uri or default_tracking_uri(), "model_name": model_name,
-            "deploy_target": "local", **overrides}
+            "deploy_target": "local", "index_shards": 2, **overrides}
 
 
 def default_tracking_uri() -> str:
@@ -190,6 +204,10 @@ def run_local(arguments: dict[str, Any], root: str | Path = DEFAULT_ROOT, *, pip
                 pipeline(**arguments)
             except RuntimeError as exc:  # kfp.local: "Pipeline ... finished with status FAILURE ..."
                 error = _ANSI.sub("", str(exc))
+    if error is None:  # kfp.local does not always log the end of each of a ParallelFor's iterations
+        for step in stream.steps.values():
+            if step.status == "running":
+                step.status, step.finished = "succeeded", time.time()
     run_dir = _new_run_dir(root, before)
     final_log = run_dir / LOG_NAME if run_dir else root / time.strftime("failed-%Y%m%d-%H%M%S.log")
     os.replace(log_path, final_log)

@@ -1,9 +1,17 @@
 """The omniretriever pipeline: data -> validate (GX) -> version (DVC) -> base checkpoint -> train ->
-evaluate -> register -> gate -> export + deploy, the last two only when the gate promotes the challenger.
+evaluate -> register -> gate -> export + index the library + deploy, the last three only when the gate
+promotes the challenger.
 
     pull-data ─► validate-data ─► [passed] version-data ──────────────────────┐
                                            [checkpoint] fetch-checkpoint ─┬─► train-model ─► evaluate-model ─► register-model ─► gate-model
-                                           [none]       no-checkpoint ────┘                       [promoted] ─► export-model ─► deploy-model
+                                           [none]       no-checkpoint ────┘                       [promoted] ─► export-model ────────────────────────────────────┐
+                                                                                                             plan-index ─► index-shard × N ─► publish-index ─┴─► deploy-model
+
+With `gallery_store` set (a Milvus URI), the promoted model embeds the library (DATA's `gallery_split`, or
+`gallery_manifest`) into its own collections there, in `index_shards` parallel shards
+(components/indexing.py); the gallery is published (its aliases swapped) only once every shard is in, and
+the model is deployed after that, searching it: queries never see a half-built gallery. Without a store
+the three indexing steps do nothing and the endpoint embeds only.
 
 Data is validated before it is published: pull-data fetches the recorded version (with pull_data; a
 local run uses the data in place), and only data that passed validation is versioned and pushed
@@ -46,6 +54,10 @@ MLFLOW_SECRET_KEYS = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
                       "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
 DEFAULT_NODE_SELECTOR = {"cloud.google.com/gke-nodepool": "gpu-pool"}
 DEFAULT_TOLERATIONS = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+# the Kubernetes secret holding the Milvus token (key "token"; empty for an unauthenticated Milvus), used when
+# gallery_store is set, like the DVC and MLflow secrets
+GALLERY_SECRET = "omniretriever-milvus"
+GALLERY_VIEWS = ("av", "t")  # the gallery views a library is embedded in by default
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,10 @@ class Steps:
     gate_model: Any
     export_model: Any
     deploy_model: Any
+    fetch_champion: Any
+    plan_index: Any
+    index_shard: Any
+    publish_index: Any
 
 
 def containerized_steps() -> Steps:
@@ -73,10 +89,12 @@ def containerized_steps() -> Steps:
     from components.evaluation import evaluate_benchmarks, evaluate_model
     from components.gpu.train import train_model
     from components.registry_steps import gate_model, register_model
+    from components.indexing import fetch_champion, index_shard, plan_index, publish_index
     from components.serving_steps import deploy_model, export_model
 
     return Steps(pull_data, validate_data, version_data, fetch_checkpoint, no_checkpoint, train_model, evaluate_model,
-                 evaluate_benchmarks, register_model, gate_model, export_model, deploy_model)
+                 evaluate_benchmarks, register_model, gate_model, export_model, deploy_model, fetch_champion,
+                 plan_index, index_shard, publish_index)
 
 
 def local_steps() -> Steps:
@@ -113,6 +131,45 @@ def _on_gpu_pool(task: dsl.PipelineTask, gpus: Any, node_selector: Any, tolerati
     task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus)
     kubernetes.add_node_selector_json(task, node_selector_json=node_selector)
     kubernetes.add_toleration_json(task, toleration_json=tolerations)
+
+
+@dataclass(frozen=True)
+class IndexTasks:
+    plan: Any
+    shard: Any  # the shard task inside the ParallelFor
+    publish: Any
+
+    def all(self) -> list:
+        return [self.plan, self.shard, self.publish]
+
+
+def index_tasks(s: Steps, model: Any, *, data: Any, split: Any, manifest: Any, store_uri: Any, views: Any,
+                shards: Any, rebuild: Any, index_type: Any, batch_size: Any) -> IndexTasks:
+    """plan-index ─► ParallelFor shard: index-shard ─► publish-index, embedding a library with `model` (see
+    components/indexing.py). Called inside a pipeline function."""
+    plan = s.plan_index(model=model, store_uri=store_uri, views=views, shards=shards, rebuild=rebuild,
+                        index_type=index_type)
+    with dsl.ParallelFor(plan.output, name="index-shards") as shard_plan:
+        shard = s.index_shard(model=model, data=data, store_uri=store_uri, views=views, plan=shard_plan, split=split,
+                              manifest=manifest, batch_size=batch_size)
+    publish = s.publish_index(model=model, store_uri=store_uri, plan=plan.output).after(shard)
+    return IndexTasks(plan, shard, publish)
+
+
+def index_on_cluster(tasks: IndexTasks, *, pvc: Any, secret: Any, gpus: Any, node_selector: Any,
+                     tolerations: Any) -> None:
+    """The indexing steps' Kubernetes settings: the library on the workspace volume, the store's token from
+    `secret` (key "token"; an empty one for an unauthenticated Milvus), one GPU per shard on the GPU pool,
+    retries."""
+    from kfp import kubernetes
+
+    from serving.store import TOKEN_ENV
+
+    for task in tasks.all():
+        _on_workspace(task, pvc)
+        kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env={"token": TOKEN_ENV})
+        _retry(task)
+    _on_gpu_pool(tasks.shard, gpus, node_selector, tolerations)
 
 
 def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
@@ -158,6 +215,14 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
         workspace_pvc: str = "omniretriever-workspace",
         dvc_secret: str = "omniretriever-dvc",
         mlflow_secret: str = "omniretriever-mlflow",
+        gallery_store: str = "",
+        gallery_secret: str = GALLERY_SECRET,
+        gallery_split: str = "test",
+        gallery_manifest: str = "",
+        gallery_views: list = list(GALLERY_VIEWS),
+        index_shards: int = 4,
+        index_type: str = "",
+        index_batch_size: int = 64,
     ) -> None:
         fetch = s.pull_data(data=data, remote=dvc_remote, pull=pull_data)
         check = s.validate_data(data=data, max_rejected=max_rejected, allow_partial=allow_partial).after(fetch)
@@ -187,12 +252,18 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
             tasks += [version, base, no_base, train, evaluation, public, register, gate]
             with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712
                 export = s.export_model(model=train.outputs["model"])
+                # the new champion's gallery of the library, served (published) before the model is deployed
+                gallery = index_tasks(s, train.outputs["model"], data=data, split=gallery_split,
+                                      manifest=gallery_manifest, store_uri=gallery_store, views=gallery_views,
+                                      shards=index_shards, rebuild=False, index_type=index_type,
+                                      batch_size=index_batch_size)
                 deploy = s.deploy_model(repository=export.outputs["repository"], target=deploy_target,
                                         name=model_name, namespace=namespace, storage_uri=storage_uri,
                                         transformer_image=transformer_image, canary_percent=canary_percent,
                                         gpus=serving_gpus, predictor_image=predictor_image,
-                                        workspace_pvc=workspace_pvc)
-                tasks += [export, deploy]
+                                        workspace_pvc=workspace_pvc, gallery_store=gallery_store,
+                                        gallery_secret=gallery_secret).after(gallery.publish)
+                tasks += [export, *gallery.all(), deploy]
         for task in tasks:
             task.set_caching_options(False)  # every step has side effects (DVC, MLflow, deployments)
         if cluster:
@@ -206,5 +277,7 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
             for task in (train, evaluation, public, register, gate):
                 _with_secret(task, mlflow_secret, MLFLOW_SECRET_KEYS)
             _on_gpu_pool(train, gpus, gpu_node_selector, gpu_tolerations)
+            index_on_cluster(gallery, pvc=workspace_pvc, secret=gallery_secret, gpus=gpus,
+                             node_selector=gpu_node_selector, tolerations=gpu_tolerations)
 
     return omniretriever

@@ -13,7 +13,8 @@ from rich.table import Table
 from pipelines.local import LocalRun
 
 STEPS = ("pull-data", "validate-data", "version-data", "fetch-checkpoint", "train-model", "evaluate-model",
-         "register-model", "gate-model", "export-model", "deploy-model")  # no-checkpoint, a stand-in, is not shown
+         "register-model", "gate-model", "export-model", "plan-index", "index-shard", "publish-index",
+         "deploy-model")  # no-checkpoint, a stand-in, is not shown
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,12 @@ def steps_table(run: LocalRun) -> Table:
     table = Table(title="pipeline steps")
     for col in ("step", "status", "wall time"):
         table.add_column(col, justify="right" if col == "wall time" else "left")
-    seen = {s.name: s for s in run.steps}
     for name in STEPS:
-        step = seen.get(name)
-        if step is None:
+        runs = [s for s in run.steps if s.task == name]  # a ParallelFor's iterations: one row each
+        if not runs:
             table.add_row(name, "skipped", "-")
-        else:
-            table.add_row(name, step.status, "-" if step.seconds is None else f"{step.seconds:.1f} s")
+        for step in runs:
+            table.add_row(step.name, step.status, "-" if step.seconds is None else f"{step.seconds:.1f} s")
     total = sum(s.seconds or 0.0 for s in run.steps)
     table.caption = f"total {total:.1f} s"
     return table
@@ -89,6 +89,8 @@ def locations(run: LocalRun) -> list[tuple[str, str]]:
     if run.parameter("fetch-checkpoint", "path"):
         rows.append(("base checkpoint", f"{run.parameter('fetch-checkpoint', 'path')} "
                                         f"(sha256 {run.parameter('fetch-checkpoint', 'sha256')})"))
+    if run.parameter("publish-index", "Output"):
+        rows.append(("gallery (Milvus)", run.parameter("publish-index", "Output")))
     if validation(run).get("details"):
         rows.append(("validation details", validation(run)["details"]))
     artifact_rows = [("validation report", "validate-data", "report", ""),

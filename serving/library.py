@@ -94,12 +94,20 @@ def decode_settings(config, windowing) -> str:
                        "window": windowing.seconds, "stride": windowing.stride}, sort_keys=True)
 
 
-def _scan(source: Path, data: Path, settings: str, reject) -> list[tuple[int, str, object, str]]:
+def _scan(source: Path, data: Path, settings: str, reject, shard: tuple[int, int] | None = None,
+          ) -> list[tuple[int, str, object, str]]:
     """The manifest's usable records with their content hashes: (line, raw line, Record, hash). Malformed
-    lines, repeated ids, ids the store cannot hold and media paths outside DATA go to `reject`."""
+    lines, repeated ids, ids the store cannot hold and media paths outside DATA go to `reject`. A `shard`
+    (i, n) keeps the lines whose number is i modulo n (and what is told of them): the n shards of a manifest
+    hold each of its lines exactly once, whatever their content, and a repeated id is still seen across them."""
     from model.data import manifest_entries
 
-    entries = manifest_entries(source, data, reject, check=lambda rec: check_item_id(rec.id))
+    def owns(line: int | None) -> bool:
+        return shard is None or (shard[0] == 0 if line is None else (line - 1) % shard[1] == shard[0])
+
+    entries = manifest_entries(source, data, lambda line, *rest: owns(line) and reject(line, *rest),
+                               check=lambda rec: check_item_id(rec.id))
+    entries = [e for e in entries if owns(e.line)]
     return [(e.line, e.raw, e.record,
              content_hash(e.record, {f: None if p is None else Path(p) for f, p in zip(("video", "audio"), e.paths)},
                           settings)) for e in entries]
@@ -109,7 +117,8 @@ def add_items(model: str | Path, data: str | Path, views: list[str], uri: str | 
               manifest: str | Path | None = None, source: str | None = None, batch_size: int = 64,
               workers: int | None = None, window: float | None = None, stride: float | None = None,
               index: IndexConfig | None = None, on_batch: Callable[[Batch], None] | None = None,
-              generation: str | int = LIVE, publish: bool | None = None, wait: float = 0.0) -> AddReport:
+              generation: str | int = LIVE, publish: bool | None = None, wait: float = 0.0,
+              shard: tuple[int, int] | None = None) -> AddReport:
     """Embed DATA's split (or `manifest`: a file, or a validation report directory) into the store at `uri`
     in each view, skipping items already there with the same content (see the module docstring). Rows
     record `split` (or the record's, from a validation report) and `source` (default: the manifest's stem,
@@ -118,7 +127,9 @@ def add_items(model: str | Path, data: str | Path, views: list[str], uri: str | 
     `generation` is GalleryStore.open's: LIVE adds to the served gallery (or builds the first one), REBUILD
     re-embeds the library into a new generation (resuming one a killed rebuild left). `publish` None serves
     the generation written once every batch is in, when it was not served already; False leaves that to a
-    later publish (the shards of the index pipeline); True publishes it in any case."""
+    later publish (the shards of the index pipeline); True publishes it in any case. `shard` (i, n) adds only
+    the manifest's lines numbered i modulo n (see _scan); `wait` is how long a Lite store busy in another
+    process (another shard) is waited for."""
     from model.data import Reject
     from model.manifest import existing_split
     from model.media import Windowing
@@ -129,6 +140,8 @@ def add_items(model: str | Path, data: str | Path, views: list[str], uri: str | 
         raise ValueError("give at least one --view (t, v, a, tv, av, at or tva)")
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard {shard[0]} of {shard[1]}: need 0 <= shard < shards")
     if (split is None) == (manifest is None):
         raise ValueError("give one of --split or --manifest")
     data = Path(data)
@@ -141,7 +154,7 @@ def add_items(model: str | Path, data: str | Path, views: list[str], uri: str | 
     def reject(line, rid, fld, exc) -> None:
         report.rejects.append(Reject(line, rid, fld, getattr(exc, "reason", str(exc)), type(exc).__name__))
 
-    scanned = _scan(src, data, decode_settings(loaded.config, windowing), reject)
+    scanned = _scan(src, data, decode_settings(loaded.config, windowing), reject, shard)
     report.records = len(scanned)
     with GalleryStore.open(uri, report.weights_sha256, index, generation=generation, wait=wait) as store:
         report.generation = store.generation

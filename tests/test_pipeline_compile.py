@@ -108,7 +108,8 @@ def test_flaky_steps_retry_and_nothing_is_cached(compiled):
     _, spec, _ = compiled
     tasks = _tasks(spec)
     retried = {name for name, t in tasks.items() if "retryPolicy" in t}
-    assert retried == {"pull-data", "version-data", "fetch-checkpoint", "register-model", "deploy-model"}
+    assert retried == {"pull-data", "version-data", "fetch-checkpoint", "register-model", "deploy-model", "plan-index",
+                       "index-shard", "publish-index"}
     assert all(tasks[s]["retryPolicy"]["maxRetryCount"] == 3 for s in retried)
     assert all(not tasks[s].get("cachingOptions", {}).get("enableCache", False) for s in ALL_STEPS)
 
