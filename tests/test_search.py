@@ -1,13 +1,17 @@
 """Search through the real servers finds the gold item of training pairs, in all 12 directions.
 
 A model trained a little longer than tiny_run (24 steps of 16 clips on tiny_data's 48 training clips) is
-exported and served with an index of the training split in the six benchmark views. For each direction
-the query view of 24 training items goes to omniretriever-search in one gRPC request, against the
-direction's gallery view; the gold item (the same clip) must be in the top 5 far more often than chance
+exported and served with a gallery of the training split in the six benchmark views, embedded into a
+Milvus Lite store by `index add` and searched there by the transformer. For each direction the query
+view of 24 training items goes to omniretriever-search in one gRPC request, against the direction's
+gallery view; the gold item (the same clip) must be in the top 5 far more often than chance
 (5/48 = 10%: what a random or constant model gets).
 """
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,7 +22,6 @@ from model.manifest import read_split, resolve_media
 from model.modalities import BENCH_VIEWS, DIRECTION_NAMES, DIRECTIONS, VIEWS, A, T, V
 from model.train import TrainConfig, train
 from serving.client import split_url
-from serving.index import build_index
 from serving.launcher import LocalEndpoint
 from serving.repository import build_repository
 from serving.tensors import AUDIO, IDS, SEARCH_MODEL, TEXT, VIDEO
@@ -48,9 +51,13 @@ def trained(tiny_data, tmp_path_factory):
 def endpoint(trained, tiny_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("search-serving")
     repo = build_repository(trained, root / "repo")
-    index = build_index(trained, tiny_data, "train", list(BENCH_VIEWS), root / "train.safetensors", workers=1,
-                        progress=False)
-    with LocalEndpoint(repo, index=index, startup_timeout=300) as ep:
+    store = root / "train.db"  # written by another process: a process keeps a Milvus Lite store it opened
+    views = [arg for view in BENCH_VIEWS for arg in ("--view", view)]
+    added = subprocess.run([sys.executable, "-m", "omniretriever", "index", "add", "--model", str(trained), "--data",
+                            str(tiny_data), "--split", "train", "--uri", str(store), *views, "--workers", "1"],
+                           capture_output=True, text=True, timeout=600)
+    assert added.returncode == 0, added.stderr[-3000:]
+    with LocalEndpoint(repo, index=store, startup_timeout=300) as ep:
         yield ep
 
 
