@@ -345,6 +345,26 @@ class GalleryStore:
                           np.array([r["end"] for r in rows], np.float64), [r["modalities"] for r in rows])
         return entries, emb, [r["media_uri"] for r in rows]
 
+    def media_uri(self, item_id: str) -> str | None:
+        """The media path recorded for `item_id` (the first view holding it that records one); None when no view
+        of this generation holds the item, or none records its media."""
+        try:
+            expr = f"item_id == {literal(item_id)} and media_uri != \"\""
+        except StoreError:
+            return None
+        from pymilvus.exceptions import MilvusException
+
+        for view in self.views:
+            name = self._load(self.info(view).name)
+            target = alias_name(self.weights_sha256, view) if self.live else name  # follows a swap, as search does
+            try:
+                rows = self.client.query(target, filter=expr, output_fields=["media_uri"], limit=1)
+            except MilvusException as exc:
+                raise StoreError(f"lookup of item {item_id!r} in {target}: {getattr(exc, 'message', exc)}") from None
+            if rows:
+                return str(rows[0]["media_uri"])
+        return None
+
     def search(self, queries: np.ndarray, view: str, top_k: int, filter: str | None = None) -> StoreHits:
         """queries (B, D) float32 -> the k best entries of gallery `view` per row (k = min(top_k, entries
         matching `filter`, a Milvus boolean expression over the scalar fields)), best first; equal scores
