@@ -70,6 +70,8 @@ def serve_cmd(
     index: Annotated[Optional[str], typer.Option(
         help="Gallery store URI (a Milvus Lite .db path, http(s)://host:port) or .safetensors index file: also serve "
              "search as omniretriever-search.")] = None,
+    media_root: Annotated[Optional[Path], typer.Option(
+        help="Dataset root the gallery's media paths are relative to: turns on the search page at /ui (needs --index).")] = None,
     host: Annotated[str, typer.Option(help="Address every server binds.")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(help="The transformer's HTTP port.")] = 8080,
     grpc_port: Annotated[int, typer.Option(help="The transformer's gRPC port.")] = 8081,
@@ -100,7 +102,7 @@ def serve_cmd(
                      body_timeout_seconds=body_timeout_seconds, idle_timeout_seconds=idle_timeout_seconds)
     endpoint = LocalEndpoint(repo, index=index, host=host, http_port=http_port, grpc_port=grpc_port,
                              triton_http_port=triton_http_port, triton_grpc_port=triton_grpc_port, limits=limits,
-                             log_dir=log_dir)
+                             log_dir=log_dir, media_root=media_root)
     # Ctrl-C stops, also when started with SIGINT ignored (a background job of a script); SIGTERM stops cleanly too
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -1,6 +1,6 @@
 """The local endpoint: the real tritonserver (from the nvidia-pytriton wheel) plus the KServe transformer.
 
-    with LocalEndpoint(repo, index=None) as ep:    # both started on 127.0.0.1, both ready
+    with LocalEndpoint(repo, index=None) as ep:    # both started on 127.0.0.1, both ready (media_root=DIR: /ui too)
         ep.http_url, ep.grpc_url                   # the transformer: models omniretriever, omniretriever-search
         ep.triton_http_url, ep.triton_grpc_url     # Triton itself: model omniretriever-encoder
     # both stopped here, also after an exception or Ctrl-C
@@ -309,9 +309,10 @@ class LocalEndpoint:
                  http_port: int | None = None, grpc_port: int | None = None, *,
                  triton_http_port: int | None = None, triton_grpc_port: int | None = None,
                  limits: ServingLimits = ServingLimits(), startup_timeout: float = 180.0, stop_timeout: float = 10.0,
-                 log_dir: str | Path | None = None):
+                 log_dir: str | Path | None = None, media_root: str | Path | None = None):
         self.repo = Path(repo)
         self.index = _index_arg(index)
+        self.media_root = Path(media_root).expanduser().resolve() if media_root is not None else None
         self.host = host
         self.ports = {"http": http_port or free_port(host), "grpc": grpc_port or free_port(host),
                       "triton_http": triton_http_port or free_port(host), "triton_grpc": triton_grpc_port or free_port(host)}
@@ -357,8 +358,15 @@ class LocalEndpoint:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
+    @property
+    def page_url(self) -> str | None:
+        """The search page (served with a media root only)."""
+        return f"{self.http_url}/ui/" if self.media_root is not None else None
+
     def start(self) -> None:
         read_repository(self.repo)
+        if self.media_root is not None and (self.index is None or not self.media_root.is_dir()):
+            raise ValueError(f"media_root {self.media_root}: the search page needs an index and a media directory")
         if self.index is not None and self.index.endswith(".safetensors") and not Path(self.index).is_file():
             raise FileNotFoundError(f"index {self.index} does not exist (build one with `omniretriever index build`)")
         remove_abandoned_workdirs()
@@ -432,7 +440,8 @@ class LocalEndpoint:
                 "--predictor_host", f"{self.host}:{self.ports['triton_grpc']}", "--predictor_protocol", "grpc-v2",
                 "--host", self.host, "--http_port", str(self.ports["http"]), "--grpc_port", str(self.ports["grpc"]),
                 "--grace_seconds", "2", *self.limits.to_args()]
-        return argv + (["--index", self.index] if self.index is not None else [])
+        argv += ["--index", self.index] if self.index is not None else []
+        return argv + (["--media_root", str(self.media_root)] if self.media_root is not None else [])
 
     def _transformer_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -440,6 +449,7 @@ class LocalEndpoint:
         return env
 
     def describe(self) -> str:
-        return json.dumps({"transformer": {"http": self.http_url, "grpc": self.grpc_url, "models": self.models},
+        page = {"page": self.page_url} if self.page_url else {}
+        return json.dumps({"transformer": {"http": self.http_url, "grpc": self.grpc_url, "models": self.models, **page},
                            "triton": {"http": self.triton_http_url, "grpc": self.triton_grpc_url, "model": ENCODER_MODEL}},
                           indent=2)

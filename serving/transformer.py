@@ -17,9 +17,10 @@ the local launcher and the container image do). The server (serving/server/) bin
 (127.0.0.1 unless told otherwise) for both HTTP and gRPC, refuses bodies over --max_request_bytes with a
 413 (gRPC: RESOURCE_EXHAUSTED), decodes requests itself on worker threads (serving/requests.py: every
 size and count checked before any per-element work, media bytes kept intact), reports not-ready while
-Triton is unreachable, and serves no model repository API. The models preprocess a request on the
-"media" workers when any row carries video or audio and on the "text" workers otherwise, so heavy clips
-never queue captions behind them.
+Triton is unreachable, and serves no model repository API. The models preprocess a request on the "media"
+workers when any row carries video or audio and on the "text" workers otherwise, so heavy clips never queue
+captions behind them. With --media_root it also serves the search page at /ui (serving/server/ui.py,
+serving/ui/), which plays the hits' media from that directory.
 
 `import kserve` parses sys.argv at import time; the flags here use kserve's own names where they mean the
 same thing (--http_port, --grpc_port, --model_name, --predictor_host, --predictor_protocol) and
@@ -54,6 +55,7 @@ from serving.index import load_index
 from serving.limits import ServingLimits
 from serving.server.model_server import TransformerServer
 from serving.server.status import PredictorUnavailable
+from serving.server.ui import SearchPage
 from serving.server.workers import Workers
 from serving.requests import InferenceBody, RequestError, SearchOptions, rows_from_tensors, search_options
 from serving.tensors import (EMBEDDING_MODEL, ENCODER_MODEL, TensorSpec, embedding_outputs, encoder_inputs,
@@ -272,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--index", default=None,
                         help="gallery store URI (a Milvus Lite .db path or http(s)://host:port) or a .safetensors "
                              "index file (imported into a private Milvus Lite store): enables the search model")
+    parser.add_argument("--media_root", type=Path, default=None,
+                        help="the dataset root the gallery's media paths are relative to: turns on the search page at "
+                             "/ui on the HTTP port, which plays the hits' media from here (needs --index)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind, HTTP and gRPC")
     parser.add_argument("--http_port", type=int, default=8080)
     parser.add_argument("--grpc_port", type=int, default=8081)
@@ -296,6 +301,17 @@ def build_models(args: argparse.Namespace, limits: ServingLimits, workers: Worke
     return models
 
 
+def search_page(args: argparse.Namespace) -> SearchPage | None:
+    """The search page's settings when --media_root is given (it searches, so --index is needed too)."""
+    if args.media_root is None:
+        return None
+    if args.index is None:
+        raise SystemExit("--media_root turns on the search page, which needs a gallery: give --index too")
+    if not args.media_root.is_dir():
+        raise SystemExit(f"--media_root {args.media_root} is not a directory")
+    return SearchPage(args.media_root.resolve(), f"{args.model_name}-search")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Start the transformer; it runs until SIGINT or SIGTERM."""
     import torch
@@ -304,13 +320,14 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         log.warning("ignoring unknown arguments: %s", " ".join(unknown))
     torch.set_num_threads(1)  # requests are preprocessed concurrently in threads; one op thread each
+    page = search_page(args)
     limits = ServingLimits(**{f.name: getattr(args, f.name) for f in fields(ServingLimits)})
     predictor = PredictorConfig(
         predictor_host=args.predictor_host, predictor_protocol=args.predictor_protocol,
         predictor_request_timeout_seconds=args.predictor_request_timeout_seconds)
     workers = Workers(limits)
     server = TransformerServer(args.host, limits, workers, http_port=args.http_port, grpc_port=args.grpc_port,
-                               predictor_config=predictor, grace_period=args.grace_seconds,
+                               page=page, predictor_config=predictor, grace_period=args.grace_seconds,
                                enable_latency_logging=False)
     server.start(build_models(args, limits, workers))
 

@@ -1,6 +1,7 @@
 """The transformer's HTTP server: the V2 inference routes only, a body limit, header/body/idle timeouts.
 
-V2RESTServer routes health, metadata, ready and infer; the repository API, the V1 protocol and model versions
+V2RESTServer routes health, metadata, ready and infer, and the search page under /ui (serving/server/ui.py: on
+only with a media root); the repository API, the V1 protocol and model versions
 get a 404 naming the reason. Infer bodies are decoded by serving.requests on a worker thread, every size and
 count checked before any per-element work. uvicorn has a keep-alive timeout but none for headers or bodies:
 TimedHttpToolsProtocol adds them. Nothing in kserve limits the size of a body: BodyLimit answers 413 first."""
@@ -24,6 +25,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from serving.limits import ServingLimits
 from serving.requests import decode_http_body
 from serving.server.readiness import TransformerDataPlane
+from serving.server import ui
 from serving.server.status import NotServed, Unavailable, error_response, json_response
 from serving.server.workers import Workers
 
@@ -173,10 +175,11 @@ class V2RESTServer(RESTServer):
     """kserve's REST server serving the V2 inference protocol only (see the module's notes 1-3)."""
 
     def __init__(self, app: str, data_plane: TransformerDataPlane, workers: Workers, limits: ServingLimits,
-                 http_port: int, **kwargs: Any):
+                 http_port: int, page: ui.SearchPage | None = None, **kwargs: Any):
         super().__init__(app, data_plane, None, http_port, **kwargs)
         self.workers = workers
         self.limits = limits
+        self.page = page
 
     def _add_exception_handlers(self, app: FastAPI) -> None:
         """None: every route answers its own errors (kserve's catch-all would close the connection)."""
@@ -250,3 +253,4 @@ class V2RESTServer(RESTServer):
             ("/v1{rest:path}", v1, every),
         ]:
             app.add_api_route(path, _answering(handler), methods=methods, response_model=None)
+        ui.register(app, self.page, plane, workers, _answering)

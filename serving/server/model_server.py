@@ -54,15 +54,18 @@ from serving.limits import ServingLimits
 from serving.server.grpc_api import LoopbackGRPCServer
 from serving.server.http_api import BodyLimit, TimedHttpToolsProtocol, V2RESTServer
 from serving.server.readiness import PredictorHealth, TransformerDataPlane
+from serving.server.ui import SearchPage
 from serving.server.workers import Workers
 
 
 class TransformerServer(kserve.ModelServer):
     """kserve.ModelServer on `host` only, with the limits, timeouts, worker pools and predictor-aware readiness."""
 
-    def __init__(self, host: str, limits: ServingLimits, workers: Workers | None = None, **kwargs: Any):
+    def __init__(self, host: str, limits: ServingLimits, workers: Workers | None = None,
+                 page: SearchPage | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.host = host
+        self.page = page
         self.limits = limits
         self.workers = workers or Workers(limits)
         self.health = PredictorHealth()
@@ -72,7 +75,7 @@ class TransformerServer(kserve.ModelServer):
         self._register_and_check_atleast_one_model_is_ready(models)
         kserve.model_server.app.add_middleware(BodyLimit, max_bytes=self.limits.max_request_bytes)
         self._rest_server = V2RESTServer("kserve.model_server:app", self.dataplane, self.workers, self.limits,
-                                         self.http_port, grace_period=self.grace_period,
+                                         self.http_port, page=self.page, grace_period=self.grace_period,
                                          timeout_keep_alive=self.limits.idle_timeout_seconds)
         self._rest_server.config.host = self.host
         self._rest_server.config.http = TimedHttpToolsProtocol.with_limits(self.limits)
