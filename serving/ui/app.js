@@ -128,6 +128,8 @@ function card(hit, rank) {
     player.controls = true;
     player.preload = "metadata";
     const fragment = hit.start >= 0 ? `#t=${hit.start}${hit.end > hit.start ? `,${hit.end}` : ""}` : "";
+    player.addEventListener("loadedmetadata", () => { node.dataset.media = "loaded"; });
+    player.addEventListener("error", () => { node.dataset.media = "failed"; });
     player.src = `/ui/media/${encodeURIComponent(hit.id)}${fragment}`;
     node.append(player);
   } else {
