@@ -6,12 +6,16 @@ copies of the test clips, but for one whose file is a symlink to a clip outside 
 /ui/info load; the media route serves a gallery file whole and by byte range (206, Content-Range, the same bytes),
 refuses bad ranges with 416, an unknown id, a path with ../ and a file outside the root with 404; a search through
 the page's own request format (binary BYTES) is answered with hits the media route serves; without a media root
-every /ui path is a 404 that says how to turn the page on.
+every /ui path is a 404 that says how to turn the page on. Headless Chromium (skipped when none is installed) loads
+/ui/?q=...: the page shows k cards whose players have a source, and logs nothing to the console;
+$OMNIRETRIEVER_PAGE_SCREENSHOT names a PNG to write of it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,13 +81,18 @@ def get(url: str, headers: dict[str, str] | None = None, method: str = "GET") ->
         return exc.code, dict(exc.headers), exc.read()
 
 
-def page_search(endpoint, text: str, top_k: int, gallery: str) -> tuple[int, dict]:
+def page_search(endpoint, text: str | None, top_k: int, gallery: str,
+                video: bytes | None = None, audio: bytes | None = None) -> tuple[int, dict]:
     """A search the way app.js sends it: a JSON header, then each input as one binary BYTES element."""
-    element = len(text.encode()).to_bytes(4, "little") + text.encode()
-    header = json.dumps({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [1],
-                                     "parameters": {"binary_data_size": len(element)}}],
+    inputs = [(name, data) for name, data in (("TEXT", text.encode() if text is not None else None), ("VIDEO", video),
+                                                  ("AUDIO", audio)) if data is not None]
+    elements = [len(data).to_bytes(4, "little") + data for _, data in inputs]
+    header = json.dumps({"inputs": [{"name": name, "datatype": "BYTES", "shape": [1],
+                                     "parameters": {"binary_data_size": len(element)}}
+                                    for (name, _), element in zip(inputs, elements)],
                          "parameters": {"top_k": top_k, "gallery": gallery}}).encode()
-    request = urllib.request.Request(f"{endpoint.http_url}/v2/models/{SEARCH_MODEL}/infer", data=header + element,
+    request = urllib.request.Request(f"{endpoint.http_url}/v2/models/{SEARCH_MODEL}/infer",
+                                     data=header + b"".join(elements),
                                      headers={"Content-Type": "application/octet-stream",
                                               "Inference-Header-Content-Length": str(len(header))})
     try:
@@ -108,7 +117,11 @@ def test_nothing_but_the_page_files_is_served(endpoint, path):
 
 
 def test_info_names_the_model_and_the_gallery(endpoint, tiny_repo, records):
+    started = time.perf_counter()
+    for path in ("/ui/", "/ui/style.css", "/ui/app.js"):
+        assert get(endpoint.http_url + path)[0] == 200
     status, _, body = get(f"{endpoint.http_url}/ui/info")
+    print(f"page, assets and info: {(time.perf_counter() - started) * 1000:.0f} ms")
     info = json.loads(body)
     digest = json.loads((tiny_repo / "production" / "omniretriever-encoder" / "model.json").read_text())["weights_sha256"]
     assert status == 200 and info["weights_sha256"] == digest and info["search_model"] == SEARCH_MODEL
@@ -165,9 +178,21 @@ def test_unknown_ids_paths_and_files_outside_the_root_are_404(endpoint, records,
     assert status == 404 and json.loads(body)["error"], (item, status, body)
 
 
-def test_api_errors_reach_the_page_as_messages(endpoint):
-    status, result = page_search(endpoint, "a dog", 5, "tva")
-    assert status == 400 and "gallery" in result["error"], result
+@pytest.mark.parametrize("text, video, view, word", [("a dog", None, "tva", "gallery"),
+                                                        (None, b"not a video" * 10, "av", "video"),
+                                                        ("", None, "av", "modality")])
+def test_api_errors_reach_the_page_as_messages(endpoint, text, video, view, word):
+    status, result = page_search(endpoint, text, 5, view, video=video)
+    assert status == 400 and word in result["error"].lower(), result
+
+
+def test_a_hits_media_finds_itself_like_more_like_this(endpoint, records):
+    """What "more like this" sends for an av hit: its media file (fetched from the media route) as VIDEO and AUDIO."""
+    status, _, clip = get(f"{endpoint.http_url}/ui/media/{records[0].id}")
+    assert status == 200
+    status, result = page_search(endpoint, None, 3, "av", video=clip, audio=clip)
+    out = {o["name"]: o["data"] for o in result["outputs"]} if status == 200 else result
+    assert status == 200 and out["IDS"][0] == records[0].id and out["SCORES"][0] > 0.99, out
 
 
 def test_without_a_media_root_the_page_is_off():
@@ -195,3 +220,50 @@ def test_byte_range(header, size, want):
                                               ("a/../../x.mp4", False), ("", False), ("a/../b.mp4", True)])
 def test_confined(tmp_path, relative, inside):
     assert (ui.confined(tmp_path, relative) is not None) == inside
+
+
+def chromium() -> str | None:
+    return next((path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))),
+                None)
+
+
+def headless(url: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Chromium loading `url` headless until the page is idle (virtual time waits for its fetches)."""
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no Chromium found (apt-get install -y chromium)")
+    argv = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+            "--enable-logging=stderr", "--v=0", "--virtual-time-budget=30000", *args, url]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_browser_shows_the_hits_of_a_text_query(endpoint, records, tmp_path):
+    k = 4
+    url = f"{endpoint.page_url}?q={urllib.request.quote(records[0].text)}&k={k}&gallery=av"
+    started = time.perf_counter()
+    run = headless(url, "--dump-dom")
+    elapsed = time.perf_counter() - started
+    assert run.returncode == 0, run.stderr[-2000:]
+    dom = run.stdout
+    assert 'data-ready="true"' in dom, dom[-2000:]
+    cards = re.findall(r'<article class="card" data-id="([^"]+)"[^>]*>(.*?)</article>', dom, re.S)
+    loaded = len(re.findall(r'<article class="card"[^>]* data-media="loaded"', dom))
+    failed = len(re.findall(r'<article class="card"[^>]* data-media="failed"', dom))
+    assert len(cards) == k, dom[-3000:]
+    for item_id, body in cards:
+        src = re.search(r'<video[^>]* src="([^"]+)"', body)
+        assert src and src[1].startswith("/ui/media/"), body
+        status, headers, _ = get(endpoint.http_url + src[1].split("#")[0], {"Range": "bytes=0-1"})
+        assert status == 206 and headers["content-type"] == "video/mp4", (item_id, status)
+    console = [line for line in run.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert not console, console
+    page_ms = re.search(r'data-search-ms="(\d+)"', dom)
+    assert page_ms, dom[-2000:]
+    print(f"headless Chromium: page, info, search and {k} cards in {elapsed:.1f} s (browser start included); "
+          f"the page's own time to results: {page_ms[1]} ms (virtual time); players with metadata loaded: "
+          f"{loaded}, failed: {failed}")
+    assert failed == 0, dom[-3000:]
+    shot = os.environ.get("OMNIRETRIEVER_PAGE_SCREENSHOT")
+    if shot:
+        run = headless(url, f"--screenshot={Path(shot).resolve()}", "--window-size=1280,900", "--hide-scrollbars")
+        assert run.returncode == 0 and Path(shot).stat().st_size > 0, run.stderr[-2000:]
