@@ -350,6 +350,7 @@ def test_a_rebuild_is_searched_only_once_published_then_at_once_by_every_client(
         fill(rebuild, old, "third", views=("av",))
         assert rebuild.publish() == 2
     assert reader.search(old[:1], "av", 1).ids.tolist() == [["third0"]]
+    assert reader.count("av") == (6, 6) and reader.media_uri("third0") is None  # its own generation is gone
     stats = [(c["view"], c["generation"], c["live"]) for c in store_collections(uri)]
     assert stats == [("t", 2, False), ("av", 2, False), ("av", 3, True)]  # generation 1 dropped
     with GalleryStore.open(uri, digest) as live:

@@ -80,6 +80,7 @@ from serving.store.schema import (
 )
 
 
+COLLECTION_NOT_FOUND = 100  # pymilvus's error code for a name that is no collection (or alias)
 LIVE, REBUILD = "live", "rebuild"  # what GalleryStore.open's `generation` may name besides a number
 
 
@@ -238,6 +239,12 @@ class GalleryStore:
         self._all.append(info)
         return info
 
+    def _read(self, kind: str) -> str:
+        """What reads of `kind` (a view or LEDGER) name: the model's alias when this generation is served, so a
+        swap is followed and a generation dropped after later swaps is never named; else the collection."""
+        info = self.info(kind) if kind != LEDGER else self._mine[LEDGER]
+        return self._load(alias_name(self.weights_sha256, info.view) if self.live else info.name)
+
     def _load(self, name: str) -> str:
         if name not in self._loaded:
             self.client.load_collection(name)
@@ -329,7 +336,7 @@ class GalleryStore:
 
     def count(self, view: str) -> tuple[int, int]:
         """(entries, items) of `view`: items are those done (in the ledger), with or without an entry."""
-        name, ledger = self._load(self.info(view).name), self._load(self._mine[LEDGER].name)
+        name, ledger = self._read(view), self._read(LEDGER)
         entries = self.client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"]
         items = self.client.query(ledger, filter=f"view == {literal(self.info(view).view)}",
                                   output_fields=["count(*)"])[0]["count(*)"]
@@ -355,11 +362,13 @@ class GalleryStore:
         from pymilvus.exceptions import MilvusException
 
         for view in self.views:
-            name = self._load(self.info(view).name)
-            target = alias_name(self.weights_sha256, view) if self.live else name  # follows a swap, as search does
+            target = alias_name(self.weights_sha256, view) if self.live else self.info(view).name
             try:
+                self._read(view)  # follows a swap, as search does
                 rows = self.client.query(target, filter=expr, output_fields=["media_uri"], limit=1)
             except MilvusException as exc:
+                if getattr(exc, "code", None) == COLLECTION_NOT_FOUND:  # a view a later generation no longer serves
+                    continue
                 raise StoreError(f"lookup of item {item_id!r} in {target}: {getattr(exc, 'message', exc)}") from None
             if rows:
                 return str(rows[0]["media_uri"])
@@ -383,8 +392,7 @@ class GalleryStore:
         params = {k: v for _, search in PARAMS.values() for k, v in search.items()}
         params.update(self._index.search if self._index else {})
         params["ef"] = max(int(params["ef"]), top_k)
-        self._load(info.name)
-        target = alias_name(self.weights_sha256, info.view) if self.live else info.name
+        target = self._read(info.view)
         try:
             res = self.client.search(target, data=q, limit=top_k, filter=filter or "", output_fields=HIT_FIELDS,
                                      search_params={"params": params})
