@@ -10,21 +10,32 @@ same `model.train.train` runs alone on a laptop and as N ranks on a GPU node. Wh
   the same optimizer step and the replicas stay identical (checked at the end, `World.check_in_sync`).
   Only parameters that train have gradients: a pretrained backbone's frozen base has none, and only its
   LoRA and head are all-reduced (no DistributedDataParallel wrapper, so no unused-parameter bookkeeping);
+- lost ranks: a collective that fails because a process or node went away becomes RankLost naming the
+  ranks that no longer answer (`surfacing_lost_ranks`: a roll call in the rendezvous store), on every
+  survivor, instead of a bare transport error or a wait;
 - divergence: each step every rank says whether its loss or gradient norm is non-finite
   (`World.flagged_rank`, one all-reduce), so all ranks stop at the same step instead of one leaving
   the others waiting in a collective;
-- files: only rank 0 writes the tokenizer, checkpoints, the log and the model, and calls trackers.
+- files: only rank 0 writes the tokenizer, checkpoints, the log and the model, and calls trackers; the
+  tokenizer it trained and the step it resumes from reach the other ranks by broadcast, so ranks on
+  other nodes need no shared disk to start (to resume, every node must see the run's checkpoints);
+- several nodes: torchrun's static rendezvous gives every process its global RANK and WORLD_SIZE
+  (nodes x processes per node), so nothing here knows about nodes: the global batch is split over all
+  ranks, negatives are gathered from all of them, and global rank 0 alone writes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from model.errors import RankLost
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,15 @@ class World:
     def barrier(self) -> None:
         if self.size > 1:
             dist.barrier()
+
+    def broadcast(self, value: object) -> object:
+        """Rank 0's `value` on every rank (what the other ranks pass is ignored): how rank 0's tokenizer and
+        resume step reach ranks on other nodes, which need not share its disk."""
+        if self.size == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def average_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
         """Replace each gradient by its mean over ranks (one flat all-reduce)."""
@@ -79,6 +99,50 @@ class World:
         values = [float(g) for g in gathered]
         if max(values) - min(values) > rtol * max(abs(v) for v in values):
             raise RuntimeError(f"training replicas diverged: parameter checksums per rank {values}")
+
+
+ROLL_CALL_S = 5.0  # how long survivors of a failed collective wait for one another to answer the roll call
+
+
+def roll_call(world: World, wait: float = ROLL_CALL_S) -> list[int]:
+    """After a collective failed: the ranks that do not answer within `wait` seconds. Each survivor marks
+    itself in the rendezvous store (which node 0's torchrun hosts) and waits for the others' marks; a rank
+    whose process or node is gone never marks. [0] when the store itself is unreachable (node 0 is gone)."""
+    from torch.distributed.distributed_c10d import _get_default_store
+
+    try:
+        store = _get_default_store()
+        store.set(f"omniretriever/alive/{world.rank}", "1")
+        deadline = time.monotonic() + wait
+        missing = list(range(world.size))
+        while missing and time.monotonic() < deadline:
+            missing = [r for r in missing if not store.check([f"omniretriever/alive/{r}"])]
+            time.sleep(0.1)
+        return missing
+    except Exception:  # noqa: BLE001 - a store that cannot answer says its host is gone
+        return [0] if world.rank != 0 else []
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """Whether `exc` is a collective failing because a peer went away (not a bug in this rank's own code)."""
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(s in text for s in ("Connection closed by peer", "Connection reset",
+                                                                     "[enforce fail", "Gloo", "gloo", "NCCL"))
+
+
+@contextlib.contextmanager
+def surfacing_lost_ranks(world: World) -> Iterator[None]:
+    """Turn a collective that failed because ranks went away into RankLost naming them (after a roll call)."""
+    try:
+        yield
+    except Exception as exc:
+        if world.size == 1 or not is_peer_failure(exc):
+            raise
+        lost = roll_call(world)
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RankLost(lost, world.size, world.rank, f"{type(exc).__name__}: {detail[:300]}") from exc
 
 
 def launched_by_torchrun() -> bool:

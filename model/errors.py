@@ -93,6 +93,22 @@ class TrainingDiverged(OmniRetrieverError, RuntimeError):
         return (type(self), (self.step, self.reason, self.checkpoint))
 
 
+class RankLost(OmniRetrieverError, RuntimeError):
+    """A distributed run lost one or more of its ranks (a process or a whole node gone): a collective with them
+    failed on this rank. `lost` are the ranks that did not answer the roll call after the failure."""
+
+    def __init__(self, lost: list[int], size: int, rank: int, detail: str):
+        self.lost = list(lost)
+        self.size = size
+        self.rank = rank
+        self.detail = detail
+        who = ", ".join(str(r) for r in self.lost) if self.lost else "an unknown rank"
+        super().__init__(f"lost rank {who} of {size} (seen from rank {rank}): {detail}")
+
+    def __reduce__(self):
+        return (type(self), (self.lost, self.size, self.rank, self.detail))
+
+
 class CheckpointError(OmniRetrieverError, ValueError):
     """A pretrained checkpoint directory that cannot be used: a missing file, a bad or missing field,
     incomplete weights. `path` is the file (or directory) at fault, `field` the config field or weight

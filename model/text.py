@@ -58,6 +58,14 @@ class TextTokenizer:
     def save(self, path: str | Path) -> None:
         self.tokenizer.save(str(path))
 
+    def to_json(self) -> str:
+        """The tokenizer as the JSON text save() writes (to hand it to another process)."""
+        return self.tokenizer.to_str()
+
+    @classmethod
+    def from_json(cls, text: str, max_len: int) -> "TextTokenizer":
+        return cls(Tokenizer.from_str(text), max_len)
+
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()

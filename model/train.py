@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from model.augment import augment_audio, augment_text, augment_video, augment_waveform
 from model.config import AnyConfig, EncoderConfig, load_config
 from model.data import ClipBank, concat_tokens, load_bank, make_batch, swap_slot
-from model.distributed import World, process_group
+from model.distributed import World, process_group, surfacing_lost_ranks
 from model.encoder import OmniEncoder
 from model.errors import TrainingDiverged
 from model.losses import Objective, gather_features, hard_negative_partner, hard_negative_slot
@@ -265,15 +265,16 @@ class Trainer:
             return enc_cfg, bank, None, checkpoint
         tok_path = self.run / "tokenizer.json"
         tokenizer = None
-        if checkpoint is not None and tok_path.exists():
+        if self.world.is_main and checkpoint is not None and tok_path.exists():
             tokenizer = TextTokenizer.load(tok_path, enc_cfg.max_text_len)
         elif self.world.is_main:
             tokenizer = TextTokenizer.train(bank.all_texts(), enc_cfg.vocab_size, enc_cfg.max_text_len)
             self.run.mkdir(parents=True, exist_ok=True)
             tokenizer.save(tok_path)
-        self.world.barrier()  # the other ranks read the tokenizer rank 0 trained
+        # the other ranks take rank 0's tokenizer by broadcast: ranks on other nodes may not see its disk
+        shared = self.world.broadcast(tokenizer.to_json() if tokenizer is not None else None)
         if tokenizer is None:
-            tokenizer = TextTokenizer.load(tok_path, enc_cfg.max_text_len)
+            tokenizer = TextTokenizer.from_json(shared, enc_cfg.max_text_len)
         return replace(enc_cfg, vocab_size=tokenizer.vocab_size), bank, tokenizer, checkpoint
 
     def _check_backbone(self, enc_cfg: AnyConfig) -> None:
@@ -319,6 +320,15 @@ class Trainer:
             self.world.barrier()
         return bank
 
+    def _check_same_start(self, start: int) -> None:
+        """Every rank resumes from rank 0's step: a rank that found another checkpoint (a node that does not
+        see the run directory rank 0 writes) would train different weights, so it stops here, saying so."""
+        main_start = self.world.broadcast(start)
+        if start != main_start:
+            raise RuntimeError(f"rank {self.world.rank} of {self.world.size} would resume from step {start} but rank 0 "
+                               f"resumes from step {main_start}: every node must mount the run directory {self.run} "
+                               f"(the same volume) to resume")
+
     def _finished(self, resume: bool) -> dict | None:
         """The summary of a run that already reached cfg.steps (checked before any decoding), else None."""
         checkpoint = latest_checkpoint(self.run) if resume else None
@@ -354,6 +364,7 @@ class Trainer:
         if checkpoint and base is not None:
             base.check_identity(json.loads((checkpoint / "state.json").read_text()).get("base", {}), checkpoint)
         start = load_checkpoint(checkpoint, modules, optimizer) if checkpoint else 0
+        self._check_same_start(start)
         log = JsonlLog(self.run / "train_log.jsonl", start) if self.world.is_main else None
         params = {**cfg.to_dict(), "encoder": enc_cfg.to_dict(), "train_clips": len(bank), "resumed_from": start,
                   "world_size": self.world.size}
@@ -462,4 +473,5 @@ def train(cfg: TrainConfig, *, resume: bool = False, callbacks: Sequence[object]
     """Train (or resume) a run. Under torchrun this process is one rank of a distributed run; rank 0's
     summary is the run's, the other ranks return theirs without writing anything."""
     with process_group() as world:
-        return Trainer(cfg, callbacks, progress, world).fit(resume)
+        with surfacing_lost_ranks(world):
+            return Trainer(cfg, callbacks, progress, world).fit(resume)
