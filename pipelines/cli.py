@@ -72,6 +72,9 @@ def run_cmd(
     pipeline = build_pipeline(local_steps(), cluster=False)
     overrides = _overrides(param, {k: v.type for k, v in pipeline.component_spec.inputs.items()})
     _check_checkpoint(config, overrides.get("checkpoint", ""))
+    if int(overrides.get("train_nodes", 1)) != 1:
+        fail("--param train_nodes: a local run trains in this process (kfp.local runs no Kubeflow Trainer TrainJob); "
+             "train across nodes in a cluster (`pipeline compile`, then submit the pipeline)")
     console = Console(file=sys.stdout)
     overrides.setdefault("gallery_store", str((root / GALLERY_STORE).resolve()))
     arguments = local_arguments(data, train_steps=train_steps, config=config, batch_size=batch_size, seed=seed,

@@ -76,6 +76,7 @@ class Steps:
     gate_model: Any
     export_model: Any
     deploy_model: Any
+    launch_training: Any
     fetch_champion: Any
     plan_index: Any
     index_shard: Any
@@ -90,11 +91,12 @@ def containerized_steps() -> Steps:
     from components.gpu.train import train_model
     from components.registry_steps import gate_model, register_model
     from components.indexing import fetch_champion, index_shard, plan_index, publish_index
+    from components.launch_training import launch_training
     from components.serving_steps import deploy_model, export_model
 
     return Steps(pull_data, validate_data, version_data, fetch_checkpoint, no_checkpoint, train_model, evaluate_model,
-                 evaluate_benchmarks, register_model, gate_model, export_model, deploy_model, fetch_champion,
-                 plan_index, index_shard, publish_index)
+                 evaluate_benchmarks, register_model, gate_model, export_model, deploy_model, launch_training,
+                 fetch_champion, plan_index, index_shard, publish_index)
 
 
 def local_steps() -> Steps:
@@ -174,7 +176,7 @@ def index_on_cluster(tasks: IndexTasks, *, pvc: Any, secret: Any, gpus: Any, nod
 
 def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
     """The pipeline over `steps` (containerized by default); `cluster` adds the Kubernetes settings."""
-    from components.images import CPU_TARGET_IMAGE, TRITON_TARGET_IMAGE
+    from components.images import CPU_TARGET_IMAGE, CUDA_TARGET_IMAGE, TRITON_TARGET_IMAGE
 
     s = steps or containerized_steps()
 
@@ -215,6 +217,9 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
         workspace_pvc: str = "omniretriever-workspace",
         dvc_secret: str = "omniretriever-dvc",
         mlflow_secret: str = "omniretriever-mlflow",
+        train_nodes: int = 1,
+        train_image: str = CUDA_TARGET_IMAGE,
+        train_deadline_s: int = 86400,
         gallery_store: str = "",
         gallery_secret: str = GALLERY_SECRET,
         gallery_split: str = "test",
@@ -236,24 +241,47 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
                 base = s.fetch_checkpoint(checkpoint=checkpoint, cache=checkpoint_cache, endpoint_url=s3_endpoint_url)
             with dsl.Else(name="no-checkpoint"):
                 no_base = s.no_checkpoint()
-            train = s.train_model(data=data, config=config, objective=objective, steps=train_steps,
-                                  batch_size=batch_size, seed=seed, data_md5=version.outputs["md5"],
-                                  tracking_uri=mlflow_tracking_uri, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                                  checkpoint=dsl.OneOf(base.outputs["path"], no_base.outputs["path"]),
-                                  checkpoint_sha256=dsl.OneOf(base.outputs["sha256"], no_base.outputs["sha256"]))
-            evaluation = s.evaluate_model(model=train.outputs["model"], data=data, split=eval_split,
-                                          run_id=train.outputs["run_id"], tracking_uri=mlflow_tracking_uri)
-            public = s.evaluate_benchmarks(model=train.outputs["model"], benchmarks=benchmarks,
-                                           run_id=train.outputs["run_id"], tracking_uri=mlflow_tracking_uri)
-            register = s.register_model(run_id=train.outputs["run_id"], name=model_name,
+            base_path = dsl.OneOf(base.outputs["path"], no_base.outputs["path"])
+            base_sha256 = dsl.OneOf(base.outputs["sha256"], no_base.outputs["sha256"])
+            launched = None
+            if cluster:  # kfp.local runs no TrainJob, and resolves no dsl.OneOf of artifacts
+                with dsl.If(train_nodes == 1, name="one-node"):
+                    train = s.train_model(data=data, config=config, objective=objective, steps=train_steps,
+                                          batch_size=batch_size, seed=seed, data_md5=version.outputs["md5"],
+                                          tracking_uri=mlflow_tracking_uri,
+                                          pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, checkpoint=base_path,
+                                          checkpoint_sha256=base_sha256)
+                with dsl.Else(name="several-nodes"):
+                    launched = s.launch_training(
+                        data=data, nodes=train_nodes, gpus_per_node=gpus, namespace=namespace,
+                        workspace_pvc=workspace_pvc, image=train_image, config=config, objective=objective,
+                        steps=train_steps, batch_size=batch_size, seed=seed, data_md5=version.outputs["md5"],
+                        tracking_uri=mlflow_tracking_uri, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                        checkpoint=base_path, checkpoint_sha256=base_sha256, node_selector=gpu_node_selector,
+                        tolerations=gpu_tolerations, mlflow_secret=mlflow_secret, dvc_secret=dvc_secret,
+                        workspace_mount=WORKSPACE_MOUNT, deadline_s=train_deadline_s)
+                trained = dsl.OneOf(train.outputs["model"], launched.outputs["model"])
+                run_id = dsl.OneOf(train.outputs["run_id"], launched.outputs["run_id"])
+            else:
+                train = s.train_model(data=data, config=config, objective=objective, steps=train_steps,
+                                      batch_size=batch_size, seed=seed, data_md5=version.outputs["md5"],
+                                      tracking_uri=mlflow_tracking_uri, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                                      checkpoint=base_path, checkpoint_sha256=base_sha256)
+                trained, run_id = train.outputs["model"], train.outputs["run_id"]
+            evaluation = s.evaluate_model(model=trained, data=data, split=eval_split,
+                                          run_id=run_id, tracking_uri=mlflow_tracking_uri)
+            public = s.evaluate_benchmarks(model=trained, benchmarks=benchmarks,
+                                           run_id=run_id, tracking_uri=mlflow_tracking_uri)
+            register = s.register_model(run_id=run_id, name=model_name,
                                         tracking_uri=mlflow_tracking_uri).after(evaluation, public)
             gate = s.gate_model(name=model_name, min_gain=min_gain, max_drop=max_drop, floor=floor, rules=gate_rules,
                                 tracking_uri=mlflow_tracking_uri).after(register)
-            tasks += [version, base, no_base, train, evaluation, public, register, gate]
+            tasks += [version, base, no_base, train, *([launched] if launched else []), evaluation, public, register,
+                      gate]
             with dsl.If(gate.outputs["Output"] == True, name="promoted"):  # noqa: E712
-                export = s.export_model(model=train.outputs["model"])
+                export = s.export_model(model=trained)
                 # the new champion's gallery of the library, served (published) before the model is deployed
-                gallery = index_tasks(s, train.outputs["model"], data=data, split=gallery_split,
+                gallery = index_tasks(s, trained, data=data, split=gallery_split,
                                       manifest=gallery_manifest, store_uri=gallery_store, views=gallery_views,
                                       shards=index_shards, rebuild=False, index_type=index_type,
                                       batch_size=index_batch_size)
@@ -277,6 +305,8 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
             for task in (train, evaluation, public, register, gate):
                 _with_secret(task, mlflow_secret, MLFLOW_SECRET_KEYS)
             _on_gpu_pool(train, gpus, gpu_node_selector, gpu_tolerations)
+            _retry(launched)  # a retried launcher follows its TrainJob, which resumes from its checkpoints
+            _on_workspace(launched, workspace_pvc)
             index_on_cluster(gallery, pvc=workspace_pvc, secret=gallery_secret, gpus=gpus,
                              node_selector=gpu_node_selector, tolerations=gpu_tolerations)
 

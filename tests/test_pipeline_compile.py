@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -104,12 +105,28 @@ def _tasks(spec: dict) -> dict[str, dict]:
     return tasks
 
 
+def _source(spec: dict, task_name: str, param: str) -> dict:
+    """Where the input `param` of task `task_name` comes from, followed up through the condition groups that
+    hand it down (componentInputParameter) to the task output or pipeline parameter it starts at."""
+    dags = {"root": spec["root"]["dag"], **{n: c["dag"] for n, c in spec["components"].items() if "dag" in c}}
+    owner = next(n for n, d in dags.items() if task_name in d["tasks"])
+    source = dags[owner]["tasks"][task_name]["inputs"]["parameters"][param]
+    while "componentInputParameter" in source and owner != "root":
+        owner, parent = next((n, d["tasks"][t]) for n, d in dags.items() for t in d["tasks"]
+                             if d["tasks"][t]["componentRef"]["name"] == owner)
+        source = parent["inputs"]["parameters"].get(source["componentInputParameter"], source)
+        if "componentInputParameter" in source and source["componentInputParameter"] not in \
+                spec["root"]["inputDefinitions"]["parameters"] and owner == "root":
+            break
+    return source
+
+
 def test_flaky_steps_retry_and_nothing_is_cached(compiled):
     _, spec, _ = compiled
     tasks = _tasks(spec)
     retried = {name for name, t in tasks.items() if "retryPolicy" in t}
     assert retried == {"pull-data", "version-data", "fetch-checkpoint", "register-model", "deploy-model", "plan-index",
-                       "index-shard", "publish-index"}
+                       "index-shard", "publish-index", "launch-training"}
     assert all(tasks[s]["retryPolicy"]["maxRetryCount"] == 3 for s in retried)
     assert all(not tasks[s].get("cachingOptions", {}).get("enableCache", False) for s in ALL_STEPS)
 
@@ -130,10 +147,16 @@ def test_data_is_validated_before_it_is_versioned_and_pushed(compiled):
     tasks = _tasks(spec)
     assert tasks["validate-data"]["dependentTasks"] == ["pull-data"]
     passed = next(comp for comp in spec["components"].values() if "version-data" in comp.get("dag", {}).get("tasks", {}))
-    assert "train-model" in passed["dag"]["tasks"], "version-data sits in the validation-passed branch"
-    assert "version-data" in tasks["train-model"]["dependentTasks"]
-    md5 = tasks["train-model"]["inputs"]["parameters"]["data_md5"]["taskOutputParameter"]
-    assert md5 == {"outputParameterKey": "md5", "producerTask": "version-data"}
+    def runs(comp: str, step: str) -> bool:  # whether component `comp`'s DAG runs `step`, at any depth
+        sub = spec["components"][comp].get("dag", {}).get("tasks", {})
+        return step in sub or any(runs(s["componentRef"]["name"], step) for s in sub.values())
+
+    (group,) = [g for g in passed["dag"]["tasks"].values() if runs(g["componentRef"]["name"], "train-model")]
+    assert runs(group["componentRef"]["name"], "launch-training"), "both routes of training in one group"
+    assert "version-data" in group["dependentTasks"], "training sits in the validation-passed branch, after version"
+    for step in ("train-model", "launch-training"):  # one node, or a TrainJob across several
+        md5 = _source(spec, step, "data_md5")["taskOutputParameter"]
+        assert md5 == {"outputParameterKey": "md5", "producerTask": "version-data"}, step
 
 
 def test_a_given_checkpoint_is_fetched_before_training_and_feeds_it(compiled):
@@ -155,9 +178,9 @@ def test_a_given_checkpoint_is_fetched_before_training_and_feeds_it(compiled):
     oneofs = {key: value["valueFromOneof"] for comp in spec["components"].values()
               for key, value in comp.get("dag", {}).get("outputs", {}).get("parameters", {}).items()
               if "valueFromOneof" in value}
-    train = tasks["train-model"]["inputs"]["parameters"]
-    for name, output in (("checkpoint", "path"), ("checkpoint_sha256", "sha256")):
-        selectors = oneofs[train[name]["taskOutputParameter"]["outputParameterKey"]]["parameterSelectors"]
+    for (name, output), step in itertools.product((("checkpoint", "path"), ("checkpoint_sha256", "sha256")),
+                                                  ("train-model", "launch-training")):
+        selectors = oneofs[_source(spec, step, name)["taskOutputParameter"]["outputParameterKey"]]["parameterSelectors"]
         assert {s["outputParameterKey"] for s in selectors} == {f"pipelinechannel--fetch-checkpoint-{output}",
                                                                 f"pipelinechannel--no-checkpoint-{output}"}
     params = spec["root"]["inputDefinitions"]["parameters"]
@@ -269,3 +292,25 @@ def test_every_entry_point_gates_with_the_same_thresholds(tmp_path, monkeypatch)
     monkeypatch.setattr(registry.registry, "promote", fake_promote)
     gate_model.python_func(decision=dsl.Markdown(name="decision", uri=str(tmp_path / "decision.md"), metadata={}))
     assert given == expected
+
+
+def test_several_train_nodes_launch_a_trainjob_instead_of_the_training_pod(compiled):
+    """train_nodes == 1: train-model in its pod (GPUs, node pool); else launch-training (CPU image) submits the
+    TrainJob with the same data, budget and base, and its outputs feed evaluation and registration (dsl.OneOf)."""
+    _, spec, k8s = compiled
+    branches = {}
+    for task in _tasks(spec).values():
+        if "triggerPolicy" in task:
+            sub = spec["components"][task["componentRef"]["name"]].get("dag", {}).get("tasks", {})
+            branches.update({name: task["triggerPolicy"]["condition"] for name in sub})
+    one = "int(inputs.parameter_values['pipelinechannel--train_nodes']) == 1"
+    assert branches["train-model"] == one and branches["launch-training"] == f"!({one})"
+    for param, pipeline_param in (("nodes", "train_nodes"), ("gpus_per_node", "gpus"), ("image", "train_image"),
+                                  ("namespace", "namespace"), ("deadline_s", "train_deadline_s")):
+        assert _source(spec, "launch-training", param) == {"componentInputParameter": pipeline_param}
+    image = spec["deploymentSpec"]["executors"]["exec-launch-training"]["container"]["image"]
+    assert "omniretriever-cpu" in image and "resources" not in spec["deploymentSpec"]["executors"]["exec-launch-training"]["container"]
+    assert k8s["exec-launch-training"]["pvcMount"][0]["mountPath"] == "/workspace"  # the spec and checkpoints
+    evaluate = _tasks(spec)["evaluate-model"]["inputs"]["artifacts"]["model"]
+    assert "taskOutputArtifact" in evaluate or "componentInputArtifact" in evaluate
+    assert spec["root"]["inputDefinitions"]["parameters"]["train_nodes"]["defaultValue"] == 1.0
