@@ -22,11 +22,12 @@ def launch_training(data: str, model: Output[Model], nodes: int, gpus_per_node: 
                     pipeline_run_id: str = "", checkpoint: str = "", checkpoint_sha256: str = "",
                     node_selector: dict = {}, tolerations: list = [], mlflow_secret: str = "",
                     dvc_secret: str = "", workspace_mount: str = "/workspace",
-                    deadline_s: int = 86400) -> NamedTuple(
+                    deadline_s: int = 86400, poll_s: float = 10.0) -> NamedTuple(
         "TrainOutputs", [("run_id", str), ("world_size", int), ("final_loss", float)]):
     """Train on `nodes` nodes of `gpus_per_node` GPUs as a TrainJob in `namespace` (see the module docstring).
     `steps`/`batch_size` 0: model/defaults.py's budget; `batch_size` is per rank, as in train-model (the
     global batch is batch_size x nodes x GPUs per node)."""
+    import os
     import re
     import shutil
     import signal
@@ -63,8 +64,12 @@ def launch_training(data: str, model: Output[Model], nodes: int, gpus_per_node: 
 
     from kubernetes import client, config as kube_config
 
-    kube_config.load_incluster_config()  # the step's service account
-    TrainJobRun(client.ApiClient(), manifest, log=lambda line: print(line, file=sys.stdout, flush=True)).run(deadline_s)
+    try:
+        kube_config.load_incluster_config()  # the step's service account
+    except kube_config.ConfigException:  # outside a pod: $KUBECONFIG or ~/.kube/config
+        kube_config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+    TrainJobRun(client.ApiClient(), manifest, poll_s=poll_s,
+                log=lambda line: print(line, file=sys.stdout, flush=True)).run(deadline_s)
     world = nodes * max(1, gpus_per_node)
     result = finished_run(run, tracking=True, world_size=world)
     shutil.copytree(run, model.path, dirs_exist_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -66,6 +67,7 @@ class FakeApi:
     def __init__(self, outcome: str = "Complete", polls: int = 2):
         self.requests: list[tuple[str, str, dict | None]] = []
         self.outcome, self.polls, self.reads = outcome, polls, 0
+        self.on_create = None  # called with a created TrainJob: what its nodes do
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -87,7 +89,10 @@ class FakeApi:
                 return body
 
             def do_POST(self):
-                self._reply(201, self._record())
+                body = self._record()
+                if api.on_create is not None:
+                    api.on_create(body)
+                self._reply(201, body)
 
             def do_DELETE(self):
                 self._record()
@@ -162,3 +167,50 @@ def test_a_cancelled_step_deletes_its_trainjob_and_a_deadline_fails(fake_api):
         run.run(deadline_s=30)
     assert fake_api.requests[-1][:2] == ("DELETE", "/apis/trainer.kubeflow.org/v1alpha1/namespaces/kubeflow-user/"
                                                    "trainjobs/omni-train-abc")
+
+
+def test_the_launch_step_submits_the_trainjob_waits_and_hands_on_the_run(fake_api, tmp_path, monkeypatch):
+    """The pipeline's launch-training step end to end against the loopback API (reached through $KUBECONFIG, as
+    outside a pod): the spec on the workspace asks to resume, the submitted TrainJob is valid and runs it on every
+    node, and what global rank 0 left in the run directory becomes the step's model artifact and outputs."""
+    import yaml
+    from kfp.dsl import Model
+
+    from components.launch_training import launch_training
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "loopback",
+        "clusters": [{"name": "loopback", "cluster": {"server": f"http://127.0.0.1:{fake_api.server.server_port}"}}],
+        "contexts": [{"name": "loopback", "context": {"cluster": "loopback", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}]}))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    workspace = tmp_path / "workspace"
+    submitted = []
+
+    def nodes_train(job: dict) -> None:  # what the nodes' global rank 0 leaves behind
+        spec_path = Path(job["spec"]["trainer"]["command"][-1])
+        submitted.append(json.loads(spec_path.read_text()))
+        run = spec_path.parent
+        (run / "model").mkdir(parents=True, exist_ok=True)
+        (run / "model" / "config.json").write_text("{}")
+        (run / "train_summary.json").write_text(json.dumps({"steps": 3, "world_size": 4, "final": {"loss": 1.5}}))
+        (run / "mlflow_run.json").write_text(json.dumps({"run_id": "r123"}))
+
+    fake_api.on_create = nodes_train
+    model = Model(name="model", uri=str(tmp_path / "artifacts" / "model"))
+    out = launch_training.python_func(
+        data="/workspace/data", model=model, nodes=2, gpus_per_node=2, namespace="kubeflow-user",
+        workspace_pvc="omniretriever-workspace", image=CUDA_TARGET_IMAGE, steps=3, batch_size=4,
+        pipeline_run_id="Run-1", mlflow_secret="omniretriever-mlflow", workspace_mount=str(workspace), poll_s=0.01,
+        node_selector=SELECTOR, tolerations=TOLERATIONS)
+    assert (out.run_id, out.world_size, out.final_loss) == ("r123", 4, 1.5)
+    (spec,) = submitted
+    assert spec["resume"] is True and spec["train"]["batch_size"] == 4 and spec["train"]["steps"] == 3
+    method, path, job = fake_api.requests[0]
+    assert method == "POST" and job["metadata"]["name"] == "omniretriever-train-run-1"
+    validate_trainjob(job)
+    assert job["spec"]["trainer"]["numNodes"] == 2 and job["spec"]["trainer"]["numProcPerNode"] == 2
+    assert (Path(model.path) / "model" / "config.json").is_file(), "the run directory is the step's artifact"
+    assert model.metadata["mlflow_run_id"] == "r123" and model.metadata["nodes"] == 2
