@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -76,6 +76,15 @@ class World:
         for g in grads:
             g.copy_(flat[offset: offset + g.numel()].view_as(g))
             offset += g.numel()
+
+    def mean_values(self, values: Mapping[str, float]) -> dict[str, float]:
+        """Each value's mean over ranks (one all-reduce): a step's loss over the global batch, as one process
+        would report it, rather than rank 0's share. Every rank must call it; a world of one does none."""
+        if self.size == 1:
+            return dict(values)
+        flat = torch.tensor(list(values.values()), dtype=torch.float64, device=self.device)
+        dist.all_reduce(flat)
+        return dict(zip(values, (flat / self.size).tolist()))
 
     def flagged_rank(self, flag: bool) -> int | None:
         """The highest rank whose `flag` is true (None when no rank's is), the same answer on every rank:

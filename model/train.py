@@ -430,7 +430,7 @@ def train_step(step: int, cfg: TrainConfig, encoder: OmniEncoder, objective: Obj
     values = host_values({**out, "grad_norm": grad_norm})
     stop_if_diverged(step, values, world)
     optimizer.step()
-    metrics = {k: v for k, v in values.items() if k != "grad_norm"}
+    metrics = world.mean_values({k: v for k, v in values.items() if k != "grad_norm"})  # over the global batch
     metrics.update(lr=optimizer.param_groups[0]["lr"], grad_norm=values["grad_norm"], gathered_batch=gathered)
     return metrics
 
