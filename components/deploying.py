@@ -61,18 +61,32 @@ def deploy_kserve(repository: str | Path, repository_uri: str, *, name: str, nam
                                    f"canary {options['canary_percent']}%{mounted}{searched}")
 
 
-def deploy_local(repository: str | Path, smoke_text: str, gallery_store: str = "") -> tuple[str, str]:
-    """Start the local endpoint (Triton + transformer on loopback; searching `gallery_store` when given), run
-    one text query (a search when there is a gallery), stop it."""
+def deploy_local(repository: str | Path, smoke_text: str, gallery_store: str = "",
+                 media_root: str = "") -> tuple[str, str]:
+    """Start the local endpoint (Triton + transformer on loopback; searching `gallery_store` when given, with
+    the search page when `media_root` holds the gallery's media), run one text query (a search when there is
+    a gallery) and load the page, stop it. The detail says how to serve the page again."""
+    import urllib.request
+
     from serving.client import query
     from serving.launcher import LocalEndpoint
 
-    with LocalEndpoint(Path(repository), index=gallery_store or None, host="127.0.0.1") as endpoint:  # free ports
+    page_root = media_root if gallery_store and media_root else None
+    with LocalEndpoint(Path(repository), index=gallery_store or None, host="127.0.0.1",  # every port a free one
+                       media_root=page_root) as endpoint:
         url = endpoint.http_url
         answer = query(url, text=smoke_text, top_k=SMOKE_TOP_K)  # a search when the search model is served
+        if endpoint.page_url:
+            with urllib.request.urlopen(endpoint.page_url, timeout=30) as page:
+                if page.status != 200 or b"<html" not in page.read(4096).lower():
+                    raise RuntimeError(f"the search page {endpoint.page_url} did not load (HTTP {page.status})")
     if gallery_store:
         hits = ", ".join(f"{h.id} {h.score:.3f}" for h in answer.hits)
-        return url, (f"smoke query {smoke_text!r} answered by {url} through the {answer.gallery} gallery of {gallery_store}: top "
-                     f"{len(answer.hits)} {hits} (endpoint stopped)")
+        detail = (f"smoke query {smoke_text!r} answered by {url} through the {answer.gallery} gallery of "
+                  f"{gallery_store}: top {len(answer.hits)} {hits} (endpoint stopped)")
+        if page_root:
+            detail += (f"; search page: `omniretriever serve --repo {repository} --index {gallery_store} "
+                       f"--media-root {page_root}`, then open http://127.0.0.1:8080/ui/")
+        return url, detail
     dim = len(answer.embedding)
     return url, f"smoke query {smoke_text!r} answered by {url} with a {dim}-d embedding (endpoint stopped)"

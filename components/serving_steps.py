@@ -32,14 +32,15 @@ def deploy_model(repository: Input[Model], target: str = "local", name: str = "o
                  namespace: str = "kubeflow-user", storage_uri: str = "", transformer_image: str = "",
                  canary_percent: int = 10, gpus: int = 1, smoke_text: str = "a red circle moving left",
                  predictor_image: str = "", workspace_pvc: str = "", gallery_store: str = "",
-                 gallery_secret: str = "") -> NamedTuple(
+                 gallery_secret: str = "", media_root: str = "") -> NamedTuple(
         "DeployOutputs", [("target", str), ("endpoint", str), ("detail", str)]):
     """target="kserve": apply the InferenceService `name` in `namespace`, its storage the repository
     artifact (or `storage_uri`), `canary_percent` of the traffic to the new revision; a pretrained backbone's
     predictor runs `predictor_image` and mounts its base checkpoint from `workspace_pvc`; with `gallery_store`
     (a Milvus cluster URI) the transformer searches it, its token from the secret `gallery_secret`.
-    target="local": start the local endpoint on 127.0.0.1 (searching `gallery_store` when given), send
-    `smoke_text` (a search of the store's first view, else an embedding), stop it."""
+    target="local": start the local endpoint on 127.0.0.1 (searching `gallery_store` when given, with the
+    search page over `media_root`), send `smoke_text` (a search of the store's first view, else an
+    embedding), load the page, stop it."""
     from collections import namedtuple
 
     from components.deploying import deploy_kserve, deploy_local
@@ -52,7 +53,7 @@ def deploy_model(repository: Input[Model], target: str = "local", name: str = "o
                                          workspace_pvc=workspace_pvc, gallery_store=gallery_store,
                                          gallery_secret=gallery_secret)
     elif target == "local":
-        endpoint, detail = deploy_local(repository.path, smoke_text, gallery_store)
+        endpoint, detail = deploy_local(repository.path, smoke_text, gallery_store, media_root)
     else:
         raise ValueError(f"deploy target must be 'local' or 'kserve', got {target!r}")
     return outputs(target, endpoint, detail)
