@@ -204,6 +204,7 @@ def run_local(arguments: dict[str, Any], root: str | Path = DEFAULT_ROOT, *, pip
                 pipeline(**arguments)
             except RuntimeError as exc:  # kfp.local: "Pipeline ... finished with status FAILURE ..."
                 error = _ANSI.sub("", str(exc))
+    _drop_handlers_on(stream)
     if error is None:  # kfp.local does not always log the end of each of a ParallelFor's iterations
         for step in stream.steps.values():
             if step.status == "running":
@@ -214,6 +215,19 @@ def run_local(arguments: dict[str, Any], root: str | Path = DEFAULT_ROOT, *, pip
     run_dir = run_dir or root
     steps = sorted(stream.steps.values(), key=lambda s: s.started)
     return LocalRun(run_dir, final_log, arguments, steps, read_outputs(run_dir), error)
+
+
+def _drop_handlers_on(stream: StepLog) -> None:
+    """Remove logging handlers that were made during the run while stdout was `stream` (kfp.local's, for a
+    ParallelFor's threads): once the log is closed, a record they got (Milvus Lite's at exit) would fail."""
+    import logging
+
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    for lg in loggers:
+        for handler in list(lg.handlers):
+            if getattr(handler, "stream", None) is stream:
+                lg.removeHandler(handler)
 
 
 def _new_run_dir(root: Path, before: set[Path]) -> Path | None:

@@ -250,7 +250,7 @@ def test_a_pretrained_backbone_trains_on_the_checkpoint_the_pipeline_was_given(t
                                       "--param", f"checkpoint={thinker_dir}", "--param", "floor=0"])
     assert result.exit_code == 0, result.output
     assert "promoted" in result.output and "base checkpoint" in result.output
-    (run_dir,) = [p for p in (workdir / "runs" / "pipeline").iterdir() if p.is_dir()]
+    (run_dir,) = [p for p in (workdir / "runs" / "pipeline").iterdir() if p.is_dir() and p.name != "gallery.db"]
     outputs = read_outputs(run_dir)
     digest = find_checkpoint(thinker_dir).digest
     assert outputs["fetch-checkpoint"]["parameters"] == {"path": str(thinker_dir), "sha256": digest}
