@@ -3,9 +3,9 @@ the recall of each index type, and a sizing estimate for 10^8 entries.
 
     python bench/search.py [--model runs/default] [--sizes 10000 100000] [--served-sizes 10000 100000]
                            [--seconds 3] [--concurrency 1 8 32] [--recall-size 100000] [--recall-queries 200]
-    python bench/search.py --sizes 10000 100000 1000000     # also the 1M collection, store direct (~18 min here)
+    python bench/search.py --sizes 10000 100000 1000000     # also the 1M collection, store direct (~17 min here)
 
-The default run takes about 9 minutes on the 2-core machine; --sizes 2000 --served-sizes 2000 --recall-size
+The default run takes about 10 minutes on the 2-core machine; --sizes 2000 --served-sizes 2000 --recall-size
 5000 --seconds 1 about one.
 
 One run, every figure side by side (the shared 2-core machine is noisy), on Milvus Lite (a local .db store):
@@ -34,7 +34,8 @@ Synthetic entries are clustered like embeddings: one cluster a hundred entries, 
 Gaussian centre plus Gaussian noise of the same scale, normalised (members' cosine about 0.5); a query is a
 fresh member of a random cluster. Milvus Lite runs in the process that opens a store and holds the store's
 lock until that process releases it, so each collection is built and searched here first, released, and only
-then served. Prints the tables and writes bench/results/search.json. A model that does not exist is replaced
+then served. Prints the tables and writes bench/results/search.json; "load" is the machine's 1-minute load average when
+a row was measured (other work on a shared machine moves the figures). A model that does not exist is replaced
 by a randomly initialised tiny one (speed does not depend on the weights).
 """
 
@@ -364,7 +365,7 @@ class Run:
         cell = run_cell(call, c, self.args.seconds)
         if first := cell.pop("first error"):
             self.errors[f"{n} {path} c={c}"] = first
-        self.latency.append({"entries": n, "path": path, "concurrency": c, **cell})
+        self.latency.append({"entries": n, "path": path, "concurrency": c, **cell, "load": os.getloadavg()[0]})
         self.log(f"{n:,} {path} c={c}: p50 {cell['p50 ms']:.1f} ms, p99 {cell['p99 ms']:.1f} ms, "
                  f"{cell['req/s']:.1f} req/s" + (f", {cell['errors']} errors ({first})" if cell["errors"] else ""))
 
@@ -437,7 +438,7 @@ class Run:
                             times.append(time.perf_counter() - t0)
                         row["p50 ms"] = float(np.median(times) * 1e3)
                         row["search params"] = str(config.search or "none (Milvus's defaults)")
-            row |= {"build items/s": built["items/s"], "seal s": built["seal s"]}
+            row |= {"build items/s": built["items/s"], "seal s": built["seal s"], "load": os.getloadavg()[0]}
             release(uri)
             if spec != "FLAT" or n not in self.collections:
                 shutil.rmtree(uri, ignore_errors=True)
@@ -542,7 +543,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", type=Path, default=Path("runs/default"))
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000],
                     help="collection sizes searched from this process (store direct); add 1000000 for the 1M "
-                         "collection (about 10 more minutes here)")
+                         "collection (about 7 more minutes here)")
     ap.add_argument("--served-sizes", type=int, nargs="*", default=[10_000, 100_000],
                     help="of --sizes, those also served through the transformer")
     ap.add_argument("--seconds", type=float, default=3.0, help="per path, size and concurrency")
