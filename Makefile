@@ -49,6 +49,7 @@ bench: setup
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/serving.py --model $(RUN_DIR) --data $(DATA)
+	$(BIN)/python bench/search.py --model $(RUN_DIR)
 
 # Re-resolve the pins after changing pyproject.toml's ranges (needs the registries).
 lock:

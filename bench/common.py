@@ -22,14 +22,19 @@ def machine() -> dict:
             "machine": platform.machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
+def table(title: str, rows: list[dict]) -> Table:
+    """rows (dicts with the same keys) as a rich table: numbers right-aligned, floats to 3 decimals."""
+    out = Table(title=title)
+    for col in rows[0]:
+        out.add_column(col, justify="right" if isinstance(rows[0][col], (int, float)) else "left")
+    for row in rows:
+        out.add_row(*(f"{v:,.3f}" if isinstance(v, float) else str(v) for v in row.values()))
+    return out
+
+
 def report(name: str, title: str, rows: list[dict], extra: dict | None = None, out: Path | None = None) -> Path:
     """Print rows as a table and write {"machine", "rows", **extra} to bench/results/<name>.json."""
-    table = Table(title=title)
-    for col in rows[0]:
-        table.add_column(col, justify="right" if isinstance(rows[0][col], (int, float)) else "left")
-    for row in rows:
-        table.add_row(*(f"{v:,.3f}" if isinstance(v, float) else str(v) for v in row.values()))
-    Console().print(table)
+    Console().print(table(title, rows))
     path = out or RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"benchmark": name, "machine": machine(), "rows": rows, **(extra or {})}, indent=2) + "\n")
