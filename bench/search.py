@@ -182,6 +182,7 @@ def build_collection(uri: Path, digest: str, n: int, dim: int, spec: str, on_row
         finally:
             store.client = client
         written = time.perf_counter()
+        store.publish()  # served: the transformer searches only a published generation
     release(uri)
     sealed = time.perf_counter()
     disk = sum(f.stat().st_size for f in uri.rglob("*") if f.is_file())

@@ -173,8 +173,10 @@ def add_items(model: str | Path, data: str | Path, views: list[str], uri: str | 
             if on_batch is not None:
                 on_batch(Batch(number, len(batches), handled, len(pending)))
         if publish or (publish is None and not store.live):
-            store.publish()
+            store.publish()  # flushes first
             report.published = True
+        else:
+            store.flush()
     report.rejects.sort(key=lambda r: (r.line is None, r.line or 0))
     return report
 

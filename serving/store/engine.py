@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -104,6 +105,28 @@ def _locked(store: Path) -> bool:
         os.close(fd)  # releases the probe's lock
 
 
+_LITE_CLIENTS: dict[str, int] = {}  # Lite store path -> clients this process has open on it
+_LITE_LOCK = threading.Lock()
+
+
+def release(conn: Connection, client) -> None:
+    """Close `client`; for Milvus Lite, when it was this process's last client of the store, also stop the
+    in-process server Lite runs for it, which closing a client does not: its data is sealed and its lock
+    freed for another process at once, rather than when this process exits."""
+    client.close()
+    if conn.engine != "lite":
+        return
+    with _LITE_LOCK:
+        left = _LITE_CLIENTS.get(conn.uri, 1) - 1
+        if left > 0:
+            _LITE_CLIENTS[conn.uri] = left
+            return
+        _LITE_CLIENTS.pop(conn.uri, None)
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(conn.uri)
+
+
 def client_for(conn: Connection, wait: float = 0.0):
     """A MilvusClient of the store; a Lite store open in another process is waited for up to `wait` seconds
     (shards of a pipeline take turns on one Lite file), then refused."""
@@ -118,7 +141,10 @@ def client_for(conn: Connection, wait: float = 0.0):
         try:
             if conn.engine == "lite":
                 Path(conn.uri).parent.mkdir(parents=True, exist_ok=True)
-                return MilvusClient(conn.uri)
+                with _LITE_LOCK:
+                    client = MilvusClient(conn.uri)
+                    _LITE_CLIENTS[conn.uri] = _LITE_CLIENTS.get(conn.uri, 0) + 1
+                return client
             return MilvusClient(uri=conn.uri, token=conn.token)
         except MilvusException as exc:
             if not (conn.engine == "lite" and _locked(Path(conn.uri))):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from model.modalities import VIEWS
 from serving.index import UNKNOWN, GalleryIndex, save_index
-from serving.store.engine import StoreError, client_for, connection
+from serving.store.engine import StoreError, client_for, connection, release
 from serving.store.gallery import GalleryStore
 from serving.store.schema import LEDGER, IndexConfig, ItemMeta, check_item_id, collections_of, literal
 
@@ -36,7 +36,7 @@ def store_collections(uri: str | Path, env: Mapping[str, str] = os.environ) -> l
         return sorted((c for c in out if c["view"] != LEDGER),
                       key=lambda c: (c["weights_sha256"], c["generation"], order.get(c["view"], len(order))))
     finally:
-        client.close()
+        release(conn, client)
 
 
 def import_index(index: GalleryIndex, uri: str | Path, *, config: IndexConfig | None = None,
