@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 SMOKE_TOP_K = 3
+SMOKE_GALLERY = "av"
 
 
 def storage_uri_for(artifact_uri: str) -> str:
@@ -75,7 +76,12 @@ def deploy_local(repository: str | Path, smoke_text: str, gallery_store: str = "
     with LocalEndpoint(Path(repository), index=gallery_store or None, host="127.0.0.1",  # every port a free one
                        media_root=page_root) as endpoint:
         url = endpoint.http_url
-        answer = query(url, text=smoke_text, top_k=SMOKE_TOP_K)  # a search when the search model is served
+        try:  # a caption against the clips (t2av) when that gallery is served, else the server's default one
+            answer = query(url, text=smoke_text, top_k=SMOKE_TOP_K, gallery=SMOKE_GALLERY if gallery_store else None)
+        except Exception as exc:  # noqa: BLE001 - any refusal of that gallery: ask the default one
+            if SMOKE_GALLERY not in str(exc):
+                raise
+            answer = query(url, text=smoke_text, top_k=SMOKE_TOP_K)
         if endpoint.page_url:
             with urllib.request.urlopen(endpoint.page_url, timeout=30) as page:
                 if page.status != 200 or b"<html" not in page.read(4096).lower():
