@@ -105,6 +105,16 @@ def _tasks(spec: dict) -> dict[str, dict]:
     return tasks
 
 
+def _branches(spec: dict) -> dict[str, str]:
+    """The step each condition's sub-DAG runs -> its condition."""
+    branches = {}
+    for task in _tasks(spec).values():
+        if "triggerPolicy" in task:
+            sub = spec["components"][task["componentRef"]["name"]].get("dag", {}).get("tasks", {})
+            branches.update({name: task["triggerPolicy"]["condition"] for name in sub})
+    return branches
+
+
 def _source(spec: dict, task_name: str, param: str) -> dict:
     """Where the input `param` of task `task_name` comes from, followed up through the condition groups that
     hand it down (componentInputParameter) to the task output or pipeline parameter it starts at."""
@@ -163,11 +173,7 @@ def test_a_given_checkpoint_is_fetched_before_training_and_feeds_it(compiled):
     """[checkpoint != ""] fetch-checkpoint, else no-checkpoint; train-model takes path and sha256 from the one
     that ran (dsl.OneOf); the cache on the volume and the S3 endpoint are parameters."""
     _, spec, _ = compiled
-    branches = {}  # the step each condition's sub-DAG runs -> its condition
-    for task in _tasks(spec).values():
-        if "triggerPolicy" in task:
-            sub = spec["components"][task["componentRef"]["name"]].get("dag", {}).get("tasks", {})
-            branches.update({name: task["triggerPolicy"]["condition"] for name in sub})
+    branches = _branches(spec)
     given = "inputs.parameter_values['pipelinechannel--checkpoint'] != ''"
     assert branches["fetch-checkpoint"] == given and branches["no-checkpoint"] == f"!({given})"
     tasks = _tasks(spec)
@@ -298,11 +304,7 @@ def test_several_train_nodes_launch_a_trainjob_instead_of_the_training_pod(compi
     """train_nodes == 1: train-model in its pod (GPUs, node pool); else launch-training (CPU image) submits the
     TrainJob with the same data, budget and base, and its outputs feed evaluation and registration (dsl.OneOf)."""
     _, spec, k8s = compiled
-    branches = {}
-    for task in _tasks(spec).values():
-        if "triggerPolicy" in task:
-            sub = spec["components"][task["componentRef"]["name"]].get("dag", {}).get("tasks", {})
-            branches.update({name: task["triggerPolicy"]["condition"] for name in sub})
+    branches = _branches(spec)
     one = "int(inputs.parameter_values['pipelinechannel--train_nodes']) == 1"
     assert branches["train-model"] == one and branches["launch-training"] == f"!({one})"
     for param, pipeline_param in (("nodes", "train_nodes"), ("gpus_per_node", "gpus"), ("image", "train_image"),
