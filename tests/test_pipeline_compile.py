@@ -121,13 +121,10 @@ def _source(spec: dict, task_name: str, param: str) -> dict:
     dags = {"root": spec["root"]["dag"], **{n: c["dag"] for n, c in spec["components"].items() if "dag" in c}}
     owner = next(n for n, d in dags.items() if task_name in d["tasks"])
     source = dags[owner]["tasks"][task_name]["inputs"]["parameters"][param]
-    while "componentInputParameter" in source and owner != "root":
+    while "componentInputParameter" in source and owner != "root":  # up to the group task that hands it down
         owner, parent = next((n, d["tasks"][t]) for n, d in dags.items() for t in d["tasks"]
                              if d["tasks"][t]["componentRef"]["name"] == owner)
-        source = parent["inputs"]["parameters"].get(source["componentInputParameter"], source)
-        if "componentInputParameter" in source and source["componentInputParameter"] not in \
-                spec["root"]["inputDefinitions"]["parameters"] and owner == "root":
-            break
+        source = parent["inputs"]["parameters"][source["componentInputParameter"]]
     return source
 
 
