@@ -17,8 +17,6 @@ these routes but one answering 404 that says how to turn the page on.
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,18 +26,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
 from model.media_limits import MediaLimits
+from serving.media_files import ASSETS, CHUNK, MEDIA_TYPES, UI_DIR, BadRange, byte_range, confined  # noqa: F401
 from serving.server.status import NotServed, json_response
 from serving.server.workers import Workers
-
-UI_DIR = Path(__file__).resolve().parent.parent / "ui"
-ASSETS = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-          "style.css": "text/css; charset=utf-8"}
-MEDIA_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm",
-               ".mkv": "video/x-matroska", ".m4a": "audio/mp4", ".mp3": "audio/mpeg", ".wav": "audio/wav",
-               ".ogg": "audio/ogg", ".oga": "audio/ogg", ".flac": "audio/flac", ".aac": "audio/aac"}
-CHUNK = 256 * 1024  # bytes per read when streaming a media file
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-
 
 @dataclass(frozen=True)
 class SearchPage:
@@ -48,38 +37,6 @@ class SearchPage:
     media_root: Path
     search_model: str
     max_file_bytes: int = MediaLimits().max_file_bytes
-
-
-class BadRange(ValueError):
-    """A Range header that names no single satisfiable byte range of the file: 416."""
-
-
-def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """The (first, last) bytes, inclusive, a Range header asks for; None for no header (the whole file)."""
-    if header is None:
-        return None
-    match = _RANGE.fullmatch(header.strip())
-    if match is None or (not match[1] and not match[2]):
-        raise BadRange(f"Range {header[:80]!r}: expected one range, bytes=FIRST-LAST, bytes=FIRST- or bytes=-SUFFIX")
-    if not match[1]:  # the last n bytes
-        n = int(match[2])
-        if n == 0 or size == 0:
-            raise BadRange(f"Range {header!r}: an empty suffix of a {size}-byte file")
-        return max(0, size - n), size - 1
-    first = int(match[1])
-    last = min(int(match[2]), size - 1) if match[2] else size - 1
-    if first >= size or (match[2] and int(match[2]) < first):
-        raise BadRange(f"Range {header!r} is outside the file of {size} bytes")
-    return first, last
-
-
-def confined(root: Path, relative: str) -> Path | None:
-    """`relative` resolved under `root` (symlinks followed), if it stays inside; None otherwise."""
-    if not relative or os.path.isabs(relative) or "\x00" in relative:
-        return None
-    root = root.resolve()
-    path = (root / relative).resolve()
-    return path if path.is_relative_to(root) and path != root else None
 
 
 def _chunks(path: Path, first: int, length: int) -> Iterator[bytes]:
