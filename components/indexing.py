@@ -99,7 +99,7 @@ def publish_index(model: Input[Model], store_uri: str, plan: list) -> str:
     if not store_uri or not plan:
         return ""
     generation = int(plan[0]["generation"])
-    with GalleryStore.open(store_uri, weights_digest(model.path), generation=int(generation), wait=600.0) as store:
+    with GalleryStore.open(store_uri, weights_digest(model.path), generation=generation, wait=600.0) as store:
         before = store.publish()
         counts = {v: store.count(v) for v in store.views}
     detail = (f"generation {generation} of model {store.weights_sha256[:16]} served from {store_uri}: "

@@ -84,10 +84,15 @@ COLLECTION_NOT_FOUND = 100  # pymilvus's error code for a name that is no collec
 LIVE, REBUILD = "live", "rebuild"  # what GalleryStore.open's `generation` may name besides a number
 
 
+def _live(mine: Iterable[CollectionInfo]) -> int | None:
+    """The served generation among a model's collections (its ledger is behind the alias), if any."""
+    return next((c.generation for c in mine if c.view == LEDGER and c.live), None)
+
+
 def _generation(mine: list[CollectionInfo], generation: str | int) -> int:
     """The generation GalleryStore.open(generation=...) names, among a model's collections `mine`."""
     have = sorted({c.generation for c in mine})
-    live = next((c.generation for c in mine if c.view == LEDGER and c.live), None)
+    live = _live(mine)
     newer = [g for g in have if live is None or g > live]
     if generation == LIVE:
         return live if live is not None else (newer[-1] if newer else 1)
@@ -168,7 +173,7 @@ class GalleryStore:
     @property
     def live_generation(self) -> int | None:
         """The generation of this model that is served, if any."""
-        return next((c.generation for c in self._all if c.view == LEDGER and c.live), None)
+        return _live(self._all)
 
     def info(self, view: str) -> CollectionInfo:
         """The collection of `view`; ModelMismatchError when only other models have one."""
@@ -214,7 +219,7 @@ class GalleryStore:
                              "gallery: nothing to publish")
         before = self.live_generation
         self.flush()
-        for kind, info in self._mine.items():
+        for info in self._mine.values():
             self.client.load_collection(info.name)
         for kind, info in sorted(self._mine.items(), key=lambda kv: kv[0] == LEDGER):  # the ledger last
             alias = alias_name(self.weights_sha256, kind)
