@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 SMOKE_TOP_K = 3
@@ -63,10 +64,10 @@ def deploy_kserve(repository: str | Path, repository_uri: str, *, name: str, nam
 
 
 def deploy_local(repository: str | Path, smoke_text: str, gallery_store: str = "",
-                 media_root: str = "") -> tuple[str, str]:
+                 media_root: str = "", gallery_views: Sequence[str] = ()) -> tuple[str, str]:
     """Start the local endpoint (Triton + transformer on loopback; searching `gallery_store` when given, with
     the search page when `media_root` holds the gallery's media), run one text query (a search when there is
-    a gallery) and load the page, stop it. The detail says how to serve the page again."""
+    a gallery: of the av view when it is among `gallery_views`) and load the page, stop it. The detail says how to serve the page again."""
     import urllib.request
 
     from serving.client import query
@@ -76,12 +77,9 @@ def deploy_local(repository: str | Path, smoke_text: str, gallery_store: str = "
     with LocalEndpoint(Path(repository), index=gallery_store or None, host="127.0.0.1",  # every port a free one
                        media_root=page_root) as endpoint:
         url = endpoint.http_url
-        try:  # a caption against the clips (t2av) when that gallery is served, else the server's default one
-            answer = query(url, text=smoke_text, top_k=SMOKE_TOP_K, gallery=SMOKE_GALLERY if gallery_store else None)
-        except Exception as exc:  # noqa: BLE001 - any refusal of that gallery: ask the default one
-            if SMOKE_GALLERY not in str(exc):
-                raise
-            answer = query(url, text=smoke_text, top_k=SMOKE_TOP_K)
+        # a caption against the clips (t2av) when that gallery was indexed, else the server's default one
+        gallery = SMOKE_GALLERY if gallery_store and SMOKE_GALLERY in gallery_views else None
+        answer = query(url, text=smoke_text, top_k=SMOKE_TOP_K, gallery=gallery)
         if endpoint.page_url:
             with urllib.request.urlopen(endpoint.page_url, timeout=30) as page:
                 if page.status != 200 or b"<html" not in page.read(4096).lower():

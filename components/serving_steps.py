@@ -32,7 +32,7 @@ def deploy_model(repository: Input[Model], target: str = "local", name: str = "o
                  namespace: str = "kubeflow-user", storage_uri: str = "", transformer_image: str = "",
                  canary_percent: int = 10, gpus: int = 1, smoke_text: str = "a red circle moving left",
                  predictor_image: str = "", workspace_pvc: str = "", gallery_store: str = "",
-                 gallery_secret: str = "", media_root: str = "") -> NamedTuple(
+                 gallery_secret: str = "", media_root: str = "", gallery_views: list = []) -> NamedTuple(
         "DeployOutputs", [("target", str), ("endpoint", str), ("detail", str)]):
     """target="kserve": apply the InferenceService `name` in `namespace`, its storage the repository
     artifact (or `storage_uri`), `canary_percent` of the traffic to the new revision; a pretrained backbone's
@@ -53,7 +53,7 @@ def deploy_model(repository: Input[Model], target: str = "local", name: str = "o
                                          workspace_pvc=workspace_pvc, gallery_store=gallery_store,
                                          gallery_secret=gallery_secret)
     elif target == "local":
-        endpoint, detail = deploy_local(repository.path, smoke_text, gallery_store, media_root)
+        endpoint, detail = deploy_local(repository.path, smoke_text, gallery_store, media_root, gallery_views)
     else:
         raise ValueError(f"deploy target must be 'local' or 'kserve', got {target!r}")
     return outputs(target, endpoint, detail)

@@ -290,7 +290,8 @@ def build_pipeline(steps: Optional[Steps] = None, cluster: bool = True) -> Any:
                                         transformer_image=transformer_image, canary_percent=canary_percent,
                                         gpus=serving_gpus, predictor_image=predictor_image,
                                         workspace_pvc=workspace_pvc, gallery_store=gallery_store,
-                                        gallery_secret=gallery_secret, media_root=data).after(gallery.publish)
+                                        gallery_secret=gallery_secret, media_root=data,
+                                        gallery_views=gallery_views).after(gallery.publish)
                 tasks += [export, *gallery.all(), deploy]
         for task in tasks:
             task.set_caching_options(False)  # every step has side effects (DVC, MLflow, deployments)
