@@ -160,7 +160,8 @@ def query_cmd(
             span = f"  {hit.start:.2f}-{hit.end:.2f} s" if hit.start >= 0 else ""
             mark = f"  ({hit.modalities} only)" if hit.modalities != result.gallery else ""
             where = f"  {hit.uri}" if hit.uri else ""
-            typer.echo(f"{rank:4d}  {hit.score:+.4f}  {hit.id}{span}{mark}{where}")
+            caption = f"  \"{hit.caption[:80]}{'…' if len(hit.caption) > 80 else ''}\"" if hit.caption else ""
+            typer.echo(f"{rank:4d}  {hit.score:+.4f}  {hit.id}{span}{mark}{where}{caption}")
 
 
 SKIPPED = 3  # `index build`: the index was written, but some records were left out (see the rejects file)

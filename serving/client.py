@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from serving.tensors import (AUDIO, EMBEDDING, EMBEDDING_MODEL, END, IDS, MEDIA_URIS, MODALITIES, SCORES, SEARCH_MODEL,
+from serving.tensors import (AUDIO, CAPTIONS, EMBEDDING, EMBEDDING_MODEL, END, IDS, MEDIA_URIS, MODALITIES, SCORES, SEARCH_MODEL,
                              START, TEXT, VIDEO, request_inputs, v2_datatype)
 
 Media = str | os.PathLike | bytes | None
@@ -29,6 +29,7 @@ class Hit(NamedTuple):
     end: float
     modalities: str  # the view the hit was embedded in ("v" for a video-only clip in an "av" gallery)
     uri: str = ""  # the media path the store records ("" for entries imported from an index file)
+    caption: str = ""  # the caption the store records ("" likewise, and for a store written before captions)
 
 
 @dataclass
@@ -114,7 +115,7 @@ def query(url: str, text: str | None = None, video: Media = None, audio: Media =
             text_of = lambda name: [i.decode() if isinstance(i, bytes) else str(i) for i in result.as_numpy(name)[0]]  # noqa: E731
             hits = [Hit(*row) for row in zip(text_of(IDS), result.as_numpy(SCORES)[0].tolist(),
                                              result.as_numpy(START)[0].tolist(), result.as_numpy(END)[0].tolist(),
-                                             text_of(MODALITIES), text_of(MEDIA_URIS))]
+                                             text_of(MODALITIES), text_of(MEDIA_URIS), text_of(CAPTIONS))]
             return QueryResult(result.as_numpy(EMBEDDING)[0], hits, _response_parameter(result, "gallery"))
         if gallery is not None or filter is not None:
             raise ValueError(f"{url} serves no search model ({SEARCH_MODEL}): start it with --index to search")

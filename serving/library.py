@@ -225,4 +225,4 @@ def _meta(p: Pending, split: str | None, source: str, seconds: float | None) -> 
     duration = UNKNOWN if seconds is None or not math.isfinite(seconds) else float(seconds)
     split = split if split is not None else str(json.loads(p.raw).get("split", ""))
     return ItemMeta(media_uri=rec.video or rec.audio or "", split=split, source=source, duration=duration,
-                    content_hash=p.content_hash)
+                    content_hash=p.content_hash, caption=rec.text or "")

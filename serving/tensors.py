@@ -12,7 +12,8 @@
         START and END FP32 [B, K] (seconds: where in its item each hit lies; -1 when the index does not
         say), MODALITIES BYTES [B, K] (the view each hit was embedded in: "v" for a video-only clip in an
         "av" gallery), MEDIA_URIS BYTES [B, K] (each hit's media path as the store records it; "" when it
-        does not, as for entries imported from an index file) and EMBEDDING.
+        does not, as for entries imported from an index file), CAPTIONS BYTES [B, K] (each hit's caption as
+        the store records it; "" likewise) and EMBEDDING.
 
 repository.py renders config.pbtxt from `encoder_inputs` / `encoder_outputs`, the transformer builds
 its Triton requests from them and writes its answers by `embedding_outputs` / `search_outputs`, the
@@ -41,6 +42,7 @@ REQUEST_FIELDS = {TEXT: "text", VIDEO: "video", AUDIO: "audio"}  # transformer i
 IDS, SCORES = "IDS", "SCORES"  # search outputs
 START, END, MODALITIES = "START", "END", "MODALITIES"  # each hit's time range in its item, and the view it holds
 MEDIA_URIS = "MEDIA_URIS"  # each hit's media path, as the gallery store records it
+CAPTIONS = "CAPTIONS"  # each hit's caption, as the gallery store records it
 
 _V2_NUMPY = {"BOOL": np.bool_, "UINT8": np.uint8, "INT32": np.int32, "INT64": np.int64, "FP32": np.float32,
              "BYTES": np.object_}
@@ -97,7 +99,7 @@ def embedding_outputs(cfg: AnyConfig) -> tuple[TensorSpec, ...]:
 
 def search_outputs(cfg: AnyConfig, top_k: int) -> tuple[TensorSpec, ...]:
     """The search model's outputs for `top_k` results per row: IDS, SCORES, START, END, MODALITIES, MEDIA_URIS,
-    then the embedding outputs."""
+    CAPTIONS, then the embedding outputs."""
     return (TensorSpec(IDS, "BYTES", (top_k,)), TensorSpec(SCORES, "FP32", (top_k,)), TensorSpec(START, "FP32", (top_k,)),
             TensorSpec(END, "FP32", (top_k,)), TensorSpec(MODALITIES, "BYTES", (top_k,)),
-            TensorSpec(MEDIA_URIS, "BYTES", (top_k,)), *embedding_outputs(cfg))
+            TensorSpec(MEDIA_URIS, "BYTES", (top_k,)), TensorSpec(CAPTIONS, "BYTES", (top_k,)), *embedding_outputs(cfg))

@@ -176,7 +176,7 @@ class _SearchCall:
 
 class SearchModel(EmbeddingModel):
     """Embeds the query rows like EmbeddingModel, then ranks a gallery view of a GalleryStore: IDS, SCORES, START,
-    END, MODALITIES, MEDIA_URIS, EMBEDDING.
+    END, MODALITIES, MEDIA_URIS, CAPTIONS, EMBEDDING.
 
     `index` is a store URI (a Milvus Lite .db path, or http(s)://host:port) or a .safetensors index file, which
     load imports into a Milvus Lite store in a private temporary directory (removed at exit), so both rank
@@ -253,9 +253,9 @@ class SearchModel(EmbeddingModel):
         # ranking reads the whole gallery view: on a worker, like preprocessing, not on the event loop
         hits = await self.workers.run("text", self._search, embedding, payload.options)
         encode = np.vectorize(str.encode, otypes=[object])
-        # IDS, SCORES, START, END, MODALITIES, MEDIA_URIS, EMBEDDING
+        # IDS, SCORES, START, END, MODALITIES, MEDIA_URIS, CAPTIONS, EMBEDDING
         arrays = (encode(hits.ids), hits.scores, hits.start, hits.end, encode(hits.modalities), encode(hits.uris),
-                  embedding)
+                  encode(hits.captions), embedding)
         specs = search_outputs(self.preprocessor.config, int(hits.ids.shape[1]))
         outputs = [_infer_output(spec, array) for spec, array in zip(specs, arrays, strict=True)]
         params = {"gallery": payload.options.gallery, "top_k": int(hits.ids.shape[1])}

@@ -147,7 +147,7 @@ def test_upsert_delete_filter_and_another_models_collections(tmp_path):
     ids = [f"id{i // 2}" for i in range(40)]  # 20 items of two windows each
     entries = Entries(ids, np.array([0.0, 2.0] * 20), np.array([2.0, 4.0] * 20), ["av"] * 38 + ["v"] * 2)
     meta = {i: ItemMeta(media_uri=f"videos/{i}.mp4", split="test" if int(i[2:]) % 2 else "train", source="s",
-                        duration=4.0, content_hash=f"h{i}") for i in dict.fromkeys(ids)}
+                        duration=4.0, content_hash=f"h{i}", caption=f"caption of {i} ✓") for i in dict.fromkeys(ids)}
     with GalleryStore.open(uri, digest, IndexConfig("FLAT", "IP")) as store:
         store.ensure_view("av", 16)
         store.replace_items("av", list(meta), gallery, entries, meta)
@@ -160,6 +160,7 @@ def test_upsert_delete_filter_and_another_models_collections(tmp_path):
         assert hits.ids.tolist() == [[ids[j] for j in row] for row in want]
         np.testing.assert_allclose(hits.scores, np.take_along_axis(scores, want, 1), atol=1e-5)
         assert hits.start[0, 0] == 0.0 and hits.start[1, 0] == 2.0 and hits.uris[0, 0] == "videos/id2.mp4"
+        assert hits.captions.tolist() == [[f"caption of {i} ✓" for i in row] for row in hits.ids.tolist()]
         only = store.search(gallery[:3], "av", 40, filter='split == "test" and start >= 2.0')
         assert only.ids.shape == (3, 10) and all(int(i[2:]) % 2 for i in only.ids.ravel())
         assert (only.start == 2.0).all()
@@ -183,6 +184,39 @@ def test_upsert_delete_filter_and_another_models_collections(tmp_path):
     forge(uri, collection_name(digest, "t", 1), "a" * 16 + "c" * 48)  # named for this model, recorded as another's
     with pytest.raises(ModelMismatchError, match=f"built by the model with weights sha256 {'a' * 16 + 'c' * 48}"):
         GalleryStore.open(uri, digest)
+
+
+def test_a_store_written_before_captions_is_read_and_extended_without_them(tmp_path, monkeypatch):
+    """Collections of format v2 (no caption field) stay usable: searched (captions ""), added to; a rebuild
+    writes v3, whose hits carry captions, through the same alias; rolling back to v2 works too."""
+    import serving.store.gallery as gallery_module
+
+    uri, digest, rows = tmp_path / "g.db", "d" * 64, unit_rows(6, 8, 3)
+    entries = Entries([f"i{k}" for k in range(6)], np.zeros(6), np.ones(6), ["t"] * 6)
+    meta = {i: ItemMeta(content_hash="h", caption=f"about {i}") for i in entries.ids}
+    with monkeypatch.context() as old:
+        old.setattr(gallery_module, "FORMAT", "omniretriever-store-v2")
+        with GalleryStore.open(uri, digest) as store:
+            store.ensure_view("t", 8)
+            store.replace_items("t", entries.ids[:4], rows[:4], Entries(entries.ids[:4], np.zeros(4), np.ones(4),
+                                                                       ["t"] * 4), meta)
+            store.publish()
+    with GalleryStore.open(uri, digest) as store:  # this release, on the v2 generation
+        assert not store.info("t").captions
+        store.replace_items("t", entries.ids[4:], rows[4:], Entries(entries.ids[4:], np.zeros(2), np.ones(2),
+                                                                   ["t"] * 2), meta)
+        hits = store.search(rows[:2], "t", 3)
+        assert hits.ids[:, 0].tolist() == ["i0", "i1"] and (hits.captions == "").all()
+        with GalleryStore.open(uri, digest, generation=REBUILD) as rebuild:
+            rebuild.ensure_view("t", 8)
+            rebuild.replace_items("t", entries.ids, rows, entries, meta)
+            assert rebuild.info("t").captions and rebuild.publish() == 1
+        hits = store.search(rows[:2], "t", 3)  # the client opened before the swap follows it
+        assert hits.captions[:, 0].tolist() == ["about i0", "about i1"]
+    res = CliRunner().invoke(app, ["index", "publish", "--uri", str(uri), "--generation", "1"])
+    assert res.exit_code == 0, res.output
+    with GalleryStore.open(uri, digest) as store:
+        assert store.generation == 1 and (store.search(rows[:1], "t", 2).captions == "").all()
 
 
 def test_an_imported_index_searches_like_the_index_and_exports_back(reference_file, reference, tmp_path):
@@ -222,6 +256,7 @@ def test_add_stores_the_library_then_skips_unchanged_items_without_decoding(tiny
     with GalleryStore.open(uri) as store:
         hit = store.search(reference.embeddings["av"][:1], "av", 1)
         assert hit.uris[0, 0] == "videos/test-000000.mp4"
+        assert hit.captions[0, 0] == read_split(tiny_data, "test")[0].text
     assert (tmp_path / "g.rejects.jsonl").read_text() == ""
 
     import model.data

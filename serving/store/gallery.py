@@ -26,7 +26,11 @@ or its caption):
     item_id, media_uri (the media path as the manifest gives it), start, end (seconds; -1 unknown)
     split, source (the manifest or dataset name), duration (the item's seconds; -1 unknown),
     modalities (the view actually embedded: "v" for a video-only clip in an av collection),
-    ingest_time (int seconds), content_hash (sha256 of media bytes + captions + decode settings)
+    ingest_time (int seconds), content_hash (sha256 of media bytes + captions + decode settings),
+    caption (the item's caption, shown with a hit; "" unknown: entries imported from an index file)
+
+Collections of the previous format (v2, without caption) are read and written as before, without captions;
+their hits have the caption "".
 
 A second collection per model and generation, omniretriever_<digest16>_items_g<N>, is the ledger: one row per (view, item)
 holding the content hash and the number of entries written, upserted only after all of the item's entries
@@ -57,6 +61,7 @@ from serving.index import Entries
 from serving.store.engine import Connection, ModelMismatchError, StoreError, client_for, connection, release
 from serving.store.hits import StoreHits, hits_of, tie_ordered
 from serving.store.schema import (
+    CAPTIONS,
     FORMAT,
     HIT_FIELDS,
     LEDGER,
@@ -73,6 +78,7 @@ from serving.store.schema import (
     alias_name,
     collection_name,
     collections_of,
+    display_caption,
     entry_key,
     in_filter,
     literal,
@@ -245,8 +251,11 @@ class GalleryStore:
                          metric_type=index.metric, params=dict(index.build))
         props = {PROP_FORMAT: FORMAT, PROP_DIGEST: self.weights_sha256, PROP_VIEW: kind,
                  PROP_GENERATION: str(self.generation)}
-        self.client.create_collection(name, schema=schema_of(kind, dim), index_params=params, properties=props)
-        info = CollectionInfo(name, kind, self.weights_sha256, dim, index.index_type, index.metric, self.generation)
+        captions = CAPTIONS[FORMAT]
+        self.client.create_collection(name, schema=schema_of(kind, dim, captions), index_params=params,
+                                      properties=props)
+        info = CollectionInfo(name, kind, self.weights_sha256, dim, index.index_type, index.metric, self.generation,
+                              captions=captions)
         self._mine[kind] = info
         self._all.append(info)
         return info
@@ -268,8 +277,9 @@ class GalleryStore:
         """Make `ids`' entries in `view` exactly `entries` (rows of `embeddings`, (N, D) float32): their old
         entries are deleted, the new ones upserted, then each item's ledger row (its hash, its number of entries,
         0 for an item without one) is written, which marks it done."""
-        name, ledger = self._load(self.info(view).name), self._load(self._mine[LEDGER].name)
-        view, now = self.info(view).view, int(time.time()) if now is None else now
+        info = self.info(view)
+        name, ledger = self._load(info.name), self._load(self._mine[LEDGER].name)
+        view, now = info.view, int(time.time()) if now is None else now
         if embeddings.shape[0] != len(entries):
             raise ValueError(f"{embeddings.shape[0]} embeddings for {len(entries)} entries")
         if not set(entries.ids) <= set(ids):
@@ -283,9 +293,11 @@ class GalleryStore:
                                                               output_fields=["item_id"])]
             if known:
                 self.client.delete(name, filter=in_filter("item_id", known))
+        captions = {i: display_caption(meta[i].caption) for i in ids} if info.captions else None  # v2: none
         rows = [{"pk": k, "embedding": e, "item_id": i, "start": float(s), "end": float(t),
                  "modalities": m, "ingest_time": now, "media_uri": meta[i].media_uri, "split": meta[i].split,
-                 "source": meta[i].source, "duration": float(meta[i].duration), "content_hash": meta[i].content_hash}
+                 "source": meta[i].source, "duration": float(meta[i].duration), "content_hash": meta[i].content_hash,
+                 **({"caption": captions[i]} if captions is not None else {})}
                 for k, i, s, t, m, e in zip(keys, entries.ids, entries.start, entries.end, entries.modalities,
                                             np.asarray(embeddings, np.float32))]
         for chunk in chunks(rows):
@@ -408,9 +420,18 @@ class GalleryStore:
         params.update(self._index.search if self._index else {})
         params["ef"] = max(int(params["ef"]), top_k)
         target = self._read(info.view)
+        fields = HIT_FIELDS + ["caption"]
         try:
-            res = self.client.search(target, data=q, limit=top_k, filter=filter or "", output_fields=HIT_FIELDS,
-                                     search_params={"params": params})
+            try:
+                res = self.client.search(target, data=q, limit=top_k, filter=filter or "", output_fields=fields,
+                                         search_params={"params": params})
+            except MilvusException as exc:
+                if "caption" not in str(getattr(exc, "message", exc)):
+                    raise
+                # the alias names a v2 generation (kept for a rollback, or published by an older release): a
+                # cluster refuses an output field a collection lacks (Lite leaves it out): ask without captions
+                res = self.client.search(target, data=q, limit=top_k, filter=filter or "", output_fields=HIT_FIELDS,
+                                         search_params={"params": params})
         except MilvusException as exc:
             raise StoreError(f"search of {target} (filter {filter!r}): {getattr(exc, 'message', exc)}") from None
         return hits_of([tie_ordered(r) for r in res])

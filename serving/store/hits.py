@@ -11,10 +11,11 @@ from serving.index import UNKNOWN, Hits
 
 @dataclass(frozen=True)
 class StoreHits(Hits):
-    """Hits plus each hit's media URI. A row with fewer hits than the others (a filter matching fewer
-    entries, an approximate index) is padded with id "", score -inf."""
+    """Hits plus each hit's media URI and caption. A row with fewer hits than the others (a filter matching
+    fewer entries, an approximate index) is padded with id "", score -inf."""
 
     uris: np.ndarray  # object (B, k)
+    captions: np.ndarray  # object (B, k); "" where the store records none
 
 
 
@@ -36,13 +37,13 @@ def hits_of(rows: list[list[dict]]) -> StoreHits:
     """StoreHits from Milvus's hit lists, padded to the longest."""
     k = max((len(r) for r in rows), default=0)
     pad = {"distance": -np.inf, "entity": {"item_id": "", "start": UNKNOWN, "end": UNKNOWN, "modalities": "",
-                                           "media_uri": ""}}
+                                           "media_uri": "", "caption": ""}}
     full = [r + [pad] * (k - len(r)) for r in rows]
 
     def col(f: str, dtype) -> np.ndarray:  # (B, k)
-        return np.array([[h["entity"][f] for h in r] for r in full], dtype).reshape(len(rows), k)
+        return np.array([[h["entity"].get(f, "") for h in r] for r in full], dtype).reshape(len(rows), k)
 
     scores = np.array([[h["distance"] for h in r] for r in full], np.float32).reshape(len(rows), k)
     return StoreHits(col("item_id", object), scores, col("start", np.float32), col("end", np.float32),
-                     col("modalities", object), col("media_uri", object))
+                     col("modalities", object), col("media_uri", object), col("caption", object))
 

@@ -11,11 +11,13 @@ from serving.index import UNKNOWN
 from serving.store.engine import StoreError
 
 PREFIX = "omniretriever"
-FORMAT = "omniretriever-store-v2"  # v2: collections by generation, served through aliases
+FORMAT = "omniretriever-store-v3"  # v2: collections by generation, served through aliases; v3: entries' captions
+CAPTIONS = {"omniretriever-store-v2": False, FORMAT: True}  # the formats read: whether entries record a caption
 LEDGER = "items"  # the ledger collection's suffix (never a view name)
 IMPORTED = "imported"  # the content hash of entries imported from an index file (never a sha256)
 MAX_TOP_K = 16384  # Milvus's largest search limit
 MAX_ID, MAX_URI, MAX_NAME = 1024, 4096, 1024  # VARCHAR lengths: item ids, media paths, split and source names
+MAX_CAPTION = 8000  # VARCHAR bytes of a caption: 2,000 characters (a query's limit) of up to 4 UTF-8 bytes
 CHUNK = 512  # rows per upsert, ids per `in [...]` filter
 INDEX_TYPES = ("FLAT", "AUTOINDEX", "HNSW", "IVF_FLAT")
 METRICS = ("COSINE", "IP")
@@ -62,6 +64,8 @@ class ItemMeta:
     source: str = ""  # the manifest or dataset name
     duration: float = UNKNOWN  # seconds
     content_hash: str = IMPORTED
+    caption: str = ""  # what the search page shows with a hit (display_caption); "" unknown
+
 
 
 
@@ -76,6 +80,7 @@ class CollectionInfo:
     metric: str
     generation: int = 1
     live: bool = False  # the alias of its model and view points at it: what searches read
+    captions: bool = True  # its entries record their item's caption (format v3; v2 collections do not)
 
 
 def collection_name(weights_sha256: str, view: str, generation: int) -> str:
@@ -126,7 +131,7 @@ def collections_of(client) -> list[CollectionInfo]:
         props = desc.get("properties", {})
         if PROP_FORMAT not in props:
             continue  # not made by this module
-        if props[PROP_FORMAT] != FORMAT:
+        if props[PROP_FORMAT] not in CAPTIONS:
             raise StoreError(f"collection {name}: format {props.get(PROP_FORMAT)!r}, expected {FORMAT!r}: an "
                              "older release wrote it; drop it and add the library again")
         dim = next((f["params"]["dim"] for f in desc["fields"] if f["name"] in ("embedding", "marker")), 0)
@@ -135,11 +140,11 @@ def collections_of(client) -> list[CollectionInfo]:
         aliases = client.list_aliases(name).get("aliases", [])
         out.append(CollectionInfo(name, view, digest, int(dim), index.get("index_type", ""),
                                   index.get("metric_type", ""), int(props[PROP_GENERATION]),
-                                  alias_name(digest, view) in aliases))
+                                  alias_name(digest, view) in aliases, CAPTIONS[props[PROP_FORMAT]]))
     return out
 
 
-def schema_of(kind: str, dim: int):
+def schema_of(kind: str, dim: int, captions: bool = True):
     from pymilvus import DataType, MilvusClient
 
     s = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -160,4 +165,16 @@ def schema_of(kind: str, dim: int):
     s.add_field("source", DataType.VARCHAR, max_length=MAX_NAME)
     s.add_field("duration", DataType.DOUBLE)
     s.add_field("modalities", DataType.VARCHAR, max_length=8)
+    if captions:
+        s.add_field("caption", DataType.VARCHAR, max_length=MAX_CAPTION)
     return s
+
+
+def display_caption(text: str | None) -> str:
+    """A record's caption as a store row keeps it for display: at most MAX_CAPTION UTF-8 bytes (a longer one is
+    cut at a character and ends in an ellipsis; the embedding is the whole caption's, as the tokenizer reads it)."""
+    text = text or ""
+    if len(text.encode()) <= MAX_CAPTION:
+        return text
+    cut = text.encode()[: MAX_CAPTION - 3].decode(errors="ignore")
+    return cut + "…"
