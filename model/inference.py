@@ -136,10 +136,14 @@ class Preprocessor:
             raise InputError(index, "text", f"caption is {len(value)} characters, over the limit of {MAX_TEXT_CHARS}")
         return value
 
-    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    def __call__(self, rows: Sequence[Mapping[str, Any]], names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """The encoder arrays of `rows`; with `names`, only those (and "present"), for rows whose modalities they
+        cover (captions only: the text graph's text_ids and text_mask, without a zero clip per row)."""
         if len(rows) == 0:
             raise InputError(0, None, "the request has no rows")
         shapes = input_shapes(self.config)
+        if names is not None:
+            shapes = {k: v for k, v in shapes.items() if k in names or k == "present"}
         n = len(rows)
         out = {name: np.zeros((n, *shape[1:]), dtype=dtype) for name, (shape, dtype) in shapes.items()}
         texts = [""] * n
@@ -151,6 +155,8 @@ class Preprocessor:
                     texts[i] = self.text(value, i)
                 else:
                     kind = "video" if m == V else "audio"
+                    if kind not in out:
+                        raise ValueError(f"row {i} carries {kind}, which the arrays asked for ({', '.join(out)}) leave out")
                     decoded = _decode_media(value, FIELDS[m], i, self.config.decode, self.limits, kind,
                                             self.config.audio_input)[0]
                     if kind == "audio" and "audio_mask" in out:  # a waveform: its Whisper features

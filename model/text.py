@@ -71,7 +71,8 @@ class TextTokenizer:
         return self.tokenizer.get_vocab_size()
 
     def __call__(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        encoded = self.tokenizer.encode_batch(list(texts))
+        # one caption (a served query): encode, which skips the batch's thread pool, busy under concurrent requests
+        encoded = [self.tokenizer.encode(texts[0])] if len(texts) == 1 else self.tokenizer.encode_batch(list(texts))
         ids = torch.tensor([e.ids for e in encoded], dtype=torch.long)  # (B, L)
         mask = torch.tensor([e.attention_mask for e in encoded], dtype=torch.bool)  # (B, L)
         return ids, mask

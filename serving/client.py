@@ -70,11 +70,12 @@ def _read_media(value: Media, name: str) -> bytes:
 
 def encoder_inputs(module: Any, arrays: dict[str, np.ndarray]) -> list[Any]:
     """The encoder's input arrays (Preprocessor's output: model.inference.INPUTS, and audio_mask for a
-    backbone with its own audio features) as tritonclient InferInputs for Triton direct, in that order."""
+    backbone with its own audio features; or the text model's text_ids and text_mask) as tritonclient
+    InferInputs for Triton direct, in that order."""
     from model.inference import INPUTS  # torch: imported only by callers that build encoder inputs
 
     inputs = []
-    for name in (*INPUTS, *(n for n in arrays if n not in INPUTS)):
+    for name in (*(n for n in INPUTS if n in arrays), *(n for n in arrays if n not in INPUTS)):
         tensor = module.InferInput(name, list(arrays[name].shape), v2_datatype(arrays[name].dtype))
         tensor.set_data_from_numpy(arrays[name])
         inputs.append(tensor)

@@ -1,19 +1,24 @@
 """The Triton model repository built from a saved model: the encoder Triton serves, two configs.
 
-For the tiny encoder, one ONNX graph:
+For the tiny encoder, two ONNX graphs: the joint one, and the text graph caption-only requests go to:
 
     REPO/
       repository.json                       what was built: source model, digests, parity, tensors
       production/                           storageUri of the KServe Triton predictor (GPU)
         omniretriever-encoder/
           config.pbtxt                      platform onnxruntime_onnx, KIND_GPU, dynamic batching
-          1/model.onnx                      the graph (model/export.py)
+          1/model.onnx                      the joint graph (model/export.py)
           encoder.json  tokenizer.json      the preprocessing the transformer runs before Triton
-          model.json                        weights and ONNX digests (the transformer checks an index against them)
+          model.json                        weights and ONNX digests (the transformer checks an index against
+                                            them) and the text model's name
+        omniretriever-text-encoder/
+          config.pbtxt  1/model.onnx        the text graph (text_ids, text_mask -> EMBEDDING), likewise
       local/                                --model-repository of the local tritonserver (CPU)
         omniretriever-encoder/
           config.pbtxt                      backend python, KIND_CPU, same tensors and batching
           1/model.py                        ONNX Runtime on ../../production/.../1/model.onnx (sha256-checked)
+        omniretriever-text-encoder/
+          config.pbtxt  1/model.py          the same, on production's text graph
 
 For a pretrained backbone (Qwen2.5-Omni), the saved PyTorch model in the python backend instead: its
 per-row sequence layout does not trace to one graph. The base's weights are never copied in:
@@ -28,6 +33,8 @@ per-row sequence layout does not trace to one graph. The base's weights are neve
           config.pbtxt                      backend python, KIND_CPU; saved_model ../../production/.../1/saved,
                                             base_checkpoint = the base export loaded (its digest checked)
           1/model.py
+
+(no text model: captions go to the encoder, whose per-row layout already runs a caption's tokens alone).
 
 Export checks what Triton will run against the offline model: ONNX Runtime against PyTorch for the graph,
 the LoRA-merged model against the unmerged one for a pretrained backbone (model.omni.export), on random
@@ -53,10 +60,11 @@ from pathlib import Path
 from model.cache import file_digest
 from model.config import AnyConfig, config_dict
 from model.errors import ExportError
-from model.export import PARITY_TOLERANCE, ExportResult, export_onnx
+from model.export import PARITY_TOLERANCE, ExportResult, export_onnx, export_text_onnx
 from model.store import LoadedModel, load_model, model_dir, replace_dir, weights_digest
 from serving.manifests import BASE_MOUNT
-from serving.tensors import ENCODER_MODEL, MAX_BATCH_SIZE, TensorSpec, encoder_inputs, encoder_outputs
+from serving.tensors import (ENCODER_MODEL, MAX_BATCH_SIZE, TEXT_ENCODER_MODEL, TensorSpec, encoder_inputs,
+                             encoder_outputs, text_encoder_inputs)
 
 FORMAT = "omniretriever-repository-v1"
 VERSION = "1"  # the one model version directory
@@ -78,8 +86,8 @@ def local_dir(repo: str | Path) -> Path:
     return Path(repo) / LOCAL
 
 
-def config_path(repo: str | Path, kind: str) -> Path:
-    return Path(repo) / kind / ENCODER_MODEL / "config.pbtxt"
+def config_path(repo: str | Path, kind: str, model: str = ENCODER_MODEL) -> Path:
+    return Path(repo) / kind / model / "config.pbtxt"
 
 
 def _tensor_block(spec: TensorSpec) -> str:
@@ -87,19 +95,23 @@ def _tensor_block(spec: TensorSpec) -> str:
     return f'  {{\n    name: "{spec.name}"\n    data_type: {spec.triton_type}\n    dims: [ {dims} ]\n  }}'
 
 
-def render_config(cfg: AnyConfig, kind: str, parameters: dict[str, str] | None = None) -> str:
-    """config.pbtxt text for the production (GPU) or local (CPU) model: onnxruntime for the tiny encoder's
-    production graph, the python backend otherwise."""
+def render_config(cfg: AnyConfig, kind: str, parameters: dict[str, str] | None = None,
+                  model: str = ENCODER_MODEL) -> str:
+    """config.pbtxt text for the production (GPU) or local (CPU) encoder, or the text model: onnxruntime for
+    the tiny encoder's production graphs, the python backend otherwise."""
     if kind not in (PRODUCTION, LOCAL):
         raise ValueError(f"config kind must be {PRODUCTION!r} or {LOCAL!r}, got {kind!r}")
+    if model not in (ENCODER_MODEL, TEXT_ENCODER_MODEL):
+        raise ValueError(f"model must be {ENCODER_MODEL!r} or {TEXT_ENCODER_MODEL!r}, got {model!r}")
     onnx = kind == PRODUCTION and cfg.backbone == "tiny"
     engine = 'platform: "onnxruntime_onnx"' if onnx else 'backend: "python"'
     device = "KIND_GPU" if kind == PRODUCTION else "KIND_CPU"
+    inputs = text_encoder_inputs(cfg) if model == TEXT_ENCODER_MODEL else encoder_inputs(cfg)
     lines = [
-        f'name: "{ENCODER_MODEL}"',
+        f'name: "{model}"',
         engine,
         f"max_batch_size: {MAX_BATCH_SIZE}",
-        "input [\n" + ",\n".join(_tensor_block(s) for s in encoder_inputs(cfg)) + "\n]",
+        "input [\n" + ",\n".join(_tensor_block(s) for s in inputs) + "\n]",
         "output [\n" + ",\n".join(_tensor_block(s) for s in encoder_outputs(cfg)) + "\n]",
         f"instance_group [\n  {{\n    count: 1\n    kind: {device}\n  }}\n]",
         f"dynamic_batching {{\n  max_queue_delay_microseconds: {QUEUE_DELAY_US[kind]}\n}}",
@@ -115,20 +127,28 @@ def _write_preprocessing(model_root: Path, source: Path, cfg: AnyConfig) -> None
     shutil.copyfile(source / "tokenizer.json", model_root / "tokenizer.json")
 
 
-def _write_onnx(tmp: Path, model: Path, cfg: AnyConfig) -> dict:
-    """The tiny encoder: production's ONNX graph, local's python model running it; what repository.json adds."""
-    model_root = production_dir(tmp) / ENCODER_MODEL
-    result: ExportResult = export_onnx(model, model_root / VERSION / "model.onnx")
-    (model_root / "config.pbtxt").write_text(render_config(cfg, PRODUCTION))
-    _write_preprocessing(model_root, model_dir(model), cfg)
+def _write_graph(tmp: Path, model: Path, cfg: AnyConfig, name: str) -> dict:
+    """One ONNX model `name` (the joint graph, or the text graph): production's graph and config, local's
+    python model running it by digest; its digest and parity."""
+    export = export_text_onnx if name == TEXT_ENCODER_MODEL else export_onnx
+    result: ExportResult = export(model, production_dir(tmp) / name / VERSION / "model.onnx")
+    (production_dir(tmp) / name / "config.pbtxt").write_text(render_config(cfg, PRODUCTION, model=name))
     onnx_sha256 = file_digest(result.onnx)
-    local_root = local_dir(tmp) / ENCODER_MODEL
+    local_root = local_dir(tmp) / name
     (local_root / VERSION).mkdir(parents=True)
     shutil.copyfile(MODEL_PY, local_root / VERSION / "model.py")
-    onnx_rel = f"../../{PRODUCTION}/{ENCODER_MODEL}/{VERSION}/model.onnx"  # relative to local/<model>/
-    params = {"onnx_model": onnx_rel, "onnx_sha256": onnx_sha256, "intra_op_threads": "0"}
-    (local_root / "config.pbtxt").write_text(render_config(cfg, LOCAL, params))
+    onnx_rel = f"../../{PRODUCTION}/{name}/{VERSION}/model.onnx"  # relative to local/<model>/
+    params = {"onnx_model": onnx_rel, "onnx_sha256": onnx_sha256, "intra_op_threads": "0", "allow_spinning": "0"}
+    (local_root / "config.pbtxt").write_text(render_config(cfg, LOCAL, params, model=name))
     return {"onnx_sha256": onnx_sha256, "max_abs_diff": result.max_abs_diff, "rows_checked": result.rows_checked}
+
+
+def _write_onnx(tmp: Path, model: Path, cfg: AnyConfig) -> dict:
+    """The tiny encoder: the joint graph and the text graph; what repository.json adds."""
+    joint = _write_graph(tmp, model, cfg, ENCODER_MODEL)
+    _write_preprocessing(production_dir(tmp) / ENCODER_MODEL, model_dir(model), cfg)
+    text = _write_graph(tmp, model, cfg, TEXT_ENCODER_MODEL)
+    return {**joint, "text_model": {"triton_model": TEXT_ENCODER_MODEL, **text}}
 
 
 def _write_torch(tmp: Path, model: Path, loaded: LoadedModel, tolerance: float = PARITY_TOLERANCE) -> dict:
@@ -154,7 +174,7 @@ def _write_torch(tmp: Path, model: Path, loaded: LoadedModel, tolerance: float =
                   "intra_op_threads": "0"}
         (root / "config.pbtxt").write_text(render_config(cfg, kind, params))
     return {"max_abs_diff": diff, "rows_checked": rows, "base": base.identity(),
-            "pad_token_id": loaded.tokenizer.pad_id}
+            "pad_token_id": loaded.tokenizer.pad_id, "text_model": None}
 
 
 def _check_replaceable(repo: Path) -> None:

@@ -4,6 +4,9 @@
         inputs   the arrays of model.inference.input_names(cfg) (INPUTS; a Qwen2.5-Omni model adds
                  audio_mask), shapes and dtypes from input_shapes(cfg)
         output   EMBEDDING  FP32 [B, embed_dim]
+    Triton model `omniretriever-text-encoder` (TEXT_ENCODER_MODEL), the tiny encoder's text graph:
+        inputs   text_ids, text_mask (model.export.TEXT_INPUTS), as the encoder's
+        output   EMBEDDING  FP32 [B, embed_dim]
     KServe transformer `omniretriever` (EMBEDDING_MODEL):
         inputs   TEXT, VIDEO, AUDIO  BYTES [B]  (any subset; an empty element is an absent modality)
         output   EMBEDDING  FP32 [B, embed_dim]
@@ -28,11 +31,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.config import AnyConfig
-from model.export import OUTPUT
+from model.export import OUTPUT, TEXT_INPUTS
 from model.inference import input_names, input_shapes
 from serving.limits import MAX_BATCH_SIZE  # noqa: F401  config.pbtxt max_batch_size, defined with the limits
 
 ENCODER_MODEL = "omniretriever-encoder"  # the Triton model (predictor)
+TEXT_ENCODER_MODEL = "omniretriever-text-encoder"  # the Triton model for caption-only requests (tiny encoder)
 EMBEDDING_MODEL = "omniretriever"  # the transformer's embedding model
 SEARCH_MODEL = "omniretriever-search"  # the transformer's search model
 
@@ -81,6 +85,11 @@ def encoder_inputs(cfg: AnyConfig) -> tuple[TensorSpec, ...]:
     shapes = input_shapes(cfg)
     return tuple(TensorSpec(name, v2_datatype(shapes[name][1]), tuple(int(d) for d in shapes[name][0][1:]))
                  for name in input_names(cfg))
+
+
+def text_encoder_inputs(cfg: AnyConfig) -> tuple[TensorSpec, ...]:
+    """The text graph's inputs: the encoder's text_ids and text_mask."""
+    return tuple(spec for spec in encoder_inputs(cfg) if spec.name in TEXT_INPUTS)
 
 
 def encoder_outputs(cfg: AnyConfig) -> tuple[TensorSpec, ...]:

@@ -4,12 +4,14 @@ Two kserve.Model subclasses in one ModelServer:
 
     omniretriever         inputs TEXT, VIDEO, AUDIO (BYTES [B], any subset per row) -> EMBEDDING FP32 [B, D]
     omniretriever-search  the same inputs, parameters top_k, gallery and filter -> IDS BYTES [B, K], SCORES FP32
-                          [B, K], START, END, MODALITIES, MEDIA_URIS, EMBEDDING; ranked through a gallery
+                          [B, K], START, END, MODALITIES, MEDIA_URIS, CAPTIONS, EMBEDDING; ranked through a gallery
                           store (serving/store/; an index file is imported into one at start)
 
 Both run model.inference.Preprocessor (the preprocessing of training and evaluation) on the request rows,
 send the five encoder arrays to the Triton model `omniretriever-encoder` over grpc-v2 and read EMBEDDING
-from its answer by name. Nothing about a request is kept on the model objects, so concurrent requests
+from its answer by name. A request whose rows are all captions goes to `omniretriever-text-encoder` instead
+when the repository has one (the tiny encoder's text graph: the same embedding for a fraction of the work),
+with text_ids and text_mask only. Nothing about a request is kept on the model objects, so concurrent requests
 cannot see each other's data.
 
 Run it as a process (`python -m serving.transformer --model_dir REPO/production --predictor_host H:P ...`;
@@ -58,8 +60,8 @@ from serving.server.status import PredictorUnavailable
 from serving.server.ui import SearchPage
 from serving.server.workers import Workers
 from serving.requests import InferenceBody, RequestError, SearchOptions, rows_from_tensors, search_options
-from serving.tensors import (EMBEDDING_MODEL, ENCODER_MODEL, TensorSpec, embedding_outputs, encoder_inputs,
-                             encoder_outputs, search_outputs)
+from serving.tensors import (EMBEDDING_MODEL, ENCODER_MODEL, TEXT_ENCODER_MODEL, TensorSpec, embedding_outputs,
+                             encoder_inputs, encoder_outputs, search_outputs, text_encoder_inputs)
 
 log = logging.getLogger("omniretriever.transformer")
 DEFAULT_TOP_K = 10
@@ -83,7 +85,8 @@ def _bad_input(exc: Exception) -> InvalidInput:
 
 
 class EmbeddingModel(kserve.Model):
-    """TEXT / VIDEO / AUDIO rows -> EMBEDDING [B, D], through the Triton model ENCODER_MODEL."""
+    """TEXT / VIDEO / AUDIO rows -> EMBEDDING [B, D], through the Triton model ENCODER_MODEL (caption-only
+    requests: TEXT_ENCODER_MODEL, when model.json names it)."""
 
     def __init__(self, name: str, model_dir: Path, limits: ServingLimits, workers: Workers | None = None):
         super().__init__(name)
@@ -92,6 +95,8 @@ class EmbeddingModel(kserve.Model):
         self.workers = workers or Workers(limits)
         self.preprocessor: Preprocessor | None = None
         self.info: dict = {}
+        self.text_model = False  # whether caption-only requests go to TEXT_ENCODER_MODEL (set by load)
+        self._routes: dict[str, tuple[str, tuple[TensorSpec, ...]]] = {}  # "media"/"text" -> (Triton model, inputs)
 
     def load(self) -> bool:
         """Read the preprocessing (encoder.json, tokenizer.json) that export put beside the Triton model."""
@@ -104,37 +109,53 @@ class EmbeddingModel(kserve.Model):
         self.info = json.loads((root / "model.json").read_text())
         tokenizer = load_tokenizer(config, root / "tokenizer.json", self.info.get("pad_token_id"))
         self.preprocessor = Preprocessor(tokenizer, config, self.limits.media())
+        text_model = self.info.get("text_model") or {}
+        if text_model and text_model.get("triton_model") != TEXT_ENCODER_MODEL:
+            raise ValueError(f"{root / 'model.json'} names text model {text_model.get('triton_model')!r}, "
+                             f"this transformer sends captions to {TEXT_ENCODER_MODEL!r}: rebuild the repository")
+        self.text_model = bool(text_model)
+        # the tensors of Triton's requests, computed once: (model, its input specs) for clips and for captions
+        joint = (ENCODER_MODEL, encoder_inputs(config))
+        self._routes = {"media": joint, "text": (TEXT_ENCODER_MODEL, text_encoder_inputs(config)) if text_model else joint}
+        self._outputs = [RequestedOutput(spec.name) for spec in encoder_outputs(config)]
         self.ready = True
         return self.ready
 
-    def _arrays(self, rows: list[dict]) -> dict[str, np.ndarray]:
+    @property
+    def triton_models(self) -> tuple[str, ...]:
+        """The Triton models this model sends requests to (what readiness asks about)."""
+        return tuple(dict.fromkeys(model for model, _ in self._routes.values()))
+
+    def _arrays(self, rows: list[dict], names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         try:
-            return self.preprocessor(rows)
+            return self.preprocessor(rows, names)
         except InputError as exc:
             raise _bad_input(exc) from None
 
-    def _encoder_request(self, payload: InferenceBody) -> InferRequest:
-        """On a worker thread: check the rows, preprocess them (media decoding included), build Triton's request."""
+    def _encoder_request(self, payload: InferenceBody, kind: str) -> InferRequest:
+        """On a worker thread: check the rows, preprocess them (media decoding included), build Triton's request
+        for the route of `kind` ("media" or "text")."""
         try:
             rows = rows_from_tensors(payload.inputs, self.limits.max_rows)
         except RequestError as exc:
             raise _bad_input(exc) from None
-        arrays = self._arrays(rows)
+        model, specs = self._routes[kind]
+        arrays = self._arrays(rows, tuple(spec.name for spec in specs))
         inputs = []
-        for spec in encoder_inputs(self.preprocessor.config):
+        for spec in specs:
             tensor = InferInput(spec.name, spec.batch_shape(len(rows)), spec.datatype)
             tensor.set_data_from_numpy(np.ascontiguousarray(arrays[spec.name]), binary_data=True)
             inputs.append(tensor)
-        outputs = [RequestedOutput(spec.name) for spec in encoder_outputs(self.preprocessor.config)]
-        return InferRequest(model_name=ENCODER_MODEL, infer_inputs=inputs, request_id=payload.id or uuid.uuid4().hex,
-                            request_outputs=outputs)
+        return InferRequest(model_name=model, infer_inputs=inputs, request_id=payload.id or uuid.uuid4().hex,
+                            request_outputs=list(self._outputs))
 
     async def encoder_request(self, payload: Any) -> InferRequest:
         """The Triton request for a decoded request, prepared on the media workers if any row has video or
         audio, else on the text workers."""
         if not isinstance(payload, InferenceBody):
             raise InvalidInput("expected a V2 inference request (POST /v2/models/<name>/infer or gRPC ModelInfer)")
-        return await self.workers.run("media" if payload.has_media() else "text", self._encoder_request, payload)
+        kind = "media" if payload.has_media() else "text"
+        return await self.workers.run(kind, self._encoder_request, payload, kind)
 
     def read_embedding(self, response: InferResponse) -> np.ndarray:
         """The (B, D) embedding of Triton's answer, by the embedding output's spec."""

@@ -3,10 +3,11 @@
     triton_model.py        ONNX Runtime on the repository's model.onnx (the tiny encoder, locally)
     triton_torch_model.py  a pretrained backbone's saved PyTorch model (production and locally)
 
-`run_requests` refuses a request with a row that carries no modality (the encoder would pool nothing),
-runs the others as ONE forward (what the dynamic batcher gathered), and splits the answer back per
-request; when that forward raises ValueError (the encoder's own checks, e.g. token ids or audio masks),
-each request runs alone, so only the one at fault fails. `repository_file` resolves a path a config
+`run_requests` refuses a request with a row that carries no modality (the encoder would pool nothing;
+for the text model, which takes no `present`, a row whose text_mask marks no token), runs the others as
+ONE forward (what the dynamic batcher gathered), and splits the answer back per request; when that forward
+raises ValueError (the encoder's own checks, e.g. token ids or audio masks), each request runs alone, so
+only the one at fault fails. `repository_file` resolves a path a config
 names, confined to the repository and checked by sha256.
 
 The stub imports each model file under the module name `model`, so this module imports numpy only (never
@@ -55,6 +56,17 @@ def bad_request(pb_utils: Any, message: str) -> Any:
     return pb_utils.InferenceResponse(output_tensors=[], error=error)
 
 
+def _empty_row(arrays: dict[str, np.ndarray]) -> str | None:
+    """Why the first row that would pool nothing is refused, or None."""
+    if "present" in arrays:
+        empty = np.flatnonzero(~arrays["present"].any(axis=1))
+        reason = "no modality present (present is all false); every row needs at least one of text, video, audio"
+    else:
+        empty = np.flatnonzero(~arrays["text_mask"].any(axis=1))
+        reason = "no text token (text_mask is all false); the text model needs a caption in every row"
+    return f"row {int(empty[0])}: {reason}" if empty.size else None
+
+
 def run_requests(pb_utils: Any, requests: list, inputs: list[str], output: str, forward: Forward) -> list:
     """One response per request, in order (see the module docstring)."""
 
@@ -70,10 +82,9 @@ def run_requests(pb_utils: Any, requests: list, inputs: list[str], output: str, 
     batches, responses = [], [None] * len(requests)
     for i, request in enumerate(requests):
         arrays = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in inputs}
-        empty = np.flatnonzero(~arrays["present"].any(axis=1))
-        if empty.size:
-            responses[i] = bad_request(pb_utils, f"row {int(empty[0])}: no modality present (present is all false); "
-                                                 "every row needs at least one of text, video, audio")
+        refused = _empty_row(arrays)
+        if refused:
+            responses[i] = bad_request(pb_utils, refused)
         else:
             batches.append((i, arrays))
     if not batches:
@@ -87,7 +98,7 @@ def run_requests(pb_utils: Any, requests: list, inputs: list[str], output: str, 
         return responses
     start = 0
     for i, arrays in batches:
-        n = len(arrays["present"])
+        n = len(arrays[inputs[0]])
         responses[i] = answer(embeddings[start:start + n])
         start += n
     return responses

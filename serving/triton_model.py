@@ -31,6 +31,9 @@ class TritonPythonModel:
         self.output = config["output"][0]["name"]
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
+        # "0": ONNX Runtime's threads sleep between runs instead of spinning, so a CPU shared with the transformer
+        # (the local endpoint) is not spent waiting for work
+        options.add_session_config_entry("session.intra_op.allow_spinning", params.get("allow_spinning", "1"))
         path = repository_file(pb_utils, Path(args["model_repository"]), params["onnx_model"], params["onnx_sha256"],
                                "onnx_model")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -185,3 +185,25 @@ def test_gradients_through_kept_tokens_are_bitwise_reproducible(encoder, tokeniz
         grads.append([encoder.tokenizers[m].pos.grad.clone() for m in ("V", "A")])
     encoder.zero_grad(set_to_none=True)
     assert all(torch.equal(a, b) for later in grads[1:] for a, b in zip(grads[0], later))
+
+
+def test_one_caption_tokenizes_as_in_a_batch(tokenizer):
+    ids, mask = tokenizer(CAPTIONS)
+    for i, caption in enumerate(CAPTIONS):  # padding goes to the longest caption of the call
+        one_ids, one_mask = tokenizer([caption])
+        n = one_ids.shape[1]
+        assert torch.equal(one_ids[0], ids[i, :n]) and torch.equal(one_mask[0], mask[i, :n]) and not mask[i, n:].any()
+
+
+def test_the_caption_arrays_alone_equal_the_full_ones_and_refuse_media(tokenizer):
+    from model.inference import Preprocessor
+
+    cfg = replace(load_config("tiny"), vocab_size=tokenizer.vocab_size, max_text_len=16)
+    prep = Preprocessor(tokenizer, cfg)
+    rows = [{"text": c} for c in CAPTIONS]
+    full, text = prep(rows), prep(rows, ("text_ids", "text_mask"))
+    assert sorted(text) == ["present", "text_ids", "text_mask"]
+    for name in text:
+        assert (text[name] == full[name]).all(), name
+    with pytest.raises(ValueError, match="row 1 carries video"):
+        prep([{"text": "a"}, {"video": b"x"}], ("text_ids", "text_mask"))

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from model.config import load_config
 from model.encoder import OmniEncoder
 from model.errors import ExportError
-from model.export import PARITY_TOLERANCE, check_parity, export_onnx, random_inputs
+from model.export import PARITY_TOLERANCE, TEXT_INPUTS, check_parity, export_onnx, export_text_onnx, random_inputs
 from model.inference import Embedder
 from model.manifest import read_split, resolve_media
 from model.store import load_model, save_model
@@ -40,6 +40,23 @@ def test_parity_on_random_subsets_per_row(random_model, tmp_path):
     # an independent draw at batch sizes the export did not check
     diff, rows = check_parity(result.onnx, load_model(random_model), batches=(3, 33), seed=123)
     assert rows == 36 and diff < PARITY_TOLERANCE
+
+
+def test_text_graph_matches_the_joint_forward_on_captions(random_model, tmp_path):
+    """The text graph (captions' tokens alone) against the PyTorch joint forward with video and audio masked, in
+    every variant: mean pooling with the text rows skipping the head too."""
+    result = export_text_onnx(random_model, tmp_path / "text.onnx")
+    assert result.max_abs_diff < PARITY_TOLERANCE
+    diff, rows = check_parity(result.onnx, load_model(random_model), batches=(2, 33), seed=9, text_only=True)
+    assert rows == 35 and diff < PARITY_TOLERANCE
+    session = ort.InferenceSession(str(result.onnx), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == list(TEXT_INPUTS)
+
+
+def test_text_graph_that_fails_parity_leaves_nothing(tiny_run, tmp_path):
+    with pytest.raises(ExportError, match="text graph"):
+        export_text_onnx(tiny_run, tmp_path / "t.onnx", tolerance=0.0)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_every_subset_is_present_in_the_parity_batches(random_model):

@@ -12,8 +12,8 @@ from model.inference import INPUTS
 from model.store import load_model
 from serving.repository import PRODUCTION, LOCAL, build_repository, config_path, read_repository
 from serving.limits import ServingLimits
-from serving.tensors import (ENCODER_MODEL, MAX_BATCH_SIZE, embedding_outputs, encoder_inputs, encoder_outputs,
-                             search_outputs)
+from serving.tensors import (ENCODER_MODEL, MAX_BATCH_SIZE, TEXT_ENCODER_MODEL, embedding_outputs, encoder_inputs,
+                             encoder_outputs, search_outputs, text_encoder_inputs)
 
 DEVICE = {PRODUCTION: "KIND_GPU", LOCAL: "KIND_CPU"}
 
@@ -34,6 +34,24 @@ def test_layout(tiny_repo):
                  tiny_repo / LOCAL / ENCODER_MODEL / "1" / "model.py", tiny_repo / "repository.json"):
         assert path.is_file(), path
     assert not (tiny_repo / LOCAL / ENCODER_MODEL / "1" / "model.onnx").exists()  # no second copy of the graph
+    text = tiny_repo / PRODUCTION / TEXT_ENCODER_MODEL
+    for path in (text / "1" / "model.onnx", text / "config.pbtxt", tiny_repo / LOCAL / TEXT_ENCODER_MODEL / "config.pbtxt",
+                 tiny_repo / LOCAL / TEXT_ENCODER_MODEL / "1" / "model.py"):
+        assert path.is_file(), path
+    assert not (tiny_repo / LOCAL / TEXT_ENCODER_MODEL / "1" / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("kind", [PRODUCTION, LOCAL])
+def test_text_model_config_takes_the_captions_tensors_only(tiny_repo, tiny_run, kind):
+    cfg = load_model(tiny_run).config
+    config = parse_config(config_path(tiny_repo, kind, TEXT_ENCODER_MODEL))
+    assert config.name == TEXT_ENCODER_MODEL and config.max_batch_size == MAX_BATCH_SIZE
+    assert as_specs(config.input) == [(s.name, s.triton_type, list(s.dims)) for s in text_encoder_inputs(cfg)]
+    assert [i.name for i in config.input] == ["text_ids", "text_mask"]
+    assert as_specs(config.output) == [(s.name, s.triton_type, list(s.dims)) for s in encoder_outputs(cfg)]
+    assert config.HasField("dynamic_batching")
+    assert [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group] == [DEVICE[kind]]
+    assert (config.platform == "onnxruntime_onnx") == (kind == PRODUCTION)
 
 
 @pytest.mark.parametrize("kind", [PRODUCTION, LOCAL])
@@ -50,7 +68,8 @@ def test_config_tensors_match_the_one_definition(tiny_repo, tiny_run, kind):
     assert as_specs(config.output) == served
     assert [(s.name, s.triton_type, list(s.dims)) for s in search_outputs(cfg, 7)] == \
         [("IDS", "TYPE_STRING", [7]), ("SCORES", "TYPE_FP32", [7]), ("START", "TYPE_FP32", [7]), ("END", "TYPE_FP32", [7]),
-         ("MODALITIES", "TYPE_STRING", [7]), ("MEDIA_URIS", "TYPE_STRING", [7]), *served]
+         ("MODALITIES", "TYPE_STRING", [7]), ("MEDIA_URIS", "TYPE_STRING", [7]),
+         ("CAPTIONS", "TYPE_STRING", [7]), *served]
     assert ServingLimits().max_rows == config.max_batch_size
     assert config.HasField("dynamic_batching")
     assert [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group] == [DEVICE[kind]]
@@ -62,11 +81,13 @@ def test_production_runs_onnxruntime_and_local_the_python_backend(tiny_repo):
     assert local.backend == "python" and not local.platform
 
 
-def test_local_model_reads_production_graph_by_digest(tiny_repo):
-    params = {k: v.string_value for k, v in parse_config(config_path(tiny_repo, LOCAL)).parameters.items()}
-    graph = (tiny_repo / LOCAL / ENCODER_MODEL / params["onnx_model"]).resolve()
-    assert graph == (tiny_repo / PRODUCTION / ENCODER_MODEL / "1" / "model.onnx").resolve()
+@pytest.mark.parametrize("model", [ENCODER_MODEL, TEXT_ENCODER_MODEL])
+def test_local_model_reads_production_graph_by_digest(tiny_repo, model):
+    params = {k: v.string_value for k, v in parse_config(config_path(tiny_repo, LOCAL, model)).parameters.items()}
+    graph = (tiny_repo / LOCAL / model / params["onnx_model"]).resolve()
+    assert graph == (tiny_repo / PRODUCTION / model / "1" / "model.onnx").resolve()
     assert hashlib.sha256(graph.read_bytes()).hexdigest() == params["onnx_sha256"]
+    assert params["allow_spinning"] == "0"  # ONNX Runtime's threads sleep between runs on the shared local CPU
 
 
 def test_graph_tensors_match_the_one_definition(tiny_repo, tiny_run):
@@ -88,6 +109,9 @@ def test_repository_json_records_what_was_built(tiny_repo, tiny_run):
     assert info["max_abs_diff"] < 1e-4 and info["embed_dim"] == load_model(tiny_run).config.embed_dim
     served = json.loads((tiny_repo / PRODUCTION / ENCODER_MODEL / "model.json").read_text())
     assert served["weights_sha256"] == info["weights_sha256"] and len(info["onnx_sha256"]) == 64
+    text = served["text_model"]
+    assert text["triton_model"] == TEXT_ENCODER_MODEL and text["max_abs_diff"] < 1e-4 and text["rows_checked"] > 0
+    assert text["onnx_sha256"] != info["onnx_sha256"]
 
 
 def test_a_directory_that_is_not_a_repository_is_never_replaced(tiny_run, tmp_path):

@@ -29,7 +29,7 @@ from serving.index import build_index, load_index
 from serving.launcher import LocalEndpoint
 from serving.limits import MiB, ServingLimits
 from serving.tensors import (EMBEDDING, EMBEDDING_MODEL, ENCODER_MODEL, IDS, MEDIA_URIS, REQUEST_FIELDS, SCORES,
-                             SEARCH_MODEL, embedding_outputs, search_outputs)
+                             SEARCH_MODEL, TEXT_ENCODER_MODEL, embedding_outputs, search_outputs)
 from tests.conftest import free_port, http_ok, ramp_frames, tone, wait_until
 
 LIMITS = ServingLimits(max_request_bytes=2 * MiB, max_media_bytes=512 * 1024, max_media_seconds=6.0, max_rows=16,
@@ -106,7 +106,7 @@ def test_both_servers_are_ready_with_their_models(endpoint):
     assert transformer.is_server_ready()
     assert transformer.is_model_ready(EMBEDDING_MODEL) and transformer.is_model_ready(SEARCH_MODEL)
     triton = connect(endpoint.triton_http_url, "http")
-    assert triton.is_server_ready() and triton.is_model_ready(ENCODER_MODEL)
+    assert triton.is_server_ready() and triton.is_model_ready(ENCODER_MODEL) and triton.is_model_ready(TEXT_ENCODER_MODEL)
     for url in (endpoint.http_url, endpoint.grpc_url, endpoint.triton_http_url, endpoint.triton_grpc_url):
         assert "127.0.0.1" in url
 
@@ -125,6 +125,42 @@ def test_transformer_matches_pytorch_for_every_subset(endpoint, embedder, items,
     got = infer(endpoint, protocol, EMBEDDING_MODEL, columns(rows)).as_numpy(EMBEDDING)
     assert got.shape == (7, embedder.dim) and got.dtype == np.float32
     np.testing.assert_allclose(got, embedder.embed(rows), atol=1e-5)
+
+
+def triton_requests(endpoint) -> dict[str, int]:
+    """Successful inference requests each Triton model has answered so far (Triton's statistics extension)."""
+    stats = connect(endpoint.triton_http_url, "http").get_inference_statistics()["model_stats"]
+    return {s["name"]: int(s["inference_stats"]["success"]["count"]) for s in stats}
+
+
+def test_captions_go_to_the_text_model_and_clips_to_the_encoder(endpoint, embedder, items, protocol):
+    """A caption-only request runs the text graph (the same embedding as the joint forward); one with a clip in
+    any row runs the joint graph for every row."""
+    captions = make_rows(items[:5], [("text",)] * 5)
+    before = triton_requests(endpoint)
+    got = infer(endpoint, protocol, EMBEDDING_MODEL, columns(captions)).as_numpy(EMBEDDING)
+    np.testing.assert_allclose(got, embedder.embed(captions), atol=1e-5)
+    after = triton_requests(endpoint)
+    assert after[TEXT_ENCODER_MODEL] == before[TEXT_ENCODER_MODEL] + 1 and after[ENCODER_MODEL] == before[ENCODER_MODEL]
+    mixed = make_rows(items[:2], [("text",), ("video",)])
+    got = infer(endpoint, protocol, EMBEDDING_MODEL, columns(mixed)).as_numpy(EMBEDDING)
+    np.testing.assert_allclose(got, embedder.embed(mixed), atol=1e-5)
+    last = triton_requests(endpoint)
+    assert last[ENCODER_MODEL] == after[ENCODER_MODEL] + 1 and last[TEXT_ENCODER_MODEL] == after[TEXT_ENCODER_MODEL]
+
+
+def test_triton_text_model_matches_pytorch_and_refuses_a_row_without_tokens(endpoint, embedder, protocol):
+    arrays = random_inputs(embedder.loaded, 6, seed=8, text_only=True)
+    text = {k: arrays[k] for k in ("text_ids", "text_mask")}
+    client = connect(endpoint.triton_http_url if protocol == "http" else endpoint.triton_grpc_url, protocol)
+    got = client.infer(TEXT_ENCODER_MODEL, encoder_inputs(CLIENTS[protocol], text)).as_numpy(EMBEDDING)
+    np.testing.assert_allclose(got, embedder.forward(arrays), atol=1e-5)
+    empty = {"text_ids": np.zeros_like(text["text_ids"][:2]), "text_mask": np.zeros_like(text["text_mask"][:2])}
+    empty["text_mask"][0, :3] = True
+    with pytest.raises(InferenceServerException, match="row 1: no text token"):
+        client.infer(TEXT_ENCODER_MODEL, encoder_inputs(CLIENTS[protocol], empty))
+    again = client.infer(TEXT_ENCODER_MODEL, encoder_inputs(CLIENTS[protocol], text)).as_numpy(EMBEDDING)
+    np.testing.assert_allclose(again, got, atol=1e-6)
 
 
 def test_search_ranks_the_gallery_like_the_offline_index(endpoint, embedder, items, gallery, protocol):

@@ -73,6 +73,7 @@ class TransformerServer(kserve.ModelServer):
 
     def start(self, models: list[kserve.Model]) -> None:
         self._register_and_check_atleast_one_model_is_ready(models)
+        self.health.models = tuple(dict.fromkeys(name for m in models for name in getattr(m, "triton_models", ())))
         kserve.model_server.app.add_middleware(BodyLimit, max_bytes=self.limits.max_request_bytes)
         self._rest_server = V2RESTServer("kserve.model_server:app", self.dataplane, self.workers, self.limits,
                                          self.http_port, page=self.page, grace_period=self.grace_period,

@@ -1,9 +1,9 @@
 """Readiness that includes Triton's: PredictorHealth and the data plane built on it.
 
 kserve's DataPlane.ready/model_ready ignore the predictor unless --enable_predictor_health_check, and then ask
-it on every probe. Here Triton is asked (ServerReady and ModelReady of the encoder, over the inference gRPC
-channel) at most once a second; while it is unreachable the server and its models report not-ready and
-inference is refused with 503 / UNAVAILABLE. The channel is kserve's own (InferenceClientFactory's singleton,
+it on every probe. Here Triton is asked (ServerReady and ModelReady of every Triton model the served models
+use, over the inference gRPC channel) at most once a second; while it is unreachable the server and its
+models report not-ready and inference is refused with 503 / UNAVAILABLE. The channel is kserve's own (InferenceClientFactory's singleton,
 created here first with short reconnect backoffs); the probes use its private `_channel`. The data plane
 also lists no protocol extensions: the model repository API is not served."""
 
@@ -32,15 +32,15 @@ HEALTH_INTERVAL_SECONDS = 1.0  # the predictor's health is asked at most this of
 
 
 class PredictorHealth:
-    """Triton's readiness (server and the encoder model), asked over the inference channel at most once per
-    `interval` seconds; concurrent askers share one probe."""
+    """Triton's readiness (the server and `models`: the encoder, and the text model when one is served), asked
+    over the inference channel at most once per `interval` seconds; concurrent askers share one probe."""
 
     CHANNEL_ARGS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1),
                     ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
                     ("grpc.max_reconnect_backoff_ms", 1000)]
 
-    def __init__(self, model_name: str = ENCODER_MODEL, interval: float = HEALTH_INTERVAL_SECONDS):
-        self.model_name = model_name
+    def __init__(self, models: tuple[str, ...] = (ENCODER_MODEL,), interval: float = HEALTH_INTERVAL_SECONDS):
+        self.models = models
         self.interval = interval
         self._stub: GRPCInferenceServiceStub | None = None
         self._checked_at = -math.inf
@@ -77,14 +77,14 @@ class PredictorHealth:
             if self._stub is None:
                 self.connect()
             timeout = self.interval
-            server, model = await asyncio.gather(
+            server, *models = await asyncio.gather(
                 self._stub.ServerReady(pb.ServerReadyRequest(), timeout=timeout),
-                self._stub.ModelReady(pb.ModelReadyRequest(name=self.model_name), timeout=timeout))
-            if server.ready and model.ready:
+                *(self._stub.ModelReady(pb.ModelReadyRequest(name=name), timeout=timeout) for name in self.models))
+            if server.ready and all(m.ready for m in models):
                 state = (True, "")
             else:
-                state = (False, f"the predictor (Triton at {self.host}) reports server ready={server.ready}, "
-                                f"model {self.model_name} ready={model.ready}")
+                ready = ", ".join(f"model {name} ready={m.ready}" for name, m in zip(self.models, models))
+                state = (False, f"the predictor (Triton at {self.host}) reports server ready={server.ready}, {ready}")
         except grpc.RpcError as exc:
             state = (False, f"the predictor (Triton at {self.host}) is unreachable ({exc.code().name})")
         except Exception as exc:  # noqa: BLE001  never let a probe fail the request that asked
