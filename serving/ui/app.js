@@ -68,6 +68,8 @@ async function search(inputs) {
     return;
   }
   const parameters = { top_k: Number($("top-k").value) || 10, gallery: $("gallery").value };
+  const filter = $("filter").value.trim();
+  if (filter) parameters.filter = filter; // a boolean expression over the gallery's fields, checked by the server
   const { body, headerLength } = inferBody(inputs, parameters);
   setBusy(true, "searching…");
   showError("");
@@ -82,7 +84,8 @@ async function search(inputs) {
     render(hits);
     const ms = Math.round(performance.now() - started);
     const what = inputs.map(([name]) => name.toLowerCase()).join(" + ");
-    setBusy(false, `${hits.length} results for ${what} in the ${parameters.gallery} gallery, ${ms} ms`);
+    const where = parameters.filter ? ` where ${parameters.filter}` : "";
+    setBusy(false, `${hits.length} results for ${what} in the ${parameters.gallery} gallery${where}, ${ms} ms`);
     document.body.dataset.searchMs = String(ms);
   } catch (err) {
     setBusy(false, "");
@@ -97,7 +100,7 @@ function hitsOf(result) {
   for (let i = 0; i < out.IDS.length; i++) {
     if (!out.IDS[i]) continue; // padding: fewer entries than top_k
     hits.push({ id: out.IDS[i], score: out.SCORES[i], start: out.START[i], end: out.END[i],
-                modalities: out.MODALITIES[i], uri: out.MEDIA_URIS[i] });
+                modalities: out.MODALITIES[i], uri: out.MEDIA_URIS[i], caption: out.CAPTIONS ? out.CAPTIONS[i] : "" });
   }
   return hits;
 }
@@ -224,6 +227,7 @@ async function start() {
   try {
     const params = await loadInfo();
     if (params.get("k")) $("top-k").value = params.get("k");
+    if (params.get("filter")) $("filter").value = params.get("filter");
     if (params.get("q")) {  // a link such as /ui/?q=a+dog+barks&k=5&gallery=av runs its search
       $("text").value = params.get("q");
       await search(await formInputs());
