@@ -22,15 +22,17 @@ def storage_uri_for(artifact_uri: str) -> str:
 
 def kserve_manifest(repository: str | Path, repository_uri: str, *, name: str, storage_uri: str, transformer_image: str,
                     canary_percent: int, gpus: int, predictor_image: str = "", workspace_pvc: str = "",
-                    workspace_mount: str = "/workspace", gallery_store: str = "", gallery_secret: str = "") -> dict:
+                    workspace_mount: str = "/workspace", gallery_store: str = "", gallery_secret: str = "",
+                    media_root: str = "") -> dict:
     """The InferenceService for the repository at `repository` (stored at `repository_uri`). A pretrained
     backbone's repository (repository.json names its base) gets `predictor_image` and its base checkpoint
     mounted from `workspace_pvc`, where the pipeline fetched it (under `workspace_mount` in the steps). With
     `gallery_store` (a Milvus cluster URI) the transformer searches it, with the token of the Secret
-    `gallery_secret` (key "token") when given."""
+    `gallery_secret` (key "token") when given, and serves the search page over `media_root` (the dataset the
+    gallery was indexed from) when that lies on the workspace volume, mounted read-only from there."""
     if not 0 <= canary_percent <= 100:
         raise ValueError(f"canary_percent must be between 0 and 100, got {canary_percent}")
-    from serving.manifests import GalleryStoreRef, base_on_volume, inference_service
+    from serving.manifests import GalleryStoreRef, base_on_volume, inference_service, media_on_volume
     from serving.repository import read_repository
 
     info = read_repository(repository)
@@ -42,8 +44,9 @@ def kserve_manifest(repository: str | Path, repository_uri: str, *, name: str, s
         image, base = predictor_image, base_on_volume(info["base"]["path"], workspace_mount, workspace_pvc)
     storage = storage_uri or storage_uri_for(repository_uri)
     store = GalleryStoreRef(gallery_store, gallery_secret or None) if gallery_store else None
+    media = media_on_volume(media_root, workspace_mount, workspace_pvc) if store and media_root and workspace_pvc else None
     return inference_service(name, storage, transformer_image, canary_percent, gpus, predictor_image=image, base=base,
-                             store=store)
+                             store=store, media=media)
 
 
 def deploy_kserve(repository: str | Path, repository_uri: str, *, name: str, namespace: str, **options) -> tuple[str, str]:
@@ -59,6 +62,12 @@ def deploy_kserve(repository: str | Path, repository_uri: str, *, name: str, nam
     mounted = "".join(f", base {predictor['volumes'][0]['persistentVolumeClaim']['claimName']}:{m['subPath']} at "
                       f"{m['mountPath']}" for m in mounts)
     searched = f", gallery {options['gallery_store']}" if options.get("gallery_store") else ""
+    args = manifest["spec"]["transformer"]["containers"][0]["args"]
+    if "--media_root" in args:
+        searched += ", search page at /ui"
+    elif options.get("gallery_store") and options.get("media_root"):
+        searched += (f", no search page (the media root {options['media_root']} is not on the workspace volume "
+                     f"{options.get('workspace_pvc') or '(none)'})")
     return f"{namespace}/{name}", (f"InferenceService {name} applied: storage {storage}, "
                                    f"canary {options['canary_percent']}%{mounted}{searched}")
 

@@ -37,7 +37,8 @@ def deploy_model(repository: Input[Model], target: str = "local", name: str = "o
     """target="kserve": apply the InferenceService `name` in `namespace`, its storage the repository
     artifact (or `storage_uri`), `canary_percent` of the traffic to the new revision; a pretrained backbone's
     predictor runs `predictor_image` and mounts its base checkpoint from `workspace_pvc`; with `gallery_store`
-    (a Milvus cluster URI) the transformer searches it, its token from the secret `gallery_secret`.
+    (a Milvus cluster URI) the transformer searches it, its token from the secret `gallery_secret`, and serves
+    the search page over `media_root` when that lies on `workspace_pvc` (mounted read-only).
     target="local": start the local endpoint on 127.0.0.1 (searching `gallery_store` when given, with the
     search page over `media_root`), send `smoke_text` (a search of the store's first view, else an
     embedding), load the page, stop it."""
@@ -51,7 +52,7 @@ def deploy_model(repository: Input[Model], target: str = "local", name: str = "o
                                          storage_uri=storage_uri, transformer_image=transformer_image,
                                          canary_percent=canary_percent, gpus=gpus, predictor_image=predictor_image,
                                          workspace_pvc=workspace_pvc, gallery_store=gallery_store,
-                                         gallery_secret=gallery_secret)
+                                         gallery_secret=gallery_secret, media_root=media_root)
     elif target == "local":
         endpoint, detail = deploy_local(repository.path, smoke_text, gallery_store, media_root, gallery_views)
     else:

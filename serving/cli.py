@@ -475,14 +475,21 @@ def manifest_cmd(
         help="PersistentVolumeClaim holding the base checkpoint of a pretrained backbone.")] = None,
     base_path: Annotated[Optional[str], typer.Option(
         help="The base checkpoint's directory inside that claim (relative).")] = None,
+    media_pvc: Annotated[Optional[str], typer.Option(
+        help="PersistentVolumeClaim holding the gallery's media: turns on the search page at /ui (needs --store "
+             "or --index).")] = None,
+    media_path: Annotated[Optional[str], typer.Option(
+        help="The media root's directory inside that claim (relative; the dataset root the gallery was indexed "
+             "from) [default: the whole claim].")] = None,
 ) -> None:
     """Print the KServe InferenceService (v1beta1) for a repository as YAML. A pretrained backbone's needs
     --predictor-image, --base-pvc and --base-path: the predictor mounts the base read-only. Search through
     a Milvus cluster takes --store and, where it checks tokens, --store-secret: the transformer reads the
-    token from the mounted Secret, so the manifest never holds it."""
+    token from the mounted Secret, so the manifest never holds it. --media-pvc mounts the gallery's media
+    read-only in the transformer and turns on the search page."""
     import yaml
 
-    from serving.manifests import BaseCheckpoint, GalleryStoreRef, inference_service
+    from serving.manifests import BaseCheckpoint, GalleryStoreRef, MediaVolume, inference_service
 
     if (base_pvc is None) != (base_path is None):
         fail("--base-pvc and --base-path go together: the claim and the checkpoint's directory inside it")
@@ -490,10 +497,13 @@ def manifest_cmd(
         fail("--store-secret needs --store: the Secret holds the token of the Milvus cluster --store names")
     if store_secret is None and store_secret_key is not None:
         fail("--store-secret-key needs --store-secret: the key names an entry of that Secret")
+    if media_pvc is None and media_path is not None:
+        fail("--media-path needs --media-pvc: it names a directory inside that claim")
     base = BaseCheckpoint(base_pvc, base_path) if base_pvc is not None else None
+    media = MediaVolume(media_pvc, media_path or "") if media_pvc is not None else None
     key = "token" if store_secret_key is None else store_secret_key
     ref = GalleryStoreRef(store, store_secret, key) if store is not None else None
     with exits_on(ValueError):
         manifest = inference_service(name, storage_uri, image, canary_percent, gpus, index=index,
-                                     predictor_image=predictor_image, base=base, store=ref)
+                                     predictor_image=predictor_image, base=base, store=ref, media=media)
     typer.echo(yaml.safe_dump(manifest, sort_keys=False))

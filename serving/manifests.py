@@ -16,7 +16,9 @@ Search in a cluster ranks through a Milvus cluster: `store` (GalleryStoreRef) na
 which the transformer gets as --index, and the Kubernetes Secret holding its token, mounted read-only at
 STORE_SECRET_MOUNT with TOKEN_FILE_ENV naming the file (see GalleryStoreRef). `index` instead names a
 .safetensors index file inside the container (under /mnt/models, say), which each transformer pod
-imports into a private Milvus Lite store at start.
+imports into a private Milvus Lite store at start. With search, `media` (MediaVolume) turns on the search
+page: the gallery's media directory on a PersistentVolumeClaim is mounted read-only at MEDIA_MOUNT in the
+transformer, which serves /ui on its HTTP port with --media_root MEDIA_MOUNT.
 
 The controller adds --model_name (the service's name), --predictor_host and --http_port to the
 transformer's arguments; the embedding model is then served as <name> and search as <name>-search.
@@ -37,6 +39,8 @@ KIND = "InferenceService"
 MODELS_DIR = "/mnt/models"  # where KServe's storage initializer puts storageUri
 BASE_MOUNT = "/mnt/base"  # where the predictor finds a pretrained backbone's base checkpoint
 BASE_VOLUME = "base-checkpoint"
+MEDIA_MOUNT = "/mnt/media"  # where the transformer finds the gallery's media (the search page's --media_root)
+MEDIA_VOLUME = "gallery-media"
 TRITON_RUNTIME = "kserve-tritonserver"
 H2C_PORT = 9000
 STORE_SECRET_VOLUME = "milvus-token"
@@ -56,6 +60,16 @@ def _resources(cpu: str, memory: str, gpus: int = 0) -> dict:
     return {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}
 
 
+def _claim_problems(what: str, holds: str, pvc: str, sub_path: str, whole_claim: bool = False) -> list[str]:
+    out = []
+    if not pvc:
+        out.append(f"{what}.pvc must name the PersistentVolumeClaim that holds {holds}")
+    parts = sub_path.split("/")
+    if (not sub_path and not whole_claim) or sub_path.startswith("/") or ".." in parts:
+        out.append(f"{what}.sub_path {sub_path!r} must be a relative path inside the claim, without '..'")
+    return out
+
+
 @dataclass(frozen=True)
 class BaseCheckpoint:
     """Where a pretrained backbone's base checkpoint lies for the predictor: `sub_path` inside the claim `pvc`."""
@@ -64,13 +78,20 @@ class BaseCheckpoint:
     sub_path: str
 
     def problems(self) -> list[str]:
-        out = []
-        if not self.pvc:
-            out.append("base.pvc must name the PersistentVolumeClaim that holds the base checkpoint")
-        parts = self.sub_path.split("/")
-        if not self.sub_path or self.sub_path.startswith("/") or ".." in parts:
-            out.append(f"base.sub_path {self.sub_path!r} must be a relative path inside the claim, without '..'")
-        return out
+        return _claim_problems("base", "the base checkpoint", self.pvc, self.sub_path)
+
+
+@dataclass(frozen=True)
+class MediaVolume:
+    """The gallery's media root for the search page: `sub_path` inside the claim `pvc` ("" for the whole claim),
+    the directory the store's media paths are relative to (the dataset root `index add --data` was given). It is
+    mounted read-only; the page serves only files the gallery names, confined to it."""
+
+    pvc: str
+    sub_path: str = ""
+
+    def problems(self) -> list[str]:
+        return _claim_problems("media", "the gallery's media", self.pvc, self.sub_path, whole_claim=True)
 
 
 @dataclass(frozen=True)
@@ -162,6 +183,18 @@ def base_on_volume(path: str, mount: str, pvc: str) -> BaseCheckpoint:
     return BaseCheckpoint(pvc, str(base.relative_to(root)))
 
 
+def media_on_volume(path: str, mount: str, pvc: str) -> MediaVolume | None:
+    """The media root at `path` (as a pipeline step saw it) on the volume `pvc` mounted at `mount`; None when it
+    is not on that volume (the transformer could not mount it)."""
+    from pathlib import PurePosixPath
+
+    media, root = PurePosixPath(path), PurePosixPath(mount)
+    if not media.is_relative_to(root):
+        return None
+    rel = media.relative_to(root)
+    return MediaVolume(pvc, "" if rel == PurePosixPath(".") else str(rel))
+
+
 def _predictor(storage_uri: str, gpus: int, canary_percent: int | None, min_replicas: int, max_replicas: int,
                cpu: str, memory: str, image: str | None = None, base: BaseCheckpoint | None = None) -> dict:
     predictor = {
@@ -190,7 +223,8 @@ def _predictor(storage_uri: str, gpus: int, canary_percent: int | None, min_repl
 
 
 def _transformer(image: str, storage_uri: str, index: str | None, limits: ServingLimits, min_replicas: int,
-                 max_replicas: int, cpu: str, memory: str, store: GalleryStoreRef | None = None) -> dict:
+                 max_replicas: int, cpu: str, memory: str, store: GalleryStoreRef | None = None,
+                 media: MediaVolume | None = None) -> dict:
     args = ["--predictor_protocol", "grpc-v2", "--model_dir", MODELS_DIR, "--host", "0.0.0.0", *limits.to_args()]
     env = [{"name": "STORAGE_URI", "value": storage_uri}]
     container = {"name": "kserve-container", "image": image, "args": args, "env": env,
@@ -204,9 +238,17 @@ def _transformer(image: str, storage_uri: str, index: str | None, limits: Servin
         from serving.store.engine import TOKEN_FILE_ENV
 
         env.append({"name": TOKEN_FILE_ENV, "value": f"{STORE_SECRET_MOUNT}/{STORE_TOKEN_FILE}"})
-        container["volumeMounts"] = [{"name": STORE_SECRET_VOLUME, "mountPath": STORE_SECRET_MOUNT, "readOnly": True}]
-        transformer["volumes"] = [{"name": STORE_SECRET_VOLUME, "secret": {
-            "secretName": store.secret, "items": [{"key": store.key, "path": STORE_TOKEN_FILE}]}}]
+        container.setdefault("volumeMounts", []).append(
+            {"name": STORE_SECRET_VOLUME, "mountPath": STORE_SECRET_MOUNT, "readOnly": True})
+        transformer.setdefault("volumes", []).append({"name": STORE_SECRET_VOLUME, "secret": {
+            "secretName": store.secret, "items": [{"key": store.key, "path": STORE_TOKEN_FILE}]}})
+    if media is not None:
+        args += ["--media_root", MEDIA_MOUNT]
+        container.setdefault("volumeMounts", []).append(
+            {"name": MEDIA_VOLUME, "mountPath": MEDIA_MOUNT, "readOnly": True,
+             **({"subPath": media.sub_path} if media.sub_path else {})})
+        transformer.setdefault("volumes", []).append(
+            {"name": MEDIA_VOLUME, "persistentVolumeClaim": {"claimName": media.pvc, "readOnly": True}})
     return transformer
 
 
@@ -215,14 +257,16 @@ def inference_service(name: str, storage_uri: str, transformer_image: str, canar
                       min_replicas: int = 1, max_replicas: int = 1, predictor_cpu: str = "2", predictor_memory: str = "8Gi",
                       transformer_cpu: str = "2", transformer_memory: str = "4Gi",
                       limits: ServingLimits = ServingLimits(), predictor_image: str | None = None,
-                      base: BaseCheckpoint | None = None, store: GalleryStoreRef | None = None) -> dict:
+                      base: BaseCheckpoint | None = None, store: GalleryStoreRef | None = None,
+                      media: MediaVolume | None = None) -> dict:
     """A v1beta1 InferenceService: Triton predictor (GPU, grpc-v2, storageUri) plus the transformer container.
 
     `storage_uri` points at a repository's production/ directory (s3://, gs://, pvc://, ...). Search is
     served as well with either `store`, a Milvus cluster and the Secret holding its token (GalleryStoreRef:
     mounted as a file, not an environment variable), or `index`, a .safetensors index file inside the
     transformer container (e.g. /mnt/models/omniretriever-encoder/gallery.safetensors); a Milvus Lite .db
-    is refused for either. `canary_percent` sends that share of traffic to this revision. A pretrained
+    is refused for either; `media` then turns on the search page over the gallery's media (MediaVolume).
+    `canary_percent` sends that share of traffic to this revision. A pretrained
     backbone's repository needs `predictor_image` and `base` (see the module docstring), and a GPU."""
     problems = []
     if index is not None and store is not None:
@@ -231,6 +275,10 @@ def inference_service(name: str, storage_uri: str, transformer_image: str, canar
         problems += _index_problems(index)
     if store is not None:
         problems += store.problems()
+    if media is not None:
+        problems += media.problems()
+        if index is None and store is None:
+            problems.append("media turns on the search page, which searches a gallery: give store or index too")
     if not name or not name.replace("-", "").isalnum() or name != name.lower() or len(name) > 63:
         problems.append(f"name {name!r} must be a DNS label (lower-case letters, digits, '-'; at most 63)")
     if "://" not in storage_uri:
@@ -261,6 +309,6 @@ def inference_service(name: str, storage_uri: str, transformer_image: str, canar
             "predictor": _predictor(storage_uri, gpus, canary_percent, min_replicas, max_replicas,
                                     predictor_cpu, predictor_memory, predictor_image, base),
             "transformer": _transformer(transformer_image, storage_uri, index, limits, min_replicas, max_replicas,
-                                        transformer_cpu, transformer_memory, store),
+                                        transformer_cpu, transformer_memory, store, media),
         },
     }

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from serving.deploy import apply_inference_service
 from serving.limits import ServingLimits
-from serving.manifests import BASE_MOUNT, BaseCheckpoint, GalleryStoreRef, base_on_volume, inference_service
+from serving.manifests import (BASE_MOUNT, MEDIA_MOUNT, BaseCheckpoint, GalleryStoreRef, MediaVolume, base_on_volume,
+                               inference_service, media_on_volume)
 from serving.store import TOKEN_ENV, TOKEN_FILE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +58,10 @@ if type_name == "V1beta1InferenceService":
 if type_name == "V1PodSpec":  # the official Kubernetes models all the way down
     for volume in obj.volumes or ():
         assert volume.secret is None or isinstance(volume.secret, kubernetes.client.models.V1SecretVolumeSource)
-        assert all(isinstance(i, kubernetes.client.models.V1KeyToPath) for i in (volume.secret.items or ()))
+        assert all(isinstance(i, kubernetes.client.models.V1KeyToPath)
+                   for i in ((volume.secret.items if volume.secret else None) or ()))
+        claim = volume.persistent_volume_claim
+        assert claim is None or isinstance(claim, kubernetes.client.models.V1PersistentVolumeClaimVolumeSource)
     for container in obj.containers:
         assert all(isinstance(m, kubernetes.client.models.V1VolumeMount) for m in (container.volume_mounts or ()))
 print(json.dumps(ApiClient().sanitize_for_serialization(obj)))
@@ -215,6 +219,44 @@ def test_bad_store_arguments_are_refused(kwargs, message):
         inference_service("omniretriever", STORAGE, IMAGE, **kwargs)
 
 
+def test_the_search_page_mounts_the_gallerys_media_read_only_beside_the_secret():
+    store, media = GalleryStoreRef(CLUSTER, "omniretriever-milvus"), MediaVolume("omniretriever-workspace", "data")
+    manifest = inference_service("omniretriever", STORAGE, IMAGE, store=store, media=media)
+    res = sdk_roundtrip(manifest)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout) == manifest
+    transformer = manifest["spec"]["transformer"]
+    pod = {k: v for k, v in transformer.items() if k in ("containers", "volumes")}
+    res = sdk_roundtrip(pod, "V1PodSpec")
+    assert res.returncode == 0, res.stderr[-2000:]
+    (container,) = transformer["containers"]
+    args = container["args"]
+    assert args[args.index("--media_root") + 1] == MEDIA_MOUNT and args[args.index("--index") + 1] == CLUSTER
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in transformer["volumes"]}
+    assert len(mounts) == len(volumes) == 2  # the token's Secret and the media
+    page = mounts[MEDIA_MOUNT]
+    assert page["readOnly"] is True and page["subPath"] == "data"
+    assert volumes[page["name"]]["persistentVolumeClaim"] == {"claimName": "omniretriever-workspace", "readOnly": True}
+    whole = inference_service("omniretriever", STORAGE, IMAGE, index="/mnt/models/g.safetensors",
+                              media=MediaVolume("media"))["spec"]["transformer"]["containers"][0]
+    assert "subPath" not in whole["volumeMounts"][0]  # the whole claim
+    assert media_on_volume("/workspace/data", "/workspace", "ws") == MediaVolume("ws", "data")
+    assert media_on_volume("/workspace", "/workspace", "ws") == MediaVolume("ws", "")
+    assert media_on_volume("/data", "/workspace", "ws") is None
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"media": MediaVolume("media")}, "media turns on the search page, which searches a gallery: give store or index"),
+    ({"media": MediaVolume("media", "../data"), "store": GalleryStoreRef(CLUSTER)}, "media.sub_path '../data'"),
+    ({"media": MediaVolume("media", "/data"), "store": GalleryStoreRef(CLUSTER)}, "must be a relative path"),
+    ({"media": MediaVolume("", "data"), "store": GalleryStoreRef(CLUSTER)}, "media.pvc must name"),
+])
+def test_bad_media_arguments_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        inference_service("omniretriever", STORAGE, IMAGE, **kwargs)
+
+
 def test_a_store_uri_with_credentials_is_refused_without_repeating_them():
     with pytest.raises(ValueError, match="must not carry credentials") as err:
         inference_service("omniretriever", STORAGE, IMAGE, store=GalleryStoreRef(f"https://root:{TOKEN}@milvus:19530"))
@@ -245,10 +287,15 @@ def test_manifest_command_prints_the_store_and_its_secret_as_yaml():
     res = CliRunner().invoke(app, [*common, "--store", CLUSTER, "--store-secret", "omniretriever-milvus"])
     assert res.exit_code == 0 and yaml.safe_load(res.output)["spec"]["transformer"]["volumes"][0]["secret"][
         "items"][0]["key"] == "token"
+    res = CliRunner().invoke(app, [*common, "--store", CLUSTER, "--media-pvc", "ws", "--media-path", "data"])
+    assert res.exit_code == 0 and yaml.safe_load(res.output) == inference_service(
+        "omniretriever", STORAGE, IMAGE, store=GalleryStoreRef(CLUSTER), media=MediaVolume("ws", "data"))
     for args, message in [(["--store-secret", "milvus"], "--store-secret needs --store"),
                           (["--store", CLUSTER, "--store-secret-key", "k"], "--store-secret-key needs --store-secret"),
                           (["--store", "/mnt/gallery.db"], "Milvus Lite store"),
-                          (["--store", CLUSTER, "--store-secret", "Milvus"], "DNS-1123 subdomain")]:
+                          (["--store", CLUSTER, "--store-secret", "Milvus"], "DNS-1123 subdomain"),
+                          (["--store", CLUSTER, "--media-path", "data"], "--media-path needs --media-pvc"),
+                          (["--media-pvc", "ws"], "give store or index too")]:
         bad = CliRunner().invoke(app, [*common, *args])
         assert bad.exit_code == 2 and message in bad.output, (args, bad.output)
 
@@ -299,3 +346,18 @@ def test_transformer_dockerfile_is_pinned_and_runs_the_transformer():
     packages = re.findall(r'"(\w+)\*"', (ROOT / "pyproject.toml").read_text())
     assert "model" in packages and not [p for p in packages if f"COPY {p} ./{p}" not in text], \
         "the image must copy every package the distribution installs"
+
+
+def test_the_pipelines_deploy_serves_the_page_over_the_dataset_on_the_workspace_volume(tiny_repo):
+    from components.deploying import kserve_manifest
+
+    options = {"name": "omniretriever", "storage_uri": STORAGE, "transformer_image": IMAGE, "canary_percent": 10,
+               "gpus": 1, "workspace_pvc": "ws", "workspace_mount": "/workspace", "gallery_store": CLUSTER}
+    transformer = kserve_manifest(tiny_repo, "", media_root="/workspace/data", **options)["spec"]["transformer"]
+    assert "--media_root" in transformer["containers"][0]["args"]
+    assert {v["name"]: v for v in transformer["volumes"]}["gallery-media"]["persistentVolumeClaim"]["claimName"] == "ws"
+    assert transformer["containers"][0]["volumeMounts"][0]["subPath"] == "data"
+    for media_root, store in (("/elsewhere/data", CLUSTER), ("/workspace/data", "")):  # not mountable; nothing to search
+        transformer = kserve_manifest(tiny_repo, "", media_root=media_root, **{**options, "gallery_store": store})[
+            "spec"]["transformer"]
+        assert "--media_root" not in transformer["containers"][0]["args"] and "volumes" not in transformer
