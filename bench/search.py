@@ -379,15 +379,13 @@ class Run:
         from model.inference import Preprocessor
         from serving.client import query_inputs, split_url
         from serving.launcher import LocalEndpoint
-        from serving.repository import VERSION, production_dir
-        from serving.tensors import ENCODER_MODEL, IDS, SEARCH_MODEL
+        from serving.tensors import IDS, SEARCH_MODEL
 
         task = self.progress.add_task(f"starting the endpoint on {n:,} entries", total=None)
         with LocalEndpoint(repo, index=str(self.uri(n)), startup_timeout=300) as endpoint:
             self.progress.remove_task(task)
             width = max(self.args.concurrency)
-            paths = self.bs.Paths(production_dir(repo) / ENCODER_MODEL / VERSION / "model.onnx",
-                                  Preprocessor.from_model(self.loaded), endpoint, items, width)
+            paths = self.bs.Paths(repo, Preprocessor.from_model(self.loaded), endpoint, items, width)
             calls = paths.calls("text")
             clients = [grpcclient.InferenceServerClient(split_url(endpoint.grpc_url)[1]) for _ in range(width)]
             captions = [text for text, _ in items]

@@ -5,14 +5,19 @@
 One run exports --model to a temporary repository, starts the real local endpoint (tritonserver with the
 python backend + the transformer) and drives every path with the same one-row queries, side by side:
 
-    in-process ORT            encoder arrays -> onnxruntime.InferenceSession.run in this process (the baseline)
-    in-process prep + ORT     the raw query -> model.inference.Preprocessor -> ORT, in this process
-    Triton direct             encoder arrays -> tritonclient.grpc -> tritonserver (dynamic batching)
+    in-process ORT            encoder arrays -> onnxruntime.InferenceSession.run of the joint graph in this
+                              process (the baseline)
+    in-process ORT, text graph  captions only: text_ids and text_mask -> ORT on the text graph in this process
+    in-process prep + ORT     the raw query -> model.inference.Preprocessor -> ORT on the graph serving uses
+    Triton direct             encoder arrays -> tritonclient.grpc -> tritonserver (dynamic batching), to the
+                              model the transformer uses (omniretriever-text-encoder for captions)
     transformer               the raw query -> tritonclient.grpc -> transformer (preprocess) -> Triton over grpc-v2
 
 at each concurrency (client threads with a request in flight each), for two workloads: a caption ("text")
 and a clip's video and audio ("av", decoded from mp4 bytes). The figure is each path's throughput as a
-ratio of in-process ORT at the same workload and concurrency; p50/p99 are per-request latencies.
+ratio of in-process ORT on the joint graph at the same workload and concurrency ("x in-process"), and as a
+ratio of in-process ORT on the graph the path itself runs ("x same graph": the text graph for captions);
+p50/p99 are per-request latencies.
 Prints a table and writes bench/results/serving.json. A model that does not exist is replaced by a
 randomly initialised tiny one (speed does not depend on the weights).
 """
@@ -40,7 +45,8 @@ from model.inference import Preprocessor  # noqa: E402
 from model.store import load_model  # noqa: E402
 
 WORKLOADS = ("text", "av")
-PATHS = ("in-process ORT", "in-process prep + ORT", "Triton direct", "transformer")
+PATHS = ("in-process ORT", "in-process ORT, text graph", "in-process prep + ORT", "Triton direct", "transformer")
+TEXT_GRAPH = "in-process ORT, text graph"  # measured for the text workload only
 
 
 def random_model(out: Path) -> Path:
@@ -95,15 +101,21 @@ def run_cell(call: Callable[[int, int], None], concurrency: int, seconds: float)
 
 
 class Paths:
-    """The four ways of embedding one query, each a call(worker, i) on the i-th query of the workload."""
+    """The ways of embedding one query, each a call(worker, i) on the i-th query of the workload."""
 
-    def __init__(self, onnx_path: Path, prep: Preprocessor, endpoint, items: list, concurrency: int):
+    def __init__(self, repo: Path, prep: Preprocessor, endpoint, items: list, concurrency: int):
         import onnxruntime as ort
         import tritonclient.grpc as grpcclient
 
         from serving.client import query_inputs, split_url
+        from serving.repository import VERSION, production_dir
+        from serving.tensors import ENCODER_MODEL, TEXT_ENCODER_MODEL
 
-        self.session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        def session(model: str):
+            path = production_dir(repo) / model / VERSION / "model.onnx"
+            return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) if path.is_file() else None
+
+        self.session, self.text_session = session(ENCODER_MODEL), session(TEXT_ENCODER_MODEL)
         self.prep = prep
         self.grpc = grpcclient
         self.query_inputs = query_inputs
@@ -111,64 +123,73 @@ class Paths:
         self.transformer = [grpcclient.InferenceServerClient(split_url(endpoint.grpc_url)[1]) for _ in range(concurrency)]
         self.items = items
 
-    def prepared(self, rows: list[dict]) -> list[dict[str, np.ndarray]]:
-        return [self.prep([row]) for row in rows]
-
     def calls(self, workload: str) -> dict[str, Callable[[int, int], None]]:
+        """path -> call; captions run on the text graph where the repository has one, as serving does."""
+        from model.export import TEXT_INPUTS
+        from serving.client import encoder_inputs
+        from serving.tensors import EMBEDDING, EMBEDDING_MODEL, ENCODER_MODEL, TEXT_ENCODER_MODEL
+
         rows = rows_for(workload, self.items)
-        arrays = self.prepared(rows)
-        triton_inputs = [self._triton_inputs(a) for a in arrays]
+        arrays = [self.prep([row]) for row in rows]
+        text = workload == "text" and self.text_session is not None
+        served_arrays = [{k: a[k] for k in TEXT_INPUTS} for a in arrays] if text else arrays
+        served, model = (self.text_session, TEXT_ENCODER_MODEL) if text else (self.session, ENCODER_MODEL)
+        triton_inputs = [encoder_inputs(self.grpc, a) for a in served_arrays]
         n = len(rows)
 
-        from serving.tensors import EMBEDDING, EMBEDDING_MODEL, ENCODER_MODEL
+        def prep_and_run(w: int, i: int) -> None:
+            prepared = self.prep([rows[i % n]])
+            served.run([EMBEDDING], {k: prepared[k] for k in TEXT_INPUTS} if text else prepared)
 
         def transformer(w: int, i: int) -> None:
             row = rows[i % n]
             inputs = self.query_inputs(self.grpc, row.get("text"), row.get("video"), row.get("audio"))
             self.transformer[w].infer(EMBEDDING_MODEL, inputs)
 
-        return {
+        calls = {
             "in-process ORT": lambda w, i: self.session.run([EMBEDDING], arrays[i % n]),
-            "in-process prep + ORT": lambda w, i: self.session.run([EMBEDDING], self.prep([rows[i % n]])),
-            "Triton direct": lambda w, i: self.triton[w].infer(ENCODER_MODEL, triton_inputs[i % n]),
+            TEXT_GRAPH: lambda w, i: self.text_session.run([EMBEDDING], served_arrays[i % n]),
+            "in-process prep + ORT": prep_and_run,
+            "Triton direct": lambda w, i: self.triton[w].infer(model, triton_inputs[i % n]),
             "transformer": transformer,
         }
-
-    def _triton_inputs(self, arrays: dict[str, np.ndarray]) -> list:
-        from serving.client import encoder_inputs
-
-        return encoder_inputs(self.grpc, arrays)
+        if not text:
+            del calls[TEXT_GRAPH]
+        return calls
 
 
-def measure(model: Path, items: list, work: Path, concurrencies: list[int], seconds: float) -> list[dict]:
+def measure(model: Path, items: list, work: Path, concurrencies: list[int], seconds: float,
+            workloads: tuple[str, ...] = WORKLOADS) -> list[dict]:
     """Export `model` into `work`, start the endpoint, and time every path, workload and concurrency."""
     from rich.progress import Progress
 
     from serving.launcher import LocalEndpoint
-    from serving.repository import VERSION, build_repository, production_dir
-    from serving.tensors import ENCODER_MODEL
+    from serving.repository import build_repository
 
     repo = build_repository(model, work / "repo")
     rows: list[dict] = []
     with LocalEndpoint(repo, startup_timeout=300) as endpoint:
-        paths = Paths(production_dir(repo) / ENCODER_MODEL / VERSION / "model.onnx",
-                      Preprocessor.from_model(load_model(model)), endpoint, items, max(concurrencies))
+        paths = Paths(repo, Preprocessor.from_model(load_model(model)), endpoint, items, max(concurrencies))
         with Progress(transient=True) as bar:
-            task = bar.add_task("benchmarking", total=len(WORKLOADS) * len(concurrencies) * len(PATHS))
-            for workload in WORKLOADS:
+            task = bar.add_task("benchmarking", total=len(workloads) * len(concurrencies) * len(PATHS))
+            for workload in workloads:
                 calls = paths.calls(workload)
                 for fn in calls.values():  # warm up every path once (sessions, connections, caches)
                     fn(0, 0)
                 for concurrency in concurrencies:
                     for path in PATHS:
+                        bar.advance(task)
+                        if path not in calls:
+                            continue
                         bar.update(task, description=f"{workload} c={concurrency} {path}")
                         cell = run_cell(calls[path], concurrency, seconds)
                         rows.append({"workload": workload, "concurrency": concurrency, "path": path, **cell})
-                        bar.advance(task)
     for row in rows:
-        base = next(r for r in rows if r["workload"] == row["workload"] and r["concurrency"] == row["concurrency"]
-                    and r["path"] == PATHS[0])
+        same = [r for r in rows if r["workload"] == row["workload"] and r["concurrency"] == row["concurrency"]]
+        base = next(r for r in same if r["path"] == PATHS[0])
+        graph = next((r for r in same if r["path"] == TEXT_GRAPH), base)  # what the served path runs
         row["x in-process"] = row["req/s"] / base["req/s"]
+        row["x same graph"] = row["req/s"] / (base if row["path"] == PATHS[0] else graph)["req/s"]
     return rows
 
 
@@ -179,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seconds", type=float, default=4.0, help="per path, workload and concurrency")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--queries", type=int, default=32, help="distinct queries cycled through")
+    ap.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     args = ap.parse_args(argv)
 
     load_at_start = os.getloadavg()[0]  # a shared machine's load moves these figures; it is recorded with them
@@ -187,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         trained = (args.model / "model" / "config.json").exists() or (args.model / "config.json").exists()
         model = args.model if trained else random_model(work)
         items = queries(args.data, args.queries, work)
-        rows = measure(model, items, work, args.concurrency, args.seconds)
+        rows = measure(model, items, work, args.concurrency, args.seconds, tuple(args.workloads))
     extra = {"model": str(args.model if trained else "random tiny"), "seconds_per_cell": args.seconds,
              "queries": len(items), "load_average": {"start": load_at_start, "end": os.getloadavg()[0]},
              "paths": PATHS}
