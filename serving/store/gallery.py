@@ -66,6 +66,7 @@ from serving.store.schema import (
     HIT_FIELDS,
     LEDGER,
     MAX_TOP_K,
+    OWN_WRITES,
     PARAMS,
     PROP_DIGEST,
     PROP_FORMAT,
@@ -290,7 +291,7 @@ class GalleryStore:
             raise ValueError(f"two entries have the key {twice!r}: an item's windows must start at least 1 ms apart")
         for chunk in chunks(ids):  # only items the ledger knows can have entries here (a pk lookup, no scan)
             known = [row["item_id"] for row in self.client.get(ledger, ids=[f"{view}/{i}" for i in chunk],
-                                                              output_fields=["item_id"])]
+                                                              output_fields=["item_id"], **OWN_WRITES)]
             if known:
                 self.client.delete(name, filter=in_filter("item_id", known))
         captions = {i: display_caption(meta[i].caption) for i in ids} if info.captions else None  # v2: none
@@ -316,7 +317,8 @@ class GalleryStore:
         out = set()
         for chunk in chunks(list(hashes)):
             for row in self.client.query(ledger, filter=f"view == {literal(view)} and {in_filter('item_id', chunk)}",
-                                         output_fields=["item_id", "content_hash"], limit=len(chunk)):
+                                         output_fields=["item_id", "content_hash"], limit=len(chunk),
+                                         **OWN_WRITES):
                 if hashes[row["item_id"]] == row["content_hash"]:
                     out.add(row["item_id"])
         return out
@@ -347,7 +349,7 @@ class GalleryStore:
 
         seen = set()
         try:
-            it = self.client.query_iterator(name, batch_size=1000, filter=expr, output_fields=fields)
+            it = self.client.query_iterator(name, batch_size=1000, filter=expr, output_fields=fields, **OWN_WRITES)
             try:
                 while batch := it.next():
                     for row in batch:
@@ -364,9 +366,9 @@ class GalleryStore:
     def count(self, view: str) -> tuple[int, int]:
         """(entries, items) of `view`: items are those done (in the ledger), with or without an entry."""
         name, ledger = self._read(view), self._read(LEDGER)
-        entries = self.client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"]
+        entries = self.client.query(name, filter="", output_fields=["count(*)"], **OWN_WRITES)[0]["count(*)"]
         items = self.client.query(ledger, filter=f"view == {literal(self.info(view).view)}",
-                                  output_fields=["count(*)"])[0]["count(*)"]
+                                  output_fields=["count(*)"], **OWN_WRITES)[0]["count(*)"]
         return int(entries), int(items)
 
     def entries(self, view: str) -> tuple[Entries, np.ndarray, list[str]]:

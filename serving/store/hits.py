@@ -22,13 +22,19 @@ class StoreHits(Hits):
 TIE = 1e-6  # scores this close count as equal: Milvus's float32 dot products of one vector differ by row (1 ulp)
 
 
+def primary_key(hit: dict) -> str:
+    """A search hit's primary key: pymilvus's Hit.id (Milvus 2.4+ and Lite name it by the field, "pk"; Milvus 2.3
+    returns no field name, and pymilvus then calls it "id"); a plain dict's "pk"."""
+    return hit.id if hasattr(hit, "id") else hit["pk"]
+
+
 def tie_ordered(hits: list[dict]) -> list[dict]:
     """Best first; a run of hits whose scores lie within TIE of the run's best, in primary-key order."""
     ranked = sorted(hits, key=lambda h: -h["distance"])
     out: list[dict] = []
     while ranked:
         n = next((j for j, h in enumerate(ranked) if ranked[0]["distance"] - h["distance"] > TIE), len(ranked))
-        out += sorted(ranked[:n], key=lambda h: h["pk"])
+        out += sorted(ranked[:n], key=primary_key)
         ranked = ranked[n:]
     return out
 

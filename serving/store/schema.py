@@ -19,6 +19,11 @@ MAX_TOP_K = 16384  # Milvus's largest search limit
 MAX_ID, MAX_URI, MAX_NAME = 1024, 4096, 1024  # VARCHAR lengths: item ids, media paths, split and source names
 MAX_CAPTION = 8000  # VARCHAR bytes of a caption: 2,000 characters (a query's limit) of up to 4 UTF-8 bytes
 CHUNK = 512  # rows per upsert, ids per `in [...]` filter
+# Reads that must see this client's own writes (the ledger before a write, counts, removals, exports) ask for
+# Strong consistency: a Milvus cluster's default, Bounded, may answer from a snapshot a few seconds old, which
+# misses entries just written (a re-added item's old windows would stay beside its new ones). Searches keep the
+# collection's Bounded: a Strong query waits for the next time tick (200 ms on Milvus 2.3). Lite is always strong.
+OWN_WRITES = {"consistency_level": "Strong"}
 INDEX_TYPES = ("FLAT", "AUTOINDEX", "HNSW", "IVF_FLAT")
 METRICS = ("COSINE", "IP")
 PARAMS = {"HNSW": ({"M": 16, "efConstruction": 200}, {"ef": 128}),  # (build, search) params of IndexConfig.named

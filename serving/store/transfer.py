@@ -11,7 +11,7 @@ from model.modalities import VIEWS
 from serving.index import UNKNOWN, GalleryIndex, save_index
 from serving.store.engine import StoreError, client_for, connection, release
 from serving.store.gallery import GalleryStore
-from serving.store.schema import LEDGER, IndexConfig, ItemMeta, check_item_id, collections_of, literal
+from serving.store.schema import LEDGER, OWN_WRITES, IndexConfig, ItemMeta, check_item_id, collections_of, literal
 
 
 def store_collections(uri: str | Path, env: Mapping[str, str] = os.environ) -> list[dict]:
@@ -24,14 +24,14 @@ def store_collections(uri: str | Path, env: Mapping[str, str] = os.environ) -> l
         out = []
         for c in collections_of(client):
             client.load_collection(c.name)
-            rows = client.query(c.name, filter="", output_fields=["count(*)"])[0]["count(*)"]
+            rows = client.query(c.name, filter="", output_fields=["count(*)"], **OWN_WRITES)[0]["count(*)"]
             out.append({**c.__dict__, "rows": int(rows)})
         ledgers = {(c["weights_sha256"], c["generation"]): c["name"] for c in out if c["view"] == LEDGER}
         for c in out:
             if c["view"] != LEDGER:
                 ledger = ledgers[c["weights_sha256"], c["generation"]]
                 c["items"] = int(client.query(ledger, filter=f"view == {literal(c['view'])}",
-                                              output_fields=["count(*)"])[0]["count(*)"])
+                                              output_fields=["count(*)"], **OWN_WRITES)[0]["count(*)"])
         order = {v: n for n, v in enumerate(VIEWS)}
         return sorted((c for c in out if c["view"] != LEDGER),
                       key=lambda c: (c["weights_sha256"], c["generation"], order.get(c["view"], len(order))))
