@@ -50,6 +50,7 @@ bench: setup
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/serving.py --model $(RUN_DIR) --data $(DATA)
 	$(BIN)/python bench/search.py --model $(RUN_DIR)
+	unshare -rn $(BIN)/python tests/netns.py $(BIN)/python bench/search_server.py --model $(RUN_DIR)
 
 # Re-resolve the pins after changing pyproject.toml's ranges (needs the registries).
 lock:
