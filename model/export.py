@@ -179,8 +179,9 @@ def onnx_path_for(out: str | Path) -> Path:
     return out if out.suffix == ".onnx" else out / "model.onnx"
 
 
-def _export(model: Path, out: Path, tolerance: float, text_only: bool) -> ExportResult:
-    loaded = load_model(model)
+def _export(model: Path | LoadedModel, out: Path, tolerance: float, text_only: bool) -> ExportResult:
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    source = loaded.path if isinstance(model, LoadedModel) else model
     path = onnx_path_for(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -191,7 +192,7 @@ def _export(model: Path, out: Path, tolerance: float, text_only: bool) -> Export
         diff, rows = check_parity(tmp, loaded, text_only=text_only)
         if not diff < tolerance:
             what = "the text graph's ONNX Runtime" if text_only else "ONNX Runtime"
-            raise ExportError(f"{model}: {what} differs from PyTorch by {diff:.3g} (limit {tolerance:g}); "
+            raise ExportError(f"{source}: {what} differs from PyTorch by {diff:.3g} (limit {tolerance:g}); "
                               "the export was not written")
         os.replace(tmp, path)
     finally:
@@ -199,15 +200,16 @@ def _export(model: Path, out: Path, tolerance: float, text_only: bool) -> Export
     return ExportResult(onnx=path, max_abs_diff=diff, rows_checked=rows, embed_dim=loaded.config.embed_dim)
 
 
-def export_onnx(model: Path, out: Path, tolerance: float = PARITY_TOLERANCE) -> ExportResult:
-    """Export a saved model (RUN or RUN/model) to ONNX at `out` (a .onnx file, or a directory for model.onnx).
+def export_onnx(model: Path | LoadedModel, out: Path, tolerance: float = PARITY_TOLERANCE) -> ExportResult:
+    """Export a saved model (RUN or RUN/model, or one already loaded) to ONNX at `out` (a .onnx file, or a
+    directory for model.onnx).
 
     Raises ExportError, leaving nothing at `out`, when ONNX Runtime's output differs from PyTorch's by
     `tolerance` or more on any row."""
     return _export(model, out, tolerance, text_only=False)
 
 
-def export_text_onnx(model: Path, out: Path, tolerance: float = PARITY_TOLERANCE) -> ExportResult:
+def export_text_onnx(model: Path | LoadedModel, out: Path, tolerance: float = PARITY_TOLERANCE) -> ExportResult:
     """The text graph of a saved model (TEXT_INPUTS -> EMBEDDING) at `out`, like export_onnx; its parity is
     checked against the PyTorch joint forward on caption-only rows."""
     return _export(model, out, tolerance, text_only=True)

@@ -127,11 +127,12 @@ def _write_preprocessing(model_root: Path, source: Path, cfg: AnyConfig) -> None
     shutil.copyfile(source / "tokenizer.json", model_root / "tokenizer.json")
 
 
-def _write_graph(tmp: Path, model: Path, cfg: AnyConfig, name: str) -> dict:
+def _write_graph(tmp: Path, loaded: LoadedModel, name: str) -> dict:
     """One ONNX model `name` (the joint graph, or the text graph): production's graph and config, local's
     python model running it by digest; its digest and parity."""
     export = export_text_onnx if name == TEXT_ENCODER_MODEL else export_onnx
-    result: ExportResult = export(model, production_dir(tmp) / name / VERSION / "model.onnx")
+    cfg = loaded.config
+    result: ExportResult = export(loaded, production_dir(tmp) / name / VERSION / "model.onnx")
     (production_dir(tmp) / name / "config.pbtxt").write_text(render_config(cfg, PRODUCTION, model=name))
     onnx_sha256 = file_digest(result.onnx)
     local_root = local_dir(tmp) / name
@@ -143,11 +144,12 @@ def _write_graph(tmp: Path, model: Path, cfg: AnyConfig, name: str) -> dict:
     return {"onnx_sha256": onnx_sha256, "max_abs_diff": result.max_abs_diff, "rows_checked": result.rows_checked}
 
 
-def _write_onnx(tmp: Path, model: Path, cfg: AnyConfig) -> dict:
-    """The tiny encoder: the joint graph and the text graph; what repository.json adds."""
-    joint = _write_graph(tmp, model, cfg, ENCODER_MODEL)
-    _write_preprocessing(production_dir(tmp) / ENCODER_MODEL, model_dir(model), cfg)
-    text = _write_graph(tmp, model, cfg, TEXT_ENCODER_MODEL)
+def _write_onnx(tmp: Path, loaded: LoadedModel) -> dict:
+    """The tiny encoder: the joint graph and the text graph, both exported from the one loaded model; what
+    repository.json adds."""
+    joint = _write_graph(tmp, loaded, ENCODER_MODEL)
+    _write_preprocessing(production_dir(tmp) / ENCODER_MODEL, loaded.path, loaded.config)
+    text = _write_graph(tmp, loaded, TEXT_ENCODER_MODEL)
     return {**joint, "text_model": {"triton_model": TEXT_ENCODER_MODEL, **text}}
 
 
@@ -195,7 +197,7 @@ def build_repository(model: Path, repo: Path) -> Path:
     tmp = repo.with_name(f".{repo.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        built = _write_onnx(tmp, model, cfg) if cfg.backbone == "tiny" else _write_torch(tmp, model, loaded)
+        built = _write_onnx(tmp, loaded) if cfg.backbone == "tiny" else _write_torch(tmp, model, loaded)
         info = {"format": FORMAT, "model": str(model_dir(model).resolve()), "backbone": cfg.backbone,
                 "weights_sha256": weights_digest(model), **built, "embed_dim": cfg.embed_dim,
                 "triton_model": ENCODER_MODEL, "max_batch_size": MAX_BATCH_SIZE,
