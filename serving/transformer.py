@@ -95,7 +95,6 @@ class EmbeddingModel(kserve.Model):
         self.workers = workers or Workers(limits)
         self.preprocessor: Preprocessor | None = None
         self.info: dict = {}
-        self.text_model = False  # whether caption-only requests go to TEXT_ENCODER_MODEL (set by load)
         self._routes: dict[str, tuple[str, tuple[TensorSpec, ...]]] = {}  # "media"/"text" -> (Triton model, inputs)
 
     def load(self) -> bool:
@@ -113,7 +112,6 @@ class EmbeddingModel(kserve.Model):
         if text_model and text_model.get("triton_model") != TEXT_ENCODER_MODEL:
             raise ValueError(f"{root / 'model.json'} names text model {text_model.get('triton_model')!r}, "
                              f"this transformer sends captions to {TEXT_ENCODER_MODEL!r}: rebuild the repository")
-        self.text_model = bool(text_model)
         # the tensors of Triton's requests, computed once: (model, its input specs) for clips and for captions
         joint = (ENCODER_MODEL, encoder_inputs(config))
         self._routes = {"media": joint, "text": (TEXT_ENCODER_MODEL, text_encoder_inputs(config)) if text_model else joint}

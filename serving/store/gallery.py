@@ -422,18 +422,20 @@ class GalleryStore:
         params.update(self._index.search if self._index else {})
         params["ef"] = max(int(params["ef"]), top_k)
         target = self._read(info.view)
-        fields = HIT_FIELDS + ["caption"]
+
+        def search(fields: list[str]) -> list:
+            return self.client.search(target, data=q, limit=top_k, filter=filter or "", output_fields=fields,
+                                      search_params={"params": params})
+
         try:
             try:
-                res = self.client.search(target, data=q, limit=top_k, filter=filter or "", output_fields=fields,
-                                         search_params={"params": params})
+                res = search(HIT_FIELDS + ["caption"])
             except MilvusException as exc:
                 if "caption" not in str(getattr(exc, "message", exc)):
                     raise
                 # the alias names a v2 generation (kept for a rollback, or published by an older release): a
                 # cluster refuses an output field a collection lacks (Lite leaves it out): ask without captions
-                res = self.client.search(target, data=q, limit=top_k, filter=filter or "", output_fields=HIT_FIELDS,
-                                         search_params={"params": params})
+                res = search(HIT_FIELDS)
         except MilvusException as exc:
             raise StoreError(f"search of {target} (filter {filter!r}): {getattr(exc, 'message', exc)}") from None
         return hits_of([tie_ordered(r) for r in res])

@@ -72,9 +72,6 @@ class ItemMeta:
     caption: str = ""  # what the search page shows with a hit (display_caption); "" unknown
 
 
-
-
-
 @dataclass(frozen=True)
 class CollectionInfo:
     name: str
