@@ -155,6 +155,20 @@ def _write(store, ids: list[str], emb: np.ndarray) -> None:
     store.replace_items(VIEW, ids, emb, entries, {i: meta for i in ids})
 
 
+def fill_new_items(store, n: int, dim: int, on_rows: Callable[[int], None]) -> None:
+    """Write the n synthetic entries (one an item) into the store's VIEW, created beforehand, in batches of
+    BUILD_BATCH new items, with replace_items' delete of their old entries skipped (_NewItemsOnly)."""
+    client, store.client = store.client, _NewItemsOnly(store.client)
+    try:
+        done = 0
+        for emb in entry_chunks(n, dim):
+            _write(store, [item_id(i) for i in range(done, done + len(emb))], emb)
+            done += len(emb)
+            on_rows(len(emb))
+    finally:
+        store.client = client
+
+
 def index_config(spec: str):
     """IndexConfig.named of "TYPE" or "TYPE:METRIC" (COSINE unless given)."""
     from serving.store import IndexConfig
@@ -172,15 +186,7 @@ def build_collection(uri: Path, digest: str, n: int, dim: int, spec: str, on_row
     with GalleryStore.open(uri, digest, index_config(spec)) as store:
         store.ensure_view(VIEW, dim)
         opened = time.perf_counter()
-        client, store.client = store.client, _NewItemsOnly(store.client)
-        try:
-            done = 0
-            for emb in entry_chunks(n, dim):
-                _write(store, [item_id(i) for i in range(done, done + len(emb))], emb)
-                done += len(emb)
-                on_rows(len(emb))
-        finally:
-            store.client = client
+        fill_new_items(store, n, dim, on_rows)
         written = time.perf_counter()
         store.publish()  # served: the transformer searches only a published generation
     release(uri)

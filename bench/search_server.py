@@ -86,15 +86,7 @@ class ServerRun(bs.Run):
         start = time.perf_counter()
         with GalleryStore.open(self.server, self.digest, bs.index_config(self.args.index)) as store:
             store.ensure_view(bs.VIEW, self.dim)
-            client, store.client = store.client, bs._NewItemsOnly(store.client)
-            try:
-                done = 0
-                for emb in bs.entry_chunks(n, self.dim):
-                    bs._write(store, [bs.item_id(i) for i in range(done, done + len(emb))], emb)
-                    done += len(emb)
-                    self.progress.advance(task, len(emb))
-            finally:
-                store.client = client
+            bs.fill_new_items(store, n, self.dim, lambda rows: self.progress.advance(task, rows))
             written = time.perf_counter()
             store.publish()  # flush, index, load, alias
             self._wait_indexed(store, n)

@@ -146,16 +146,14 @@ class Paths:
             inputs = self.query_inputs(self.grpc, row.get("text"), row.get("video"), row.get("audio"))
             self.transformer[w].infer(EMBEDDING_MODEL, inputs)
 
-        calls = {
-            "in-process ORT": lambda w, i: self.session.run([EMBEDDING], arrays[i % n]),
-            TEXT_GRAPH: lambda w, i: self.text_session.run([EMBEDDING], served_arrays[i % n]),
+        calls = {"in-process ORT": lambda w, i: self.session.run([EMBEDDING], arrays[i % n])}
+        if text:
+            calls[TEXT_GRAPH] = lambda w, i: self.text_session.run([EMBEDDING], served_arrays[i % n])
+        return calls | {
             "in-process prep + ORT": prep_and_run,
             "Triton direct": lambda w, i: self.triton[w].infer(model, triton_inputs[i % n]),
             "transformer": transformer,
         }
-        if not text:
-            del calls[TEXT_GRAPH]
-        return calls
 
 
 def measure(model: Path, items: list, work: Path, concurrencies: list[int], seconds: float,
